@@ -1,0 +1,93 @@
+"""Local training and evaluation: the plain SGD loop a client (or a centrally trained target) runs.
+
+A defense that changes how a client trains (DP-SGD) is handed in as a :class:`LocalTrainer` value; ``fl``
+itself knows no defense.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """How to train locally: E epochs of batch-B SGD at rate lr (or a fixed number of steps)."""
+
+    epochs: int = 1
+    steps: int | None = None  # if set, exactly this many minibatch steps (cycling through the data)
+    batch_size: int = 32
+    lr: float = 0.1
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    optimizer: str = "sgd"  # "sgd" or "adam"
+
+
+class LocalTrainer(Protocol):
+    """Something that trains ``model`` on (x, y) in place and returns the number of steps taken."""
+
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor, spec: TrainSpec, generator: torch.Generator) -> int: ...
+
+
+def make_optimizer(model: nn.Module, spec: TrainSpec) -> torch.optim.Optimizer:
+    if spec.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
+    return torch.optim.SGD(model.parameters(), lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay)
+
+
+def minibatches(n: int, spec: TrainSpec, generator: torch.Generator):  # noqa: ANN201
+    """Index batches: shuffled each epoch; ``spec.steps`` batches in all when set, else ``spec.epochs`` epochs."""
+    b = max(1, min(spec.batch_size, n))
+    total = spec.steps if spec.steps is not None else spec.epochs * ((n + b - 1) // b)
+    done = 0
+    while done < total:
+        perm = torch.randperm(n, generator=generator)
+        for i in range(0, n, b):
+            if done >= total:
+                return
+            yield perm[i : i + b]
+            done += 1
+
+
+def sgd_train(model: nn.Module, x: Tensor, y: Tensor, spec: TrainSpec, generator: torch.Generator) -> int:
+    """The default local trainer: minibatch SGD (or Adam) on cross-entropy, in train mode."""
+    model.train()
+    opt = make_optimizer(model, spec)
+    steps = 0
+    for idx in minibatches(len(x), spec, generator):
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x[idx]), y[idx]).backward()
+        opt.step()
+        steps += 1
+    return steps
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 1024) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) in eval mode."""
+    was = model.training
+    model.eval()
+    correct, loss = 0, 0.0
+    dev = next(model.parameters()).device
+    for i in range(0, len(x), batch_size):
+        xb, yb = x[i : i + batch_size].to(dev), y[i : i + batch_size].to(dev)
+        out = model(xb)
+        loss += float(F.cross_entropy(out, yb, reduction="sum"))
+        correct += int((out.argmax(1) == yb).sum())
+    model.train(was)
+    n = max(1, len(x))
+    return correct / n, loss / n
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, x: Tensor, batch_size: int = 1024) -> Tensor:
+    was = model.training
+    model.eval()
+    dev = next(model.parameters()).device
+    out = torch.cat([model(x[i : i + batch_size].to(dev)) for i in range(0, len(x), batch_size)])
+    model.train(was)
+    return out
