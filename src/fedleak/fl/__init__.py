@@ -8,8 +8,16 @@
     ['body.0.bias', 'body.0.weight']
 """
 
-from fedleak.fl.client import UpdateTransform, client_update, fedsgd_gradient, parameter_names
-from fedleak.fl.local import LocalTrainer, TrainSpec, evaluate, predict_logits, sgd_train
+from fedleak.fl.client import UpdateTransform, client_update, parameter_names
+from fedleak.fl.local import (
+    LocalTrainer,
+    SGDTrainer,
+    TrainSpec,
+    batch_gradient,
+    evaluate,
+    predict_logits,
+    sgd_train,
+)
 from fedleak.fl.server import FedConfig, Federation, RoundResult, weighted_mean
 from fedleak.fl.update import GRANTABLE, ClientUpdate, ThreatModel
 
@@ -20,12 +28,13 @@ __all__ = [
     "Federation",
     "LocalTrainer",
     "RoundResult",
+    "SGDTrainer",
     "ThreatModel",
     "TrainSpec",
     "UpdateTransform",
     "client_update",
     "evaluate",
-    "fedsgd_gradient",
+    "batch_gradient",
     "parameter_names",
     "predict_logits",
     "sgd_train",

@@ -17,11 +17,10 @@ import copy
 from collections.abc import Callable, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fedleak.data.dataset import Dataset
-from fedleak.fl.local import LocalTrainer, TrainSpec, sgd_train
+from fedleak.fl.local import LocalTrainer, SGDTrainer, TrainSpec
 from fedleak.fl.update import ClientUpdate, ThreatModel
 
 UpdateTransform = Callable[[ClientUpdate, torch.Generator], ClientUpdate]
@@ -29,14 +28,6 @@ UpdateTransform = Callable[[ClientUpdate, torch.Generator], ClientUpdate]
 
 def parameter_names(model: nn.Module) -> list[str]:
     return [n for n, p in model.named_parameters() if p.requires_grad]
-
-
-def fedsgd_gradient(model: nn.Module, x: Tensor, y: Tensor) -> dict[str, Tensor]:
-    """The gradient of the mean cross-entropy over (x, y), per parameter name."""
-    params = dict(model.named_parameters())
-    loss = F.cross_entropy(model(x), y)
-    grads = torch.autograd.grad(loss, list(params.values()))
-    return {n: g.detach() for n, g in zip(params, grads, strict=True)}
 
 
 def client_update(
@@ -60,8 +51,10 @@ def client_update(
     With neither ``local_steps`` nor ``local_epochs`` it is FedSGD: one gradient of the batch (all given records,
     or a seeded sample of ``batch_size``). Otherwise FedAvg: local SGD, and the payload is w1 - w0.
     ``transforms`` (client-side defenses such as clipping or pruning) apply to the payload before it is sent;
-    ``threat`` decides which metadata the server sees (default: all but the labels).
+    ``threat`` decides which metadata the server sees (default: all but the labels); ``trainer`` replaces the
+    honest client's SGD (e.g. DP-SGD).
     """
+    trainer = trainer or SGDTrainer()
     if isinstance(data, Dataset):
         x, y, spec = *data.tensors(), data.spec
     else:
@@ -77,12 +70,12 @@ def client_update(
         if batch_size is not None and batch_size < len(x):
             pick = torch.randperm(len(x), generator=g)[:batch_size].sort().values.to(dev)
             x, y = x[pick], y[pick]
-        payload = fedsgd_gradient(local, x, y)
+        payload = trainer.gradient(local, x, y, g)
         kind, steps, b, step_lr = "gradient", None, len(x), None
     else:
         b = min(batch_size or 32, len(x))
         spec_t = TrainSpec(epochs=local_epochs or 1, steps=local_steps, batch_size=b, lr=lr)
-        steps = (trainer or sgd_train)(local, x, y, spec_t, g)
+        steps = trainer.train(local, x, y, spec_t, g)
         new = dict(local.named_parameters())
         payload = {n: (new[n].detach() - global_state[n]).clone() for n in names}
         kind, step_lr = "delta", lr

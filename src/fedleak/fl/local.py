@@ -28,9 +28,16 @@ class TrainSpec:
 
 
 class LocalTrainer(Protocol):
-    """Something that trains ``model`` on (x, y) in place and returns the number of steps taken."""
+    """How a client computes what it sends. The default is :class:`SGDTrainer`; a defense such as DP-SGD hands
+    the client another value with the same two methods."""
 
-    def __call__(self, model: nn.Module, x: Tensor, y: Tensor, spec: TrainSpec, generator: torch.Generator) -> int: ...
+    def train(self, model: nn.Module, x: Tensor, y: Tensor, spec: TrainSpec, generator: torch.Generator) -> int:
+        """Train ``model`` in place on (x, y) (FedAvg); return the number of optimiser steps taken."""
+        ...
+
+    def gradient(self, model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator) -> dict[str, Tensor]:
+        """The gradient a FedSGD client sends for the batch (x, y), per parameter name."""
+        ...
 
 
 def make_optimizer(model: nn.Module, spec: TrainSpec) -> torch.optim.Optimizer:
@@ -54,8 +61,7 @@ def minibatches(n: int, spec: TrainSpec, generator: torch.Generator):  # noqa: A
 
 
 def sgd_train(model: nn.Module, x: Tensor, y: Tensor, spec: TrainSpec, generator: torch.Generator) -> int:
-    """The default local trainer: minibatch SGD (or Adam) on cross-entropy, in train mode."""
-    model.train()
+    """Minibatch SGD (or Adam) on cross-entropy in the model's current mode; returns the steps taken."""
     opt = make_optimizer(model, spec)
     steps = 0
     for idx in minibatches(len(x), spec, generator):
@@ -64,6 +70,24 @@ def sgd_train(model: nn.Module, x: Tensor, y: Tensor, spec: TrainSpec, generator
         opt.step()
         steps += 1
     return steps
+
+
+def batch_gradient(model: nn.Module, x: Tensor, y: Tensor) -> dict[str, Tensor]:
+    """The gradient of the mean cross-entropy over (x, y), per parameter name."""
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    loss = F.cross_entropy(model(x), y)
+    grads = torch.autograd.grad(loss, list(params.values()))
+    return {n: g.detach() for n, g in zip(params, grads, strict=True)}
+
+
+class SGDTrainer:
+    """The honest client: plain minibatch SGD for FedAvg, the plain batch gradient for FedSGD."""
+
+    def train(self, model: nn.Module, x: Tensor, y: Tensor, spec: TrainSpec, generator: torch.Generator) -> int:
+        return sgd_train(model, x, y, spec, generator)
+
+    def gradient(self, model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator) -> dict[str, Tensor]:
+        return batch_gradient(model, x, y)
 
 
 @torch.no_grad()
