@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from fedleak.data import bundled, formats
+from fedleak.data import bundled, formats, text
 from fedleak.data.dataset import Dataset
 from fedleak.errors import FedleakInputError
 from fedleak.registry import Registry
@@ -64,6 +64,24 @@ DATASETS.register("npz", "arrays x (N,F | N,H,W | N,C,H,W | N,H,W,C) and y in an
 )
 DATASETS.register("csv", "a table with a header; the label is the last column unless ?label=NAME")(
     DatasetEntry(lambda path, label=None, **o: formats.load_csv(path, label), True, ".csv file")
+)
+
+
+def _text_options(fn: Callable[..., Dataset], allowed: tuple[str, ...]) -> Callable[..., Dataset]:
+    def loader(path: str | None = None, **options: str) -> Dataset:
+        bad = [k for k in options if k not in allowed]
+        if bad:
+            raise FedleakInputError(f"text dataset option {bad[0]!r}: choose from {', '.join(allowed)}")
+        return fn(path, **options) if path is not None else fn(**options)
+
+    return loader
+
+
+DATASETS.register("text", "one record per line, ?tokenizer=word|char&max_len=32&label=auto|tab|first")(
+    DatasetEntry(_text_options(text.load_text, ("tokenizer", "max_len", "label")), True, "text file")
+)
+DATASETS.register("demo-records", "240 synthetic records: names, addresses, phones, diagnoses (bundled)")(
+    DatasetEntry(_text_options(text.load_demo_records, ("tokenizer", "max_len")), False, "bundled")
 )
 
 

@@ -20,7 +20,7 @@ from torch import nn
 from fedleak.data.dataset import DataSpec
 from fedleak.device import resolve_device
 from fedleak.errors import FedleakInputError
-from fedleak.models import tabular, vision
+from fedleak.models import tabular, text, vision
 from fedleak.registry import Registry, parse_spec
 
 Builder = Callable[[tuple[int, ...], int, list[str], dict[str, str]], nn.Module]
@@ -79,10 +79,31 @@ def _mlp(in_shape, num_classes, args, kwargs):  # noqa: ANN001, ANN202
     return tabular.MLP(in_shape, num_classes, hidden, act)
 
 
+def _need_text(name: str, in_shape: tuple[int, ...], kwargs: dict[str, str]) -> tuple[int, int]:
+    if len(in_shape) != 1 or "vocab" not in kwargs:
+        raise FedleakInputError(f"model {name!r} takes token ids of a text dataset (demo-records, text:PATH)")
+    return int(kwargs["vocab"]), in_shape[0]
+
+
+@MODELS.register("transformer", "text: transformer encoder; transformer:WIDTH,LAYERS (default 64,2), heads=4")
+def _transformer(in_shape, num_classes, args, kwargs):  # noqa: ANN001, ANN202
+    vocab, length = _need_text("transformer", in_shape, kwargs)
+    width, layers = (int(args[0]) if args else 64), (int(args[1]) if len(args) > 1 else 2)
+    return text.TextTransformer(vocab, length, num_classes, width, layers, int(kwargs.get("heads", 4)))
+
+
+@MODELS.register("lstm", "text: one-layer LSTM (cell written out); lstm:HIDDEN (default 64), emb=64")
+def _lstm(in_shape, num_classes, args, kwargs):  # noqa: ANN001, ANN202
+    vocab, _ = _need_text("lstm", in_shape, kwargs)
+    return text.TextLSTM(vocab, num_classes, int(args[0]) if args else 64, int(kwargs.get("emb", 64)))
+
+
 def build(spec: str, data: DataSpec, seed: int = 0, device: str | torch.device = "cpu") -> nn.Module:
     """Build the model named by ``spec`` for ``data``'s record shape and class count, seeded."""
     name, args, kwargs = parse_spec(spec)
     builder = MODELS.get(name)
+    if data.vocab_size is not None:  # text: the embedding table's size comes from the tokenizer
+        kwargs.setdefault("vocab", str(data.vocab_size))
     dev = resolve_device(device)
     state = torch.random.get_rng_state()
     torch.manual_seed(seed)
