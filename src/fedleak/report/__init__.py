@@ -1,0 +1,54 @@
+"""Turn a run folder (``results.json`` and the PNGs beside it) into one self-contained ``report.html``.
+
+The report reads results only: it imports no torch, and any key of results.json may be missing (its section
+then says so or is left out). Every picture is embedded as a ``data:image/png;base64`` URI, every string
+from the results is HTML-escaped, and a Content-Security-Policy forbids scripts and outside requests::
+
+    from fedleak.report import build_report
+    path = build_report(Path("runs/demo"))          # runs/demo/report.html
+
+Pages by ``kind``: "audit" (verdict, setup, reconstructions, membership, defenses, what the numbers mean),
+and simpler pages of the same style for "inversion", "membership" and "sweep".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from fedleak.report.audit_page import audit_context
+from fedleak.report.html import render
+from fedleak.report.load import load_results
+from fedleak.report.single_page import inversion_context, membership_context, sweep_context
+from fedleak.runio import atomic_write_text
+
+__all__ = ["PAGES", "build_report", "render_report"]
+
+PAGES: dict[str, tuple[str, Callable[[dict, Path], dict[str, Any]]]] = {
+    "audit": ("audit.html.j2", audit_context),
+    "inversion": ("single.html.j2", inversion_context),
+    "membership": ("single.html.j2", membership_context),
+    "sweep": ("single.html.j2", sweep_context),
+}
+"""kind -> (template, context builder)."""
+
+
+def render_report(run_dir: Path) -> str:
+    """The report of ``run_dir`` as an HTML string; FedleakInputError when the folder has no usable
+    results.json."""
+    run_dir = Path(run_dir)
+    results = load_results(run_dir, tuple(PAGES))
+    template, context = PAGES[results["kind"]]
+    return render(template, context(results, run_dir))
+
+
+def build_report(run_dir: Path, out: Path | None = None) -> Path:
+    """Write the report of ``run_dir`` to ``out`` (default ``run_dir/report.html``; a folder gets
+    ``report.html`` inside it), atomically, and return its path."""
+    html = render_report(Path(run_dir))
+    if out is None:
+        out = Path(run_dir) / "report.html"
+    elif Path(out).is_dir():
+        out = Path(out) / "report.html"
+    return atomic_write_text(out, html)

@@ -1,0 +1,281 @@
+"""The numbers behind a report, read defensively from ``results.json`` (any key may be missing or of the wrong
+type: a missing number is ``None``, never an exception). Pure functions over plain dicts: no I/O, no plots.
+
+>>> inv = inversion_numbers([{"targets": [{"psnr": 38.2}, {"psnr": 12.0}], "summary": {}}])
+>>> (inv.recovered, inv.total, inv.psnr_median)
+(1, 2, 25.1)
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+from typing import Any
+
+RECOVERED_DB = 25.0
+"""PSNR (dB) at or above which an image counts as rebuilt, when results.json does not say."""
+
+LOW_FPRS = (0.001, 0.01, 0.1)
+
+
+def as_dict(x: Any) -> dict:
+    """``x`` if it is a dict, else an empty dict."""
+    return x if isinstance(x, dict) else {}
+
+
+def as_list(x: Any) -> list:
+    """``x`` if it is a list, else an empty list."""
+    return x if isinstance(x, list) else []
+
+
+def number(x: Any) -> float | None:
+    """A finite JSON number as float; ``None`` for anything else (strings, bools, null, NaN)."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def text(x: Any, default: str = "") -> str:
+    """A string field as str (numbers are shown as written); ``default`` when absent."""
+    if isinstance(x, str):
+        return x
+    if number(x) is not None:
+        return f"{x:g}" if isinstance(x, float) else str(x)
+    return default
+
+
+def tpr_at(tpr_at_fpr: Any, fpr: float) -> float | None:
+    """The TPR recorded for false-positive rate ``fpr`` in a ``{"0.01": tpr, ...}`` dict."""
+    for key, value in as_dict(tpr_at_fpr).items():
+        try:
+            if math.isclose(float(key), fpr, rel_tol=1e-6):
+                return number(value)
+        except ValueError:
+            continue
+    return None
+
+
+def _median(xs: list[float]) -> float | None:
+    return statistics.median(xs) if xs else None
+
+
+def _mean(xs: list[float]) -> float | None:
+    return statistics.fmean(xs) if xs else None
+
+
+def _field(records: list[dict], key: str) -> list[float]:
+    """The numbers under ``key`` in each record that has one."""
+    return [v for r in records if (v := number(r.get(key))) is not None]
+
+
+def _first(*values: float | None) -> float | None:
+    return next((v for v in values if v is not None), None)
+
+
+@dataclass(frozen=True)
+class InversionNumbers:
+    """Gradient inversion over all cases of one scenario."""
+
+    recovered: int | None
+    total: int | None
+    psnr_median: float | None
+    ssim_mean: float | None
+    label_accuracy: float | None
+    threshold_db: float
+
+
+def case_threshold(case: dict) -> float:
+    """The PSNR threshold a case counts "recovered" with."""
+    return number(as_dict(case.get("summary")).get("recovered_threshold_db")) or RECOVERED_DB
+
+
+def case_recovered(case: dict) -> tuple[int | None, int | None]:
+    """(recovered, total) for one inversion case: the summary's counts, else counted from target PSNRs."""
+    summary = as_dict(case.get("summary"))
+    rec, tot = number(summary.get("recovered")), number(summary.get("total"))
+    if rec is not None and tot is not None:
+        return int(rec), int(tot)
+    psnrs = _field([as_dict(t) for t in as_list(case.get("targets"))], "psnr")
+    if not psnrs:
+        return None, None
+    thr = case_threshold(case)
+    return sum(p >= thr for p in psnrs), len(psnrs)
+
+
+def inversion_numbers(cases: Any) -> InversionNumbers | None:
+    """Totals over inversion cases: images rebuilt, median PSNR of all targets, mean SSIM, label accuracy."""
+    cases = [as_dict(c) for c in as_list(cases)]
+    if not cases:
+        return None
+    targets = [as_dict(t) for c in cases for t in as_list(c.get("targets"))]
+    summaries = [as_dict(c.get("summary")) for c in cases]
+    psnrs, ssims = _field(targets, "psnr"), _field(targets, "ssim")
+    labelled = [t for t in targets if "label" in t and "recovered_label" in t]
+    counts = [case_recovered(c) for c in cases]
+    known = [(r, t) for r, t in counts if r is not None and t is not None]
+    return InversionNumbers(
+        recovered=sum(r for r, _ in known) if known else None,
+        total=sum(t for _, t in known) if known else None,
+        psnr_median=_first(_median(psnrs), _median(_field(summaries, "psnr_median"))),
+        ssim_mean=_first(_mean(ssims), _mean(_field(summaries, "ssim_mean"))),
+        label_accuracy=(
+            _mean([float(t["label"] == t["recovered_label"]) for t in labelled])
+            if labelled
+            else _mean(_field(summaries, "label_accuracy"))
+        ),
+        threshold_db=case_threshold(cases[0]),
+    )
+
+
+@dataclass(frozen=True)
+class AttackRow:
+    """One membership attack against one target model."""
+
+    target: str
+    attack: str
+    auc: float | None
+    tprs: tuple[float | None, ...]  # at LOW_FPRS
+    balanced_accuracy: float | None
+
+    @property
+    def tpr1(self) -> float | None:
+        return self.tprs[LOW_FPRS.index(0.01)]
+
+
+def attack_rows(entry: Any) -> list[AttackRow]:
+    """The attacks of one membership entry (``{"target", "attacks": {name: {...}}}``, or a single attack
+    written flat with ``auc`` and ``tpr_at_fpr`` at the top level)."""
+    entry = as_dict(entry)
+    target = text(entry.get("description")) or text(entry.get("target"), "model")
+    attacks = as_dict(entry.get("attacks"))
+    if not attacks and ("auc" in entry or "tpr_at_fpr" in entry):
+        attacks = {text(entry.get("attack"), "attack"): entry}
+    rows = []
+    for name, a in attacks.items():
+        a = as_dict(a)
+        rows.append(
+            AttackRow(
+                target=target,
+                attack=str(name),
+                auc=number(a.get("auc")),
+                tprs=tuple(tpr_at(a.get("tpr_at_fpr"), f) for f in LOW_FPRS),
+                balanced_accuracy=number(a.get("balanced_accuracy")),
+            )
+        )
+    return rows
+
+
+@dataclass(frozen=True)
+class MembershipNumbers:
+    """The strongest membership attack of one scenario, by AUC and by TPR at 1% FPR (maybe different ones)."""
+
+    auc: float | None
+    auc_by: str
+    tpr1: float | None
+    tpr1_by: str
+
+
+def membership_numbers(entries: Any) -> MembershipNumbers | None:
+    rows = [r for e in as_list(entries) for r in attack_rows(e)]
+    by_auc = [r for r in rows if r.auc is not None]
+    by_tpr = [r for r in rows if r.tpr1 is not None]
+    if not by_auc and not by_tpr:
+        return None
+    best_auc = max(by_auc, key=lambda r: r.auc) if by_auc else None  # type: ignore[arg-type,return-value]
+    best_tpr = max(by_tpr, key=lambda r: r.tpr1) if by_tpr else None  # type: ignore[arg-type,return-value]
+    return MembershipNumbers(
+        auc=best_auc.auc if best_auc else None,
+        auc_by=f"{best_auc.attack} on the {best_auc.target}" if best_auc else "",
+        tpr1=best_tpr.tpr1 if best_tpr else None,
+        tpr1_by=f"{best_tpr.attack} on the {best_tpr.target}" if best_tpr else "",
+    )
+
+
+@dataclass(frozen=True)
+class TextNumbers:
+    """Text (token) recovery over the text cases of one scenario."""
+
+    token_accuracy_median: float | None
+    exact_match_rate: float | None
+
+
+def text_numbers(cases: Any) -> TextNumbers | None:
+    cases = [as_dict(c) for c in as_list(cases)]
+    if not cases:
+        return None
+    targets = [as_dict(t) for c in cases for t in as_list(c.get("targets"))]
+    accs = _field(targets, "token_accuracy")
+    summaries = [as_dict(c.get("summary")) for c in cases]
+    exact = _field(summaries, "exact_match_rate")
+    return TextNumbers(
+        token_accuracy_median=_first(_median(accs), _median(_field(summaries, "token_accuracy_median"))),
+        exact_match_rate=_mean(exact),
+    )
+
+
+@dataclass(frozen=True)
+class PrivacyNumbers:
+    """A formal guarantee (epsilon, delta from an accountant) and the empirical lower bound on epsilon."""
+
+    epsilon: float | None
+    delta: float | None
+    accountant: str
+    lower_bound: float | None
+
+    @property
+    def violated(self) -> bool:
+        """The measured lower bound exceeds the proven epsilon: the DP code or its accounting is wrong."""
+        if self.epsilon is None or self.lower_bound is None:
+            return False
+        return self.lower_bound > self.epsilon * (1 + 1e-9)
+
+
+def privacy_numbers(privacy: Any) -> PrivacyNumbers | None:
+    p = as_dict(privacy)
+    nums = PrivacyNumbers(
+        epsilon=number(p.get("epsilon")),
+        delta=number(p.get("delta")),
+        accountant=text(p.get("accountant")),
+        lower_bound=number(p.get("epsilon_lower_bound")),
+    )
+    return None if nums.epsilon is None and nums.lower_bound is None else nums
+
+
+@dataclass(frozen=True)
+class ScenarioNumbers:
+    """Everything the verdict and the privacy-utility table say about one defense scenario."""
+
+    defense: str
+    accuracy: float | None
+    inversion: InversionNumbers | None
+    membership: MembershipNumbers | None
+    text: TextNumbers | None
+    privacy: PrivacyNumbers | None
+
+    @property
+    def undefended(self) -> bool:
+        return self.defense.strip().lower() in ("", "none")
+
+
+def final_accuracy(training: Any) -> float | None:
+    """``final_test_accuracy``, else the last round's test accuracy."""
+    training = as_dict(training)
+    acc = number(training.get("final_test_accuracy"))
+    if acc is None:
+        rounds = _field([as_dict(r) for r in as_list(training.get("rounds"))], "test_accuracy")
+        acc = rounds[-1] if rounds else None
+    return acc
+
+
+def scenario_numbers(scenario: Any) -> ScenarioNumbers:
+    s = as_dict(scenario)
+    return ScenarioNumbers(
+        defense=text(s.get("defense"), "none") or "none",
+        accuracy=final_accuracy(s.get("training")),
+        inversion=inversion_numbers(s.get("inversion")),
+        membership=membership_numbers(s.get("membership")),
+        text=text_numbers(s.get("text")),
+        privacy=privacy_numbers(s.get("privacy")),
+    )

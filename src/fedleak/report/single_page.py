@@ -1,0 +1,95 @@
+"""Contexts for the simpler pages of single-experiment run folders: kind "inversion" (``fedleak invert``),
+"membership" (``fedleak mia``) and "sweep" (a table of whatever rows it holds)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fedleak.report.html import show
+from fedleak.report.load import picture
+from fedleak.report.measures import as_dict, as_list, privacy_numbers, text
+from fedleak.report.views import Picture, inversion_view, membership_view, text_view
+
+HANDLED = {
+    "kind",
+    "targets",
+    "summary",
+    "attacks",
+    "tpr_at_fpr",
+    "roc",
+    "target",
+    "privacy",
+    "versions",
+    "rows",
+    "image",
+    "images",
+    "config",
+}
+
+
+def run_facts(results: dict) -> list[tuple[str, str]]:
+    """(label, value) for the plain top-level fields (attack, model, dataset, seed, ...) and the versions."""
+    rows = [
+        (str(k).replace("_", " "), show(v))
+        for k, v in results.items()
+        if k not in HANDLED and not isinstance(v, (dict, list))
+    ]
+    versions = as_dict(results.get("versions"))
+    if versions:
+        rows.append(("versions", ", ".join(f"{k} {show(v)}" for k, v in versions.items())))
+    return rows
+
+
+def _base(results: dict, run_dir: Path, title: str) -> dict[str, Any]:
+    return {
+        "title": title,
+        "kind": results.get("kind"),
+        "run_name": Path(run_dir).resolve().name,
+        "facts": run_facts(results),
+        "privacy": privacy_numbers(results.get("privacy")),
+        "config": results.get("config"),
+    }
+
+
+def inversion_context(results: dict, run_dir: Path) -> dict[str, Any]:
+    """One gradient-inversion experiment: picture, summary, a row per target (or per text, for text)."""
+    attack, model, dataset = (text(results.get(k)) for k in ("attack", "model", "dataset"))
+    where = " / ".join(p for p in (model, dataset) if p)
+    title = "Gradient inversion" + (f": {attack}" if attack else "") + (f" on {where}" if where else "")
+    ctx = _base(results, run_dir, title)
+    targets = as_list(results.get("targets"))
+    if any(isinstance(t, dict) and "text" in t for t in targets):
+        ctx["text_case"] = text_view(results)
+    else:
+        ctx["inversion_case"] = inversion_view(results, run_dir, default_picture="reconstructions.png")
+    return ctx
+
+
+def membership_context(results: dict, run_dir: Path) -> dict[str, Any]:
+    """One membership-inference experiment: ROC picture, AUC and TPR at low FPR per attack, target
+    accuracy."""
+    ctx = _base(results, run_dir, f"Membership inference: {text(results.get('attack'), 'attack')}")
+    ctx["membership"] = membership_view(results, run_dir, default_picture="roc.png")
+    return ctx
+
+
+def sweep_rows(results: dict) -> list[dict]:
+    """The rows of a sweep: ``rows``, else the first list of objects in results.json."""
+    for value in [results.get("rows"), *results.values()]:
+        rows = [r for r in as_list(value) if isinstance(r, dict)]
+        if rows:
+            return rows
+    return []
+
+
+def sweep_context(results: dict, run_dir: Path) -> dict[str, Any]:
+    """A sweep: a table with a column per key that any row has (in order of first appearance)."""
+    rows = sweep_rows(results)
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    ctx = _base(results, run_dir, "Sweep")
+    ctx["columns"] = columns
+    ctx["rows"] = [[show(r.get(c)) if c in r else "—" for c in columns] for r in rows]
+    names = [results.get("image"), *as_list(results.get("images"))]
+    ctx["pictures"] = [Picture(picture(run_dir, n), n) for n in names if isinstance(n, str) and n]
+    return ctx

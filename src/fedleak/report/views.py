@@ -1,0 +1,160 @@
+"""Views: the pieces of results.json a template shows (an inversion case, a text case, a membership entry),
+normalised so that a template never meets a missing key or a value of the wrong type, with their pictures
+read from the run folder (or drawn from the numbers when the picture is absent)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fedleak.report.load import picture, png_data_uri
+from fedleak.report.measures import (
+    AttackRow,
+    as_dict,
+    as_list,
+    attack_rows,
+    case_recovered,
+    case_threshold,
+    number,
+    text,
+)
+from fedleak.report.plots import roc_png
+
+
+@dataclass(frozen=True)
+class Picture:
+    """An embedded picture, or the name of the file that was expected and not found."""
+
+    uri: str | None
+    name: str
+    drawn: bool = False  # drawn by the report from the numbers, not read from the run folder
+
+
+def load_picture(run_dir: Path, name: Any, default: str = "") -> Picture:
+    name = name if isinstance(name, str) and name else default
+    return Picture(picture(run_dir, name) if name else None, name)
+
+
+@dataclass(frozen=True)
+class TargetRow:
+    index: str
+    label: str
+    recovered_label: str
+    label_ok: bool | None
+    psnr: float | None
+    ssim: float | None
+    mse: float | None
+    recovered: bool | None
+
+
+@dataclass(frozen=True)
+class InversionView:
+    title: str
+    subtitle: str
+    picture: Picture
+    recovered: int | None
+    total: int | None
+    threshold_db: float
+    summary: dict[str, Any]
+    targets: list[TargetRow] = field(default_factory=list)
+
+
+def inversion_view(case: Any, run_dir: Path, default_picture: str = "") -> InversionView:
+    """One inversion case: the attack, where its update came from, the picture and a row per target."""
+    case = as_dict(case)
+    thr = case_threshold(case)
+    rows = []
+    for t in as_list(case.get("targets")):
+        t = as_dict(t)
+        has_labels = "label" in t and "recovered_label" in t
+        psnr = number(t.get("psnr"))
+        rows.append(
+            TargetRow(
+                index=text(t.get("index"), "—"),
+                label=text(t.get("label"), "—"),
+                recovered_label=text(t.get("recovered_label"), "—"),
+                label_ok=(t["label"] == t["recovered_label"]) if has_labels else None,
+                psnr=psnr,
+                ssim=number(t.get("ssim")),
+                mse=number(t.get("mse")),
+                recovered=None if psnr is None else psnr >= thr,
+            )
+        )
+    where = [
+        f"round {text(case['round'])}" if "round" in case else "",
+        f"client {text(case['client'])}" if "client" in case else "",
+    ]
+    kind = text(case.get("update_kind"))
+    n = number(case.get("num_clients"))
+    origin = f"{kind} update" if kind else ""
+    if origin and n is not None:
+        origin += f" of {int(n)} client{'s' if n != 1 else ''}"
+    subtitle = ", ".join(p for p in [*where, origin] if p)
+    rec, tot = case_recovered(case)
+    return InversionView(
+        title=text(case.get("attack"), "inversion"),
+        subtitle=subtitle,
+        picture=load_picture(run_dir, case.get("image"), default_picture),
+        recovered=rec,
+        total=tot,
+        threshold_db=thr,
+        summary=as_dict(case.get("summary")),
+        targets=rows,
+    )
+
+
+@dataclass(frozen=True)
+class TextRow:
+    text: str
+    recovered_text: str
+    token_accuracy: float | None
+
+
+@dataclass(frozen=True)
+class TextView:
+    title: str
+    summary: dict[str, Any]
+    targets: list[TextRow]
+
+
+def text_view(case: Any) -> TextView:
+    case = as_dict(case)
+    targets = map(as_dict, as_list(case.get("targets")))
+    rows = [
+        TextRow(text(t.get("text"), "—"), text(t.get("recovered_text"), "—"), number(t.get("token_accuracy")))
+        for t in targets
+    ]
+    return TextView(text(case.get("attack"), "text"), as_dict(case.get("summary")), rows)
+
+
+@dataclass(frozen=True)
+class MembershipView:
+    title: str
+    picture: Picture
+    rows: list[AttackRow]
+    train_accuracy: float | None
+    test_accuracy: float | None
+
+
+def membership_view(entry: Any, run_dir: Path, default_picture: str = "") -> MembershipView:
+    """One target model under membership attacks: the ROC picture (drawn from the numbers when the file is
+    missing), a row per attack, and the target's train/test accuracy (the generalisation gap)."""
+    entry = as_dict(entry)
+    title = text(entry.get("description")) or text(entry.get("target"), "target model")
+    pic = load_picture(run_dir, entry.get("image"), default_picture)
+    if pic.uri is None:
+        attacks = as_dict(entry.get("attacks")) or {text(entry.get("attack"), "attack"): entry}
+        rocs = {str(k): as_dict(as_dict(a).get("roc")) for k, a in attacks.items()}
+        curves = [(k, roc.get("fpr"), roc.get("tpr")) for k, roc in rocs.items()]
+        drawn = roc_png(curves, title=f"ROC: {title}")
+        if drawn is not None:
+            pic = Picture(png_data_uri(drawn), pic.name, drawn=True)
+    acc = as_dict(entry.get("target_accuracy")) or as_dict(entry.get("target"))
+    return MembershipView(
+        title=title,
+        picture=pic,
+        rows=attack_rows(entry),
+        train_accuracy=number(acc.get("train_accuracy")),
+        test_accuracy=number(acc.get("test_accuracy")),
+    )
