@@ -40,13 +40,19 @@ def run_training(
     samples: int = 0,
     seed: int = 0,
     device: str = "cpu",
+    defenses: list[str] | None = None,
     out: Path | None = None,
     echo: Callable[[str], None] = print,
 ) -> dict:
-    """Run federated training and (when ``out`` is given) write ``metrics.json`` and ``model.safetensors``."""
+    """Run federated training and (when ``out`` is given) write ``metrics.json`` and ``model.safetensors``.
+
+    ``defenses``: ``--defense`` specs (``fedleak.defenses.plan``); what they promise is ``privacy`` in
+    the metrics.
+    """
     import torch
 
     from fedleak.cli.common import progress
+    from fedleak.defenses import plan
     from fedleak.fl import FedConfig, Federation
     from fedleak.models import build, save_weights
 
@@ -55,13 +61,17 @@ def run_training(
         batch_size=batch_size, lr=lr, partition=partition, seed=seed,
     )
     config.validate()
+    defense_plan = plan(defenses).bind(rounds=rounds, clients=clients)
     data = load(dataset)
     if data.spec.modality == "text":
         raise FedleakInputError(f"{dataset}: fedleak train takes image or table datasets")
     train, test = train_test_split(data, test_fraction, samples, seed)
     torch.manual_seed(seed)
-    net = build(model, data.spec, seed=seed, device=device)
-    fed = Federation(net, train, test, config)
+    net = defense_plan.prepare(build(model, data.spec, seed=seed, device=device))
+    fed = Federation(
+        net, train, test, config,
+        transforms=defense_plan.transforms, trainer=defense_plan.trainer, aggregator=defense_plan.aggregator,
+    )
     rows = []
     t0 = time.perf_counter()
     for r in progress(fed.run(keep_updates=False), rounds, "rounds", plain_lines=0):
@@ -77,8 +87,14 @@ def run_training(
         "train_size": len(train),
         "test_size": len(test),
         "rounds": rows,
+        "defenses": defense_plan.label,
+        "privacy": defense_plan.privacy(),
         "seconds_total": time.perf_counter() - t0,
     }
+    if defense_plan.secagg:
+        result["privacy"]["notes"].append(
+            f"secagg:{defense_plan.secagg} changes what the server sees, not the model: accuracy is unchanged"
+        )
     if out is not None:
         save_weights(net, Path(out) / "model.safetensors")
         atomic_write_json(Path(out) / "metrics.json", result)

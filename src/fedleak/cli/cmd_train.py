@@ -24,6 +24,11 @@ def register(app: typer.Typer) -> None:
         samples: int = typer.Option(0, help="use a seeded random subset of this many records (0: all)"),
         seed: int = typer.Option(0, help="seed for the split, partition, model and training"),
         device: str = typer.Option("cpu", help="cpu, cuda, cuda:N or auto"),
+        defense: list[str] = typer.Option(  # noqa: B008
+            [], "--defense",
+            help="defense spec, repeatable: dp-sgd:epsilon=8,delta=1e-5, client-dp:noise=1,clip=1, "
+            "prune:0.9, quantize:8, noise:0.01, clip:1, secagg:K",
+        ),
         out: Path = typer.Option(Path("runs/train"), help="run folder"),
     ) -> None:
         """Federated training on a partition of a dataset; prints and saves test accuracy per round."""
@@ -34,6 +39,6 @@ def register(app: typer.Typer) -> None:
         run_training(
             dataset=dataset, model=model, clients=clients, rounds=rounds, fraction=fraction, mode=mode,
             local_epochs=local_epochs, batch_size=batch_size, lr=lr, partition=partition,
-            test_fraction=test_fraction, samples=samples, seed=seed, device=device, out=out,
+            test_fraction=test_fraction, samples=samples, seed=seed, device=device, defenses=defense, out=out,
             echo=say,
         )
