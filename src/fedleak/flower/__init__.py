@@ -34,6 +34,7 @@ _LAZY = {
     "message_client_app": "fedleak.flower.apps",
     "legacy_client_app": "fedleak.flower.apps",
     "train_references_on_ray": "fedleak.flower.ray_backend",
+    "ray_reference_trainer": "fedleak.flower.ray_backend",
 }
 
 __all__ = ["Auditor", "Finding", "Reply", "WireKeys", "build_update", "resolve_attacks", *_LAZY]

@@ -4,7 +4,8 @@ Flower's simulation engine (Ray), from Python, with no downloads. What ``audit``
 
     data = fedleak.data.load("digits"); train, test = data.split(0.2, seed=0)
     run = run_flower_federation(fedleak.models.build("mlp", data.spec, seed=0), train, test,
-                                FedConfig(clients=3, rounds=2, mode="fedsgd", batch_size=1), attacks=["analytic"])
+                                FedConfig(clients=3, rounds=2, mode="fedsgd", batch_size=1),
+                                attacks=["analytic"])
     run.rounds[-1].test_accuracy, run.rounds[-1].updates[0].client, run.findings[0].result
 
 Per round it gives what ``Federation.run()`` yields (a :class:`~fedleak.fl.RoundResult` with the test accuracy
