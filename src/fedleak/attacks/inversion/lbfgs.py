@@ -1,0 +1,169 @@
+"""L-BFGS for P independent problems at once, each with its own state: the same algorithm as
+``torch.optim.LBFGS`` without line search (as DLG runs it), vectorised over a leading problem dimension.
+
+Every problem keeps its own curvature history (a ring buffer), H0 scaling, step size, iteration count and its
+own stopping tests; a problem that has stopped within a ``step`` keeps its iterate while the others go on.
+Summing independent problems into one ``torch.optim.LBFGS`` instead couples them through a shared history and
+converges far worse.
+
+    >>> import torch
+    >>> a = torch.tensor([[1.0, 2.0], [3.0, 0.5]], dtype=torch.float64)  # two problems: sum a (z - 1)^2
+    >>> f = lambda z: ((a * (z - 1) ** 2).sum(1), 2 * a * (z - 1))
+    >>> opt = BatchedLBFGS(torch.zeros(2, 2, dtype=torch.float64))
+    >>> for _ in range(5):
+    ...     _ = opt.step(f)
+    >>> torch.allclose(opt.z, torch.ones(2, 2, dtype=torch.float64), atol=1e-4)
+    True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+Closure = Callable[[Tensor], tuple[Tensor, Tensor]]  # z [P, D] -> (loss [P], grad [P, D])
+
+
+class BatchedLBFGS:
+    """Per-problem L-BFGS over ``z`` of shape (P, D). ``step(closure)`` is one call of
+    ``torch.optim.LBFGS.step``: up to ``max_iter`` inner iterations, with PyTorch's defaults and stopping."""
+
+    def __init__(
+        self,
+        z: Tensor,
+        lr: float = 1.0,
+        max_iter: int = 20,
+        max_eval: int | None = None,
+        tolerance_grad: float = 1e-7,
+        tolerance_change: float = 1e-9,
+        history_size: int = 100,
+    ) -> None:
+        self.z = z.detach().clone()
+        self.lr, self.max_iter = lr, max_iter
+        self.max_eval = max_eval if max_eval is not None else max_iter * 5 // 4
+        self.tol_grad, self.tol_change, self.m = tolerance_grad, tolerance_change, history_size
+        p, d = self.z.shape
+        kw = {"dtype": z.dtype, "device": z.device}
+        self.SY_hist = torch.zeros(p, 2 * self.m, d, **kw)  # steps s (first m slots), gradient changes y
+        self.SY = torch.zeros(p, self.m, self.m, **kw)  # s_i . y_j by ring slot
+        self.YY = torch.zeros(p, self.m, self.m, **kw)  # y_i . y_j
+        self.count = torch.zeros(p, dtype=torch.long, device=z.device)  # valid history entries
+        self.head = torch.zeros(p, dtype=torch.long, device=z.device)  # next slot to write
+        self.h_diag = torch.ones(p, **kw)
+        self.d = torch.zeros(p, d, **kw)
+        self.t = torch.zeros(p, **kw)
+        self.prev_g = torch.zeros(p, d, **kw)
+        self.prev_loss = torch.zeros(p, **kw)
+        self.n_iter = torch.zeros(p, dtype=torch.long, device=z.device)
+        self.total_iters = 0  # an upper bound on every problem's history length, known without a sync
+        self.loss = torch.full((p,), float("inf"), **kw)
+        self.rows = torch.arange(p, device=z.device)
+
+    def _direction(self, g: Tensor, active: Tensor) -> Tensor:
+        """Update the history with (s, y) where curvature allows, then -H g for each problem.
+
+        H g uses the compact form of the L-BFGS inverse Hessian (Byrd, Nocedal and Schnabel 1994), the same
+        matrix as PyTorch's two-loop recursion, in a few batched matrix products instead of 2m sequential
+        vector operations: H = gI + [S gY] [[R^-T (D + g Y'Y) R^-1, -R^-T], [-R^-1, 0]] [S'; gY'] with
+        R = triu(S'Y), D = diag(S'Y), g = s'y / y'y of the newest pair.
+        """
+        y = g - self.prev_g
+        s = self.d * self.t[:, None]
+        ys = (y * s).sum(1)
+        add = active & (ys > 1e-10)
+        m = self.m
+        hist = self.SY_hist.view(-1, self.SY_hist.shape[-1])  # one pass over the history per product
+        flat_s = self.rows * 2 * m + self.head
+        flat_y = flat_s + m
+        hist.index_copy_(0, flat_s, torch.where(add[:, None], s, hist.index_select(0, flat_s)))
+        hist.index_copy_(0, flat_y, torch.where(add[:, None], y, hist.index_select(0, flat_y)))
+        # the new pair's row and column of S'Y and Y'Y (by ring slot)
+        prods = torch.bmm(self.SY_hist, torch.stack([s, y], 2))  # (P, 2m, 2)
+        sy_row, sy_col, yy_new = prods[:, m:, 0], prods[:, :m, 1], prods[:, m:, 1]
+        onehot = torch.nn.functional.one_hot(self.head, m).to(g.dtype) * add[:, None].to(g.dtype)
+        keep = 1 - onehot
+        self.SY = (
+            self.SY * keep[:, :, None] * keep[:, None, :]
+            + onehot[:, :, None] * sy_row[:, None, :]
+            + sy_col[:, :, None] * onehot[:, None, :] * keep[:, :, None]
+        )
+        self.YY = (
+            self.YY * keep[:, :, None] * keep[:, None, :]
+            + onehot[:, :, None] * yy_new[:, None, :]
+            + yy_new[:, :, None] * onehot[:, None, :] * keep[:, :, None]
+        )
+        self.head = torch.where(add, (self.head + 1) % m, self.head)
+        self.count = torch.where(add, (self.count + 1).clamp(max=m), self.count)
+        yy = torch.where(add, (y * y).sum(1), torch.ones_like(ys))
+        self.h_diag = torch.where(add, ys / yy, self.h_diag)
+        # chronological order of the ring slots (entries past count are unwritten zeros); only the small
+        # (P, m) and (P, m, m) tensors are reordered, the (P, m, D) history is used in slot order
+        i = torch.arange(m, device=g.device)
+        order = (self.head[:, None] - self.count[:, None] + i[None, :]) % m
+        back = (i[None, :] - self.head[:, None] + self.count[:, None]) % m  # slot -> chronological position
+        valid = (i[None, :] < self.count[:, None]).to(g.dtype)
+
+        def chrono(mat: Tensor) -> Tensor:
+            rows = torch.gather(mat, 1, order[:, :, None].expand(-1, -1, m))
+            return torch.gather(rows, 2, order[:, None, :].expand(-1, m, -1))
+
+        sy, yyo = chrono(self.SY), chrono(self.YY)
+        eye = torch.eye(m, dtype=g.dtype, device=g.device)
+        diag = torch.diagonal(sy, dim1=1, dim2=2) * valid
+        r = torch.triu(sy) * valid[:, :, None] * valid[:, None, :] + eye * (1 - valid)[:, None, :]
+        gam = self.h_diag
+        hg_ = torch.bmm(self.SY_hist, g[:, :, None])[..., 0]  # S'g and Y'g
+        a = torch.gather(hg_[:, :m], 1, order)[..., None]
+        b = gam[:, None, None] * torch.gather(hg_[:, m:], 1, order)[..., None]
+        u = torch.linalg.solve_triangular(r, a, upper=True)
+        inner = diag[:, :, None] * u + gam[:, None, None] * torch.bmm(yyo, u) - b
+        p1 = torch.linalg.solve_triangular(r.transpose(1, 2), inner, upper=False)
+        p1s, us = torch.gather(p1[..., 0], 1, back), torch.gather(u[..., 0], 1, back)  # back to slot order
+        coef = torch.cat([p1s, -gam[:, None] * us], 1)[:, None, :]
+        hg = gam[:, None] * g + torch.bmm(coef, self.SY_hist)[:, 0]
+        return -hg
+
+    @torch.no_grad()
+    def step(self, closure: Closure) -> Tensor:
+        """One ``LBFGS.step``; returns each problem's loss at the start of the step."""
+        loss, g = closure(self.z)
+        orig_loss = loss
+        active = ~(g.abs().amax(1) <= self.tol_grad)
+        for it in range(self.max_iter):
+            self.n_iter += active.long()
+            first = self.n_iter == 1
+            if self.total_iters > 0:
+                d = self._direction(g, active & ~first)
+            else:
+                d = -g
+            d = torch.where(first[:, None], -g, d)
+            self.d = torch.where(active[:, None], d, self.d)
+            self.prev_g = torch.where(active[:, None], g, self.prev_g)
+            self.prev_loss = torch.where(active, loss, self.prev_loss)
+            t_first = torch.clamp(1.0 / g.abs().sum(1), max=1.0) * self.lr
+            t = torch.where(first, t_first, torch.full_like(t_first, self.lr))
+            self.t = torch.where(active, t, self.t)
+            self.total_iters += 1
+            gtd = (g * self.d).sum(1)
+            active = active & ~(gtd > -self.tol_change)
+            self.z = self.z + torch.where(active[:, None], self.d * self.t[:, None], torch.zeros_like(self.z))
+            if it == self.max_iter - 1 or it + 2 > self.max_eval:
+                break
+            new_loss, new_g = closure(self.z)
+            loss = torch.where(active, new_loss, loss)
+            g = torch.where(active[:, None], new_g, g)
+            stop = (
+                (g.abs().amax(1) <= self.tol_grad)
+                | ((self.d * self.t[:, None]).abs().amax(1) <= self.tol_change)
+                | ((loss - self.prev_loss).abs() < self.tol_change)
+            )
+            active = active & ~stop
+            if not bool(active.any()):  # one sync per inner iteration, to skip finished steps
+                break
+        self.loss = loss
+        return orig_loss
+
+
+__all__ = ["BatchedLBFGS"]
