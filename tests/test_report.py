@@ -225,7 +225,11 @@ def fast_plots(monkeypatch):
     from fedleak.report import audit_page, views
 
     tiny = _png(np.ones((2, 2, 3)))
-    for module, name in ((audit_page, "privacy_utility_png"), (audit_page, "accuracy_png"), (views, "roc_png")):
+    for module, name in (
+        (audit_page, "privacy_utility_png"),
+        (audit_page, "accuracy_png"),
+        (views, "roc_png"),
+    ):
         monkeypatch.setattr(module, name, lambda *a, **k: tiny)
 
 
@@ -336,7 +340,7 @@ def test_missing_keys_degrade_gracefully(tmp_path):
     assert "Membership inference was not run." in page
     assert "gone.png is not in the run folder" in page
     assert "Composed by the report from the numbers below." in page
-    assert "Without a defense, a honest-but-curious" not in page  # no setup: the default word
+    assert "honest-but-curious" not in page  # no setup: the default word
     assert "Without a defense, a curious server rebuilt 4 of 5 client images" in page
     assert img_sources(page) and all(s.startswith(PNG_URI) for s in img_sources(page))  # its own plots
 
@@ -426,7 +430,7 @@ def test_compose_verdict_states_the_numbers_and_the_cost_of_each_defense():
     dp = ScenarioNumbers("dp-sgd", 0.70, None, None, None, PrivacyNumbers(7.9, 1e-5, "rdp", 8.5))
     lines = compose_verdict([prune, dp, base], server="honest-but-curious")
     assert lines[0].startswith(
-        "Without a defense, a honest-but-curious server rebuilt 9 of 10 client images (median PSNR 31.0 dB"
+        "Without a defense, an honest-but-curious server rebuilt 9 of 10 client images (median PSNR 31.0 dB"
     )
     assert "AUC 0.71 (lira on the final model) and TPR 8.0% at 1% FPR." in lines[0]
     assert "83.0% test accuracy." in lines[0]
@@ -522,8 +526,9 @@ def test_cli_report_prints_the_path_and_exits_2_on_bad_input(tmp_path, capsys, f
     run = write_run(tmp_path / "run", audit_results(), pictures=False)
     code, out, err = run_cli(["report", run], capsys)
     assert code == 0 and out.strip() == str(run / "report.html") and (run / "report.html").stat().st_size > 0
-    code, out, err = run_cli(["report", run, "--out", tmp_path / "x.html"], capsys)
+    code, out, err = run_cli(["report", run / "results.json", "--out", tmp_path / "x.html"], capsys)
     assert code == 0 and out.strip() == str(tmp_path / "x.html")
+    assert (tmp_path / "x.html").read_text().startswith("<!doctype html>")
     code, out, err = run_cli(["report", tmp_path / "missing"], capsys)
     assert (
         code == 2
@@ -574,6 +579,7 @@ document.getElementById("f").addEventListener("load", function () {
     var d = document.getElementById("f").contentDocument;
     out.push("title=" + d.title);
     out.push("height=" + d.documentElement.scrollHeight);
+    out.push("overflow=" + (d.documentElement.scrollWidth - d.documentElement.clientWidth));
     for (var i = 0; i < d.images.length; i++) {
       var im = d.images[i];
       out.push("img " + im.complete + " " + im.naturalWidth + "x" + im.naturalHeight);
@@ -605,7 +611,8 @@ def test_report_renders_in_chromium_with_every_image_decoded(audit_run, tmp_path
     lines = probe.splitlines()
     assert lines[0].startswith("title=fedleak audit"), probe
     assert int(lines[1].split("=")[1]) > 2000  # laid out, not an empty page
-    imgs = [line.split() for line in lines[2:]]
+    assert int(lines[2].split("=")[1]) <= 0  # nothing wider than the window: wide tables scroll in place
+    imgs = [line.split() for line in lines[3:]]
     assert len(imgs) == len(img_sources(page)) == 8
     for _, complete, size in imgs:
         w, h = map(int, size.split("x"))

@@ -34,10 +34,16 @@ PAGES: dict[str, tuple[str, Callable[[dict, Path], dict[str, Any]]]] = {
 """kind -> (template, context builder)."""
 
 
+def _folder(path: Path) -> Path:
+    """The run folder, also when the path names its results.json."""
+    path = Path(path)
+    return path.parent if path.name == "results.json" and path.is_file() else path
+
+
 def render_report(run_dir: Path) -> str:
-    """The report of ``run_dir`` as an HTML string; FedleakInputError when the folder has no usable
-    results.json."""
-    run_dir = Path(run_dir)
+    """The report of ``run_dir`` (or of the folder of a results.json named directly) as an HTML string;
+    FedleakInputError when the folder has no usable results.json."""
+    run_dir = _folder(run_dir)
     results = load_results(run_dir, tuple(PAGES))
     template, context = PAGES[results["kind"]]
     return render(template, context(results, run_dir))
@@ -46,7 +52,8 @@ def render_report(run_dir: Path) -> str:
 def build_report(run_dir: Path, out: Path | None = None) -> Path:
     """Write the report of ``run_dir`` to ``out`` (default ``run_dir/report.html``; a folder gets
     ``report.html`` inside it), atomically, and return its path."""
-    html = render_report(Path(run_dir))
+    run_dir = _folder(run_dir)
+    html = render_report(run_dir)
     if out is None:
         out = Path(run_dir) / "report.html"
     elif Path(out).is_dir():

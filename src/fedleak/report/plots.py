@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from fedleak.report.measures import ScenarioNumbers, as_list, number
 
@@ -35,56 +36,70 @@ def _png(fig: Figure) -> bytes:
     return buf.getvalue()
 
 
+def _psnr(s: ScenarioNumbers) -> float | None:
+    return s.inversion.psnr_median if s.inversion else None
+
+
+def _auc(s: ScenarioNumbers) -> float | None:
+    return s.membership.auc if s.membership else None
+
+
+def _tokens(s: ScenarioNumbers) -> float | None:
+    return s.text.token_accuracy_median if s.text else None
+
+
+# (title, y label, value of a scenario, reference line and its words)
+PANELS = (
+    ("Gradient inversion", "median PSNR (dB)", _psnr, "rebuilt"),
+    ("Membership inference", "best attack AUC", _auc, "coin flip"),
+    ("Text recovery", "median token accuracy", _tokens, ""),
+)
+
+
 def privacy_utility_png(rows: Sequence[ScenarioNumbers]) -> bytes | None:
-    """Attack success against test accuracy, one point per defense: median PSNR of the rebuilt images, best
-    membership AUC, and text token accuracy (each panel only where some scenario has the number)."""
-    panels = [
-        (
-            "Gradient inversion",
-            "median PSNR (dB)",
-            lambda s: s.inversion and s.inversion.psnr_median,
-            lambda s: s.inversion and s.inversion.threshold_db,
-            "rebuilt above",
-        ),
-        (
-            "Membership inference",
-            "best attack AUC",
-            lambda s: s.membership and s.membership.auc,
-            lambda s: 0.5,
-            "chance",
-        ),
-        (
-            "Text recovery",
-            "median token accuracy",
-            lambda s: s.text and s.text.token_accuracy_median,
-            lambda s: None,
-            "",
-        ),
+    """Attack success against test accuracy, one point per defense (same colour in every panel): median PSNR
+    of the rebuilt images, best membership AUC, text token accuracy; a panel only where some scenario has
+    both numbers. Up is more leakage, right is more utility."""
+    points = [
+        [
+            (100 * s.accuracy, y, i, s.defense)
+            for i, s in enumerate(rows)
+            if s.accuracy is not None and (y := get(s)) is not None
+        ]
+        for _, _, get, _ in PANELS
     ]
-    drawn = [p for p in panels if any(s.accuracy is not None and p[2](s) is not None for s in rows)]
+    drawn = [(panel, pts) for panel, pts in zip(PANELS, points, strict=True) if pts]
     if not drawn:
         return None
+    xs = [x for _, pts in drawn for x, *_ in pts]
+    pad = max(2.0, 0.15 * (max(xs) - min(xs)))
     fig = _figure(4.4 * len(drawn), 3.8, len(drawn))
-    for ax, (title, ylabel, get, ref, ref_label) in zip(
-        fig.subplots(1, len(drawn), squeeze=False)[0], drawn, strict=True
-    ):
-        for i, s in enumerate(rows):
-            y = get(s)
-            if s.accuracy is None or y is None:
-                continue
-            x = 100 * s.accuracy
-            ax.scatter([x], [y], s=70, color=COLORS[i % len(COLORS)], label=s.defense, zorder=3)
-            ax.annotate(s.defense, (x, y), textcoords="offset points", xytext=(6, 5), fontsize=9)
-        refs = {r for s in rows if (r := ref(s)) is not None}
-        for r in sorted(refs)[:1]:
-            ax.axhline(r, color="#888", linestyle="--", linewidth=1, label=f"{ref_label} {r:g}")
+    axes = fig.subplots(1, len(drawn), squeeze=False)[0]
+    for ax, ((title, ylabel, _, ref_words), pts) in zip(axes, drawn, strict=True):
+        for x, y, i, name in pts:
+            ax.scatter([x], [y], s=70, color=COLORS[i % len(COLORS)], zorder=3)
+            ax.annotate(name, (x, y), textcoords="offset points", xytext=(6, 5), fontsize=9)
+        ref = {
+            "rebuilt": next((s.inversion.threshold_db for s in rows if s.inversion), None),
+            "coin flip": 0.5,
+        }.get(ref_words)
+        if ref is not None:
+            ax.axhline(ref, color="#888", linestyle="--", linewidth=1)
+            ax.annotate(
+                f"rebuilt: PSNR ≥ {ref:g} dB" if ref_words == "rebuilt" else ref_words,
+                (0, ref),
+                xycoords=("axes fraction", "data"),
+                xytext=(3, 3),
+                textcoords="offset points",
+                fontsize=8,
+                color="#666",
+            )
+        ax.set_xlim(min(xs) - pad, max(xs) + 3 * pad)  # room for the names on the right
+        ax.margins(y=0.25)
         ax.set_title(title, fontsize=11)
-        ax.set_xlabel("final test accuracy (%)  → more useful")
-        ax.set_ylabel(f"{ylabel}  → more leakage")
+        ax.set_xlabel("final test accuracy (%)")
+        ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
-        ax.margins(x=0.25, y=0.2)
-    handles, labels = fig.axes[0].get_legend_handles_labels()
-    fig.axes[-1].legend(handles, labels, fontsize=8, loc="best")
     return _png(fig)
 
 
@@ -108,6 +123,7 @@ def accuracy_png(series: Sequence[tuple[str, list[dict]]]) -> bytes | None:
         xs, ys = zip(*sorted(pts), strict=True)
         ax.plot(xs, [100 * y for y in ys], marker="o", color=COLORS[i % len(COLORS)], label=name)
     ax.set_xlabel("round")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("test accuracy (%)")
     ax.set_title("Accuracy of the global model per round", fontsize=11)
     ax.grid(alpha=0.3)

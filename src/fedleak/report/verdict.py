@@ -74,6 +74,11 @@ def violation_message(s: ScenarioNumbers) -> str | None:
     )
 
 
+def article(word: str) -> str:
+    """'a' or 'an' before ``word`` (an honest-but-curious server, a malicious server)."""
+    return "an" if word.lower().startswith(("a", "e", "i", "o", "u", "honest", "hour")) else "a"
+
+
 def _sentence(text: str) -> str:
     return text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")
 
@@ -82,7 +87,7 @@ def scenario_sentence(s: ScenarioNumbers, baseline: ScenarioNumbers | None, serv
     """One scenario in plain words: what the attacks got, what the defense proves, what accuracy it costs."""
     inv = inversion_phrase(s.inversion, explain=s.undefended) if s.inversion else ""
     attack = " and ".join(p for p in (inv, text_phrase(s.text) if s.text else "") if p)
-    who = f"a {server} server" if s.undefended else "the server"
+    who = f"{article(server)} {server} server" if s.undefended else "the server"
     mia = membership_phrase(s.membership) if s.membership else ""
     priv = privacy_phrase(s.privacy) if s.privacy else ""
     clauses = ([f"{who} {attack}"] if attack else []) + [p for p in (mia, priv) if p]
