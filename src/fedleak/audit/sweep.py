@@ -1,0 +1,265 @@
+"""``fedleak sweep``: the privacy-utility trade-off of a grid of defenses, one experiment per grid point.
+
+Each ``--defense`` grid (``prune:0.5,0.9,0.99``, ``dp-sgd:epsilon=1,4,8``: see
+:func:`fedleak.defenses.spec.expand_grid`) is one defense family; the sweep adds the undefended run as the
+reference. For every point it runs the inversion experiment (:func:`fedleak.audit.invert.run_inversion`), the
+membership experiment (:func:`fedleak.audit.mia.run_mia`), or both, each in its own sub-folder
+``runs/<point>/``, and measures utility as the test accuracy of the defended training (the membership
+target's, or else a defended federated training run). It writes ``results.json`` (= ``sweep.json``:
+``kind: "sweep"``, one flat row per point), ``sweep.md`` and ``sweep.csv`` (the table) and
+``privacy_utility.png`` (attack success against utility, one curve per family).
+
+    >>> from fedleak.audit.sweep import grid_points
+    >>> grid_points(["prune:0.5,0.99", "dp-sgd:epsilon=1,8"])
+    [('none', 'none'), ('prune', 'prune:0.5'), ('prune', 'prune:0.99'), ('dp-sgd', 'dp-sgd:epsilon=1'), ('dp-sgd', 'dp-sgd:epsilon=8')]
+"""  # noqa: E501
+
+from __future__ import annotations
+
+import csv
+import inspect
+import io
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from fedleak.errors import FedleakInputError
+from fedleak.runio import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
+
+COLUMNS = (
+    "defense", "family", "utility", "psnr_median", "ssim_mean", "label_accuracy", "auc",
+    "tpr_at_fpr_0.001", "tpr_at_fpr_0.01", "tpr_at_fpr_0.1", "epsilon", "epsilon_lower_bound", "seconds",
+)  # fmt: skip
+
+
+def grid_points(grids: list[str], baseline: bool = True) -> list[tuple[str, str]]:
+    """(family, spec) for every point of every grid, the undefended ``none`` first; every spec is checked
+    (``fedleak.defenses.plan``) before anything runs."""
+    from fedleak.defenses import plan
+    from fedleak.defenses.spec import expand_grid
+
+    points: list[tuple[str, str]] = [("none", "none")] if baseline else []
+    for grid in grids:
+        for spec in expand_grid(grid):
+            family = spec.partition(":")[0].strip()
+            plan([spec])  # raises FedleakInputError on a bad point
+            if (family, spec) not in points:
+                points.append((family, spec))
+    if not points:
+        raise FedleakInputError("fedleak sweep: give a --defense grid, e.g. --defense prune:0.5,0.9")
+    return points
+
+
+def slug(spec: str) -> str:
+    """A folder name for a defense spec: 'dp-sgd:epsilon=8,delta=1e-5' -> 'dp-sgd_epsilon-8_delta-1e-5'."""
+    return re.sub(r"[^A-Za-z0-9.+-]+", "_", spec.replace("=", "-")).strip("_") or "none"
+
+
+def _call(fn: Callable[..., dict], **kwargs: Any) -> dict:
+    """Call an experiment function with the keyword arguments it takes (the defense as ``defenses=[...]``
+    or ``defense=[...]``, whichever it names)."""
+    params = inspect.signature(fn).parameters
+    if "defenses" not in params and "defense" in params:
+        kwargs["defense"] = kwargs.pop("defenses")
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        kwargs = {k: v for k, v in kwargs.items() if k in params}
+    return fn(**kwargs)
+
+
+def _experiment(module: str, name: str) -> Callable[..., dict]:
+    import importlib
+
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError):
+        raise FedleakInputError(f"this fedleak has no {module}.{name}; sweep without that attack") from None
+
+
+def _row(
+    family: str, spec: str, inv: dict | None, mia: dict | None, train: dict | None, seconds: float
+) -> dict:
+    row: dict[str, Any] = {"defense": spec, "family": family}
+    if mia is not None:
+        tgt = mia.get("target") or {}
+        row["utility"] = tgt.get("test_accuracy")
+        body = mia if "auc" in mia else next(iter((mia.get("attacks") or {}).values()), {})
+        row["auc"] = body.get("auc")
+        for f, v in (body.get("tpr_at_fpr") or {}).items():
+            row[f"tpr_at_fpr_{f}"] = v
+        priv = mia.get("privacy") or {}
+        row["epsilon"] = priv.get("epsilon")
+        row["epsilon_lower_bound"] = priv.get("epsilon_lower_bound")
+    if train is not None:
+        rounds = train.get("rounds") or [{}]
+        row["utility"] = rounds[-1].get("test_accuracy")
+        if row.get("epsilon") is None:
+            row["epsilon"] = (train.get("privacy") or {}).get("epsilon")
+    if inv is not None:
+        summ = inv.get("summary") or {}
+        for k in ("psnr_median", "ssim_mean", "label_accuracy"):
+            row[k] = summ.get(k)
+        if row.get("epsilon") is None:
+            row["epsilon"] = (inv.get("privacy") or {}).get("epsilon")
+    row["seconds"] = seconds
+    return row
+
+
+def run_sweep(
+    *,
+    dataset: str,
+    model: str,
+    defenses: list[str],
+    invert: str | None = None,
+    mia: str | None = None,
+    indices: list[int] | None = None,
+    iterations: int | None = None,
+    members: int | None = None,
+    references: int | None = None,
+    clients: int = 10,
+    rounds: int = 10,
+    samples: int = 0,
+    seed: int = 0,
+    device: str = "cpu",
+    resume: bool = False,
+    out: Path,
+    echo: Callable[[str], None] = print,
+) -> dict:
+    """Run the grid and write the sweep's run folder; returns its results.json content.
+
+    ``invert``/``mia``: the attack of each experiment (at least one). Without ``mia``, utility is the final
+    test accuracy of a defended federated training (``clients``, ``rounds``, ``samples``) of ``model`` on
+    ``dataset``. ``resume`` reuses the finished points of an earlier run in ``out``.
+    """
+    if not invert and not mia:
+        raise FedleakInputError("fedleak sweep: choose an attack: --invert idlg and/or --mia loss")
+    points = grid_points(defenses)
+    run_inv = _experiment("fedleak.audit.invert", "run_inversion") if invert else None
+    run_mia = _experiment("fedleak.audit.mia", "run_mia") if mia else None
+    out = Path(out)
+    rows: list[dict] = []
+    t_all = time.perf_counter()
+    for i, (family, spec) in enumerate(points, 1):
+        folder = out / "runs" / slug(spec)
+        done = folder / "row.json"
+        if resume and done.exists():
+            rows.append(read_json(done))
+            echo(f"[{i}/{len(points)}] {spec}: reused")
+            continue
+        echo(f"[{i}/{len(points)}] {spec}")
+        t0 = time.perf_counter()
+        defs = [] if spec == "none" else [spec]
+        common = {"dataset": dataset, "model": model, "defenses": defs, "seed": seed, "device": device}
+        inv_res = mia_res = train_res = None
+        if run_inv is not None:
+            inv_res = _call(
+                run_inv, **common, attack=invert, indices=indices, iterations=iterations,
+                out=folder / "invert", echo=lambda s: None,
+            )
+        if run_mia is not None:
+            mia_res = _call(
+                run_mia, **common, attack=mia, members=members, references=references, out=folder / "mia",
+                echo=lambda s: None,
+            )
+        else:
+            from fedleak.audit.train import run_training
+
+            train_res = run_training(
+                dataset=dataset, model=model, clients=clients, rounds=rounds, samples=samples, seed=seed,
+                device=device, defenses=defs, out=folder / "train", echo=lambda s: None,
+            )
+        row = _row(family, spec, inv_res, mia_res, train_res, time.perf_counter() - t0)
+        atomic_write_json(done, row)
+        rows.append(row)
+        echo("    " + ", ".join(f"{k} {_fmt(row.get(k))}" for k in COLUMNS[2:] if row.get(k) is not None))
+    result = {
+        "kind": "sweep",
+        "dataset": dataset,
+        "model": model,
+        "seed": seed,
+        "attacks": {"inversion": invert, "membership": mia},
+        "defenses": list(defenses),
+        "utility": "test accuracy of the defended training"
+        + (" (membership target)" if mia else f" (federated, {clients} clients, {rounds} rounds)"),
+        "rows": rows,
+        "images": ["privacy_utility.png"],
+        "seconds_total": time.perf_counter() - t_all,
+    }
+    atomic_write_text(out / "sweep.md", table_markdown(rows))
+    atomic_write_text(out / "sweep.csv", table_csv(rows))
+    atomic_write_bytes(out / "privacy_utility.png", plot_png(rows))
+    atomic_write_json(out / "sweep.json", result)
+    atomic_write_json(out / "results.json", result)
+    echo(table_markdown(rows))
+    echo(f"wrote {out / 'results.json'}, sweep.md, sweep.csv and privacy_utility.png")
+    return result
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.4g}" if abs(v) < 1e6 else "inf"
+    return str(v)
+
+
+def _columns(rows: list[dict]) -> list[str]:
+    return [c for c in COLUMNS if any(r.get(c) is not None for r in rows)]
+
+
+def table_markdown(rows: list[dict]) -> str:
+    """The sweep as a Markdown table (only the columns some row has)."""
+    cols = _columns(rows)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def table_csv(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=_columns(rows), extrasaction="ignore")
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+SUCCESS = (  # (column, axis label) of attack success, by the attacks the rows have
+    ("psnr_median", "inversion: median PSNR (dB)"),
+    ("tpr_at_fpr_0.01", "membership: TPR at 1% FPR"),
+)
+
+
+def plot_png(rows: list[dict]) -> bytes:
+    """Attack success (y) against utility (x), one curve per defense family, the undefended run as a star."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [(c, lab) for c, lab in SUCCESS if any(r.get(c) is not None for r in rows)]
+    fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(5.5 * max(1, len(panels)), 4.2), squeeze=False)
+    for ax, (col, label) in zip(axes[0], panels or [("", "")], strict=False):
+        families = list(dict.fromkeys(r["family"] for r in rows))
+        for fam in families:
+            pts = [r for r in rows if r["family"] == fam and None not in (r.get(col), r.get("utility"))]
+            if not pts:
+                continue
+            xs, ys = [r["utility"] for r in pts], [r[col] for r in pts]
+            if fam == "none":
+                ax.scatter(xs, ys, marker="*", s=180, color="black", label="undefended", zorder=3)
+                continue
+            (line,) = ax.plot(xs, ys, marker="o", label=fam)
+            for r, x, y in zip(pts, xs, ys, strict=True):
+                ax.annotate(r["defense"].partition(":")[2] or r["defense"], (x, y), fontsize=7,
+                            xytext=(3, 3), textcoords="offset points", color=line.get_color())
+        ax.set_xlabel("utility: test accuracy of the defended training")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle("privacy-utility trade-off (lower-right is better)")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue()
