@@ -1,7 +1,15 @@
 """Metrics: image quality (PSNR, SSIM, MSE, matching); more in submodules."""
 
 from fedleak.metrics.image import image_scores, match, mse, psnr, ssim
+from fedleak.metrics.privacy import (
+    audit_privacy,
+    clopper_pearson,
+    epsilon_lower_bound,
+    one_run_lower_bound,
+    scores_lower_bound,
+)
 from fedleak.metrics.roc import auc, balanced_accuracy, roc_curve, roc_report, tpr_at_fpr
 
 __all__ = ["image_scores", "match", "mse", "psnr", "ssim",
-           "auc", "balanced_accuracy", "roc_curve", "roc_report", "tpr_at_fpr"]
+           "auc", "balanced_accuracy", "roc_curve", "roc_report", "tpr_at_fpr",
+           "audit_privacy", "clopper_pearson", "epsilon_lower_bound", "one_run_lower_bound", "scores_lower_bound"]
