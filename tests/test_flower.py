@@ -1,0 +1,306 @@
+"""fedleak inside Flower: the auditing strategy wrappers, fedleak's federation on Flower's simulation engine
+(Ray), SecAgg+ and DP wrappers, and reference models trained as Ray tasks.
+
+The first tests drive the wrappers with hand-made Flower messages (no Ray); the ``test_flower_ray_*`` ones start
+Flower's simulation engine or Ray (each run starts and stops its own Ray instance, as Flower's backend does).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from fedleak.data import load
+from fedleak.errors import FedleakInputError
+from fedleak.fl import FedConfig, Federation, ThreatModel, client_update, weighted_mean
+from fedleak.metrics import psnr
+from fedleak.models import build
+
+flwr = pytest.importorskip("flwr")
+
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict  # noqa: E402
+from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping, FedAvg  # noqa: E402
+
+from fedleak.flower import AuditingStrategy, LegacyAuditingStrategy  # noqa: E402
+
+RAY_CPUS = 2
+
+
+@pytest.fixture(scope="module", autouse=True)
+def flower_env(tmp_path_factory):
+    """Flower writes under FLWR_HOME (a temporary folder here), no telemetry; Ray is down after the module."""
+    old = {k: os.environ.get(k) for k in ("FLWR_HOME", "FLWR_TELEMETRY_ENABLED", "RAY_DEDUP_LOGS")}
+    os.environ["FLWR_HOME"] = str(tmp_path_factory.mktemp("flwr-home"))
+    os.environ["FLWR_TELEMETRY_ENABLED"] = "0"
+    yield
+    try:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
+    except ImportError:
+        pass
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture
+def task_identity(monkeypatch):
+    """Flower's Message constructor needs a run id, which a running ServerApp would set."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    monkeypatch.setattr(TaskIdentity, "_run_id", 1)
+    monkeypatch.setattr(TaskIdentity, "_task_id", 1, raising=False)
+    monkeypatch.setattr(TaskIdentity, "_node_id", 0, raising=False)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    data = load("digits")
+    train, test = data.split(0.2, seed=0)
+    return data, train, test
+
+
+class FakeGrid:
+    """Just enough of a Grid for a strategy's configure_train: the connected nodes."""
+
+    def __init__(self, nodes):
+        self.nodes = list(nodes)
+
+    def get_node_ids(self):
+        return self.nodes
+
+
+def _state(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _replies(messages, model, data, *, epochs=1, lr=0.1):
+    """Node n trains FedAvg epochs (batch 8) on its own 8 + n records and replies as a Flower ClientApp would."""
+    out = []
+    for m in messages:
+        nid = m.metadata.dst_node_id
+        model.load_state_dict(m.content["arrays"].to_torch_state_dict())
+        u = client_update(model, data.subset(range(16 * nid, 16 * nid + 8 + nid)), local_epochs=epochs, batch_size=8,
+                          lr=lr)
+        new = {k: v + u.payload[k] if k in u.payload else v for k, v in u.global_state.items()}
+        content = RecordDict({"arrays": ArrayRecord(new), "metrics": MetricRecord({"num-examples": 8 + nid})})
+        out.append((u, Message(content, reply_to=m)))
+    return out
+
+
+def _norm(payload):
+    return math.sqrt(sum(float(v.double().pow(2).sum()) for v in payload.values()))
+
+
+# --- the wrappers, driven by hand-made messages (no Ray) ------------------------------------------------------
+
+
+def test_flower_wrapper_passes_everything_through_and_sees_each_client(digits, task_identity):
+    data, train, _ = digits
+    model = build("mlp", data.spec, seed=0)
+    seen = []
+    plain, wrapped = FedAvg(), AuditingStrategy(FedAvg(), attacks=[("norm", lambda u: _norm(u.payload))],
+                                                model=model, data_spec=data.spec)
+    arrays = ArrayRecord(model.state_dict())
+    cfg = {"lr": 0.1, "batch-size": 8, "local-epochs": 1}
+    sent_plain = list(plain.configure_train(1, arrays, ConfigRecord(dict(cfg)), FakeGrid([1, 2, 3])))
+    sent = list(wrapped.configure_train(1, arrays, ConfigRecord(dict(cfg)), FakeGrid([1, 2, 3])))
+    assert sorted(m.metadata.dst_node_id for m in sent) == sorted(m.metadata.dst_node_id for m in sent_plain)
+    assert dict(sent[0].content["config"]) == dict(sent_plain[0].content["config"])
+    pairs = _replies(sorted(sent, key=lambda m: m.metadata.dst_node_id), model, train)
+    replies = [m for _, m in pairs]
+    agg, _ = wrapped.aggregate_train(1, replies)
+    ref, _ = plain.aggregate_train(1, replies)
+    # the training is unchanged: same aggregate, and the replies are untouched
+    for k, v in ref.to_torch_state_dict().items():
+        assert torch.equal(agg.to_torch_state_dict()[k], v)
+    assert wrapped.weighted_by_key == "num-examples"  # attributes read through to the wrapped strategy
+    # one view per client, the payload is what it sent minus the global model; metadata from the wire
+    assert wrapped.auditor.errors == []
+    assert [v.client for v in wrapped.views] == [1, 2, 3]
+    for (u, _), v in zip(pairs, wrapped.views, strict=True):
+        assert v.kind == "delta" and v.num_clients == 1 and v.model == "mlp"
+        assert all(torch.allclose(v.payload[k], u.payload[k], atol=1e-6) for k in u.payload)
+        assert v.num_samples == 8 + v.client and v.local_lr == 0.1 and v.batch_size == 8
+        assert v.local_steps == u.local_steps == 2 and v.labels is None  # E * ceil(n / B); labels never crossed
+    norms = [f.result for f in wrapped.findings]
+    assert [f.attack for f in wrapped.findings] == ["norm"] * 3
+    assert norms == pytest.approx([_norm(u.payload) for u, _ in pairs], rel=1e-5)
+
+
+def test_flower_failing_attack_is_recorded_and_training_goes_on(digits, task_identity):
+    data, train, _ = digits
+    model = build("mlp", data.spec, seed=0)
+
+    def broken(update):
+        raise RuntimeError("boom")
+
+    s = AuditingStrategy(FedAvg(), attacks=[broken], model=model, threat=ThreatModel.from_grants("none"))
+    sent = s.configure_train(1, ArrayRecord(model.state_dict()), ConfigRecord({"lr": 0.1}), FakeGrid([1, 2]))
+    agg, _ = s.aggregate_train(1, [m for _, m in _replies(sent, model, train)])
+    assert agg is not None
+    assert [f.error for f in s.findings] == ["RuntimeError: boom"] * 2
+    assert all(v.num_samples is None and v.local_lr is None for v in s.views)  # the threat model grants nothing
+    with pytest.raises(FedleakInputError, match="give a name"):
+        AuditingStrategy(FedAvg(), attacks=[42])
+
+
+def test_flower_dp_wrapper_outer_audit_sees_raw_updates_inner_sees_clipped(digits, task_identity):
+    """Server-side clipping happens on the server: wrapped outermost the audit sees each update as it arrived
+    (what the server really holds); wrapped inside the DP wrapper it sees the clipped updates."""
+    data, train, _ = digits
+    model = build("mlp", data.spec, seed=0)
+    clip = 0.05
+    inner = AuditingStrategy(FedAvg(), model=model)
+    outer = AuditingStrategy(DifferentialPrivacyServerSideFixedClipping(inner, 0.0, clip, 3), model=model)
+    sent = outer.configure_train(1, ArrayRecord(model.state_dict()), ConfigRecord({"lr": 0.5}), FakeGrid([1, 2, 3]))
+    pairs = _replies(sorted(sent, key=lambda m: m.metadata.dst_node_id), model, train, epochs=2, lr=0.5)
+    outer.aggregate_train(1, [m for _, m in pairs])
+    raw = [_norm(u.payload) for u, _ in pairs]
+    assert min(raw) > 2 * clip
+    assert [_norm(v.payload) for v in outer.views] == pytest.approx(raw, rel=1e-5)
+    assert all(_norm(v.payload) <= clip * (1 + 1e-4) for v in inner.views)
+    assert outer.auditor.errors == inner.auditor.errors == []
+
+
+def test_flower_legacy_secagg_results_become_one_aggregate_view(digits):
+    """Flower's SecAgg+ workflow hands aggregate_fit K results that all carry the same unmasked sum: the audit
+    forms one view of K clients and says so."""
+    from flwr.common import Code, FitIns, FitRes, Status, ndarrays_to_parameters
+    from flwr.server.strategy import FedAvg as LegacyFedAvg
+
+    data, train, _ = digits
+    model = build("mlp", data.spec, seed=0)
+    names = list(model.state_dict())
+    s = LegacyAuditingStrategy(LegacyFedAvg(), model=model, data_spec=data.spec)
+
+    class Proxy:
+        def __init__(self, nid):
+            self.cid, self.node_id = str(nid), nid
+
+    w0 = ndarrays_to_parameters([v.numpy() for v in model.state_dict().values()])
+    cm_instr = [(Proxy(n), FitIns(w0, {"lr": 0.1, "batch-size": 8, "local-epochs": 1})) for n in (4, 5, 6)]
+    s.inner.configure_fit = lambda rnd, params, cm: cm_instr
+    s.configure_fit(1, w0, None)
+    updates = [client_update(model, train.subset(range(8 * i, 8 * i + 8)), local_steps=1, batch_size=8)
+               for i in range(3)]
+    agg = weighted_mean(updates)
+    summed = ndarrays_to_parameters(
+        [(v + agg[k]).numpy() if k in agg else v.numpy() for k, v in model.state_dict().items()]
+    )
+    ok = Status(Code.OK, "")
+    results = [(Proxy(n), FitRes(ok, summed, 8, {})) for n in (4, 5, 6)]  # one object, as SecAgg+ does
+    params, _ = s.aggregate_fit(1, results, [])
+    assert params is not None and s.auditor.errors == []
+    (view,) = s.views
+    assert view.client is None and view.num_clients == 3 and view.num_samples == 24
+    assert view.local_steps is None  # per-client steps are not a property of a sum
+    assert all(torch.allclose(view.payload[k], agg[k], atol=1e-6) for k in agg)
+    assert s.auditor.summary()["secure_aggregation"] is True
+    assert names == s.auditor.state_names
+
+
+# --- Flower's simulation engine (Ray) --------------------------------------------------------------------------
+
+
+def _best_psnr(recon_pixels, candidates):
+    """PSNR of one reconstruction against its closest candidate image."""
+    return float(psnr(recon_pixels.expand(len(candidates), *candidates.shape[1:]), candidates).max())
+
+
+def test_flower_ray_fedsgd_update_gives_the_image_back_and_accuracy_matches_local(digits):
+    """3 clients, 2 rounds of FedSGD (one image each) as Flower ClientApps on the simulation engine, the server
+    wrapped by the auditing strategy: the analytic attack rebuilds each client's image from the update the
+    server received, and the federation is the local engine's one (same clients, updates, accuracy)."""
+    from fedleak.flower import RayOptions, run_flower_federation
+
+    data, train, test = digits
+    cfg = FedConfig(clients=3, rounds=2, mode="fedsgd", batch_size=1, seed=0)
+    run = run_flower_federation(build("mlp", data.spec, seed=0), train, test, cfg, attacks=["analytic"],
+                                ray=RayOptions(num_cpus=RAY_CPUS, client_cpus=RAY_CPUS))
+    local = Federation(build("mlp", data.spec, seed=0), train, test, cfg)
+    rounds = list(local.run())
+    assert run.auditor.errors == [] and [r.round for r in run.rounds] == [1, 2]
+    for fr, lr in zip(run.rounds, rounds, strict=True):
+        assert fr.sampled == lr.sampled
+        assert abs(fr.test_accuracy - lr.test_accuracy) <= 0.01
+        for fu, lu in zip(fr.updates, lr.updates, strict=True):
+            assert (fu.client, fu.kind, fu.num_samples) == (lu.client, "gradient", 1)
+            assert all(torch.allclose(fu.payload[k], lu.payload[k], atol=1e-5) for k in lu.payload)
+    final = {k: v for k, v in run.model.state_dict().items()}
+    assert all(torch.allclose(final[k], v, atol=1e-5) for k, v in local.model.state_dict().items())
+    found = [f for f in run.findings if f.attack == "analytic"]
+    assert len(found) == 6 and all(f.error is None and f.seen == "client" for f in found)
+    for f in found:
+        mine = train.subset(local.parts[f.client]).pixels()
+        assert _best_psnr(f.result.pixels, mine) > 40.0
+    print(f"flower vs local final accuracy: {run.final_accuracy:.4f} vs {rounds[-1].test_accuracy:.4f}")
+
+
+def test_flower_ray_secagg_server_sees_only_the_aggregate(digits):
+    """The same FedSGD federation under Flower's SecAgg+ (legacy workflow, secaggplus_mod on the clients):
+    every view the server gets is the aggregate of 3 clients, equal to the weighted mean of their updates
+    (up to SecAgg's quantisation), and the analytic attack on it recovers none of the clients' images."""
+    from fedleak.flower import RayOptions, run_flower_federation
+
+    data, train, test = digits
+    cfg = FedConfig(clients=3, rounds=2, mode="fedsgd", batch_size=1, seed=0)
+    run = run_flower_federation(build("mlp", data.spec, seed=0), train, test, cfg, attacks=["analytic"],
+                                secagg=True, ray=RayOptions(num_cpus=RAY_CPUS, client_cpus=RAY_CPUS))
+    local = Federation(build("mlp", data.spec, seed=0), train, test, cfg)
+    rounds = list(local.run())
+    assert run.auditor.errors == [] and run.auditor.summary()["secure_aggregation"] is True
+    for fr, lr in zip(run.rounds, rounds, strict=True):
+        (view,) = fr.updates  # one view per round, not one per client
+        assert view.client is None and view.num_clients == 3 and view.num_samples == 3
+        agg = weighted_mean(lr.updates)
+        gap = max(float((view.payload[k] - agg[k]).abs().max()) for k in agg)
+        assert gap < 1e-4
+        for u in lr.updates:  # no single client's update was seen
+            assert max(float((view.payload[k] - u.payload[k]).abs().max()) for k in agg) > 100 * gap
+        assert abs(fr.test_accuracy - lr.test_accuracy) <= 0.01
+    found = [f for f in run.findings if f.attack == "analytic"]
+    assert len(found) == 2 and all(f.error is None and f.seen == "aggregate" for f in found)
+    everyone = torch.cat([train.subset(p).pixels() for p in local.parts])
+    for f in found:
+        assert _best_psnr(f.result.pixels, everyone) < 30.0
+
+
+def test_flower_ray_reference_models_give_the_same_auc_as_in_process(digits):
+    """LiRA with 8 reference models trained as 2 Ray tasks (the vectorised trainer inside each) gives the same
+    scores and AUC as with the in-process trainer, for the same seed."""
+    from sklearn.metrics import roc_auc_score
+
+    from fedleak.attacks.membership import balanced_masks, membership_scores, train_references
+    from fedleak.attacks.membership.context import Records
+    from fedleak.fl import SGDTrainer, TrainSpec
+    from fedleak.flower import train_references_on_ray
+
+    data, _, _ = digits
+    spec = TrainSpec(epochs=15, batch_size=32, lr=0.1)
+    members, others = data.subset(range(150)), data.subset(range(150, 300))
+    target = build("mlp", data.spec, seed=0)
+    SGDTrainer().train(target, *members.tensors(), spec, torch.Generator().manual_seed(0))
+    records = Records.of(data.subset(range(300)))
+    masks = balanced_masks(8, len(records), seed=3)
+    local = train_references("mlp", data.spec, records.x, records.y, masks, spec, seed=3, pool_ids=records.ids)
+    remote = train_references_on_ray("mlp", data.spec, records.x, records.y, masks, spec, seed=3, chunks=2,
+                                     num_cpus=RAY_CPUS, pool_ids=records.ids)
+    assert remote.count == 8 and torch.equal(remote.masks, local.masks)
+    for k, v in local.params.items():
+        assert torch.allclose(remote.params[k], v, atol=1e-5)
+    is_member = np.array([True] * 150 + [False] * 150)
+    s_local = membership_scores(target, records, "lira", references=local, seed=3)
+    s_ray = membership_scores(target, records, "lira", references=remote, seed=3)
+    auc_local, auc_ray = roc_auc_score(is_member, s_local.numpy()), roc_auc_score(is_member, s_ray.numpy())
+    assert auc_local > 0.55  # the attack works at all
+    assert auc_ray == pytest.approx(auc_local, abs=1e-3)
+    print(f"LiRA AUC in-process {auc_local:.4f}, on Ray {auc_ray:.4f}")
