@@ -33,6 +33,7 @@ from typing import Any
 
 from fedleak.defenses.clientdp import ClientDPAggregator
 from fedleak.defenses.dpsgd import DPSGDTrainer, prepare_model
+from fedleak.defenses.report import privacy_block
 from fedleak.defenses.secagg import secure_groups, secure_sum
 from fedleak.defenses.spec import DEFENSES, parse_defense
 from fedleak.defenses.update import Clip, Noise, Prune, Quantize
@@ -127,6 +128,7 @@ __all__ = [
     "FedleakInputError",
     "plan",
     "prepare_model",
+    "privacy_block",
     "secure_groups",
     "secure_sum",
 ]
