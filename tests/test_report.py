@@ -380,6 +380,42 @@ def test_picture_paths_cannot_leave_the_run_folder(tmp_path, fast_plots):
     assert page.count("is not in the run folder") == 3  # ROC pictures are drawn from the numbers instead
 
 
+def test_audit_report_reads_the_shapes_the_pipeline_writes(tmp_path, fast_plots):
+    """What fedleak.audit writes beside the documented shape: ROC under "curve", a case over several clients,
+    labels not recovered (None), a skipped case, text at the top level, a separate membership federation."""
+    results = audit_results()
+    del results["verdict"]
+    results["setup"].update({"defenses": ["prune:0.99"], "seed": 0, "test_fraction": 0.2})
+    base = results["scenarios"][0]
+    text_case = base.pop("text")[0]
+    results["text"] = text_case
+    case = base["inversion"][0]
+    case.pop("client")
+    case["clients"] = [3, 7]
+    for i, t in enumerate(case["targets"]):
+        t["client"] = [3, 7][i % 2]
+        t["recovered_label"] = None
+    base["inversion"].append({"attack": "ig", "round": 5, "skipped": "round 5 was not kept"})
+    for entry in base["membership"]:
+        entry.pop("image")
+        for a in entry["attacks"].values():
+            a["curve"] = a.pop("roc")
+    base["membership_training"] = {"dataset": "digits", "rounds": [], "final_test_accuracy": 0.91}
+    page = words(render_report(write_run(tmp_path / "run", results, pictures=False)))
+    recon = section(page, "reconstructions")
+    assert "clients 3, 7" in recon and "Not run: round 5 was not kept" in recon
+    undefended = recon[: recon.index("Defense: prune:0.99")]
+    assert '<th class="n">client</th>' in undefended and "✓" not in undefended and "✗" not in undefended
+    assert "the rent is due" in recon  # top-level text shown with the undefended scenario
+    mia = section(page, "membership")
+    assert mia.count("Drawn by the report from the ROC numbers") == 3  # from "curve" once, from "roc" twice
+    assert "trained separately on digits; its final test accuracy is 91.0%" in mia
+    verdict = section(page, "verdict")
+    assert "recovered a median 97.5% of the tokens" in verdict
+    setup = section(page, "setup")
+    assert "Test fraction" in setup and setup.count("Seed") == 1 and "Defenses compared" in setup
+
+
 # ---- the verdict, a pure function ------------------------------------------------------------------------
 
 
@@ -495,10 +531,24 @@ def test_membership_run_page_draws_roc_when_the_picture_is_missing(tmp_path):
 
 def test_sweep_page_tabulates_whatever_rows_it_has(tmp_path):
     rows = [{"defense": "none", "psnr": 31.2}, {"defense": EVIL, "auc": 0.61, "extra": [1, 2]}]
-    page = render_report(write_run(tmp_path / "sweep", {"kind": "sweep", "rows": rows}))
+    results = {
+        "kind": "sweep",
+        "dataset": "digits",
+        "attacks": {"inversion": "idlg", "membership": "loss"},
+        "defenses": ["none", "prune:0.9"],
+        "rows": rows,
+        "images": ["privacy_utility.png", "absent.png"],
+    }
+    run = write_run(tmp_path / "sweep", results)
+    (run / "privacy_utility.png").write_bytes(roc_png())
+    page = render_report(run)
+    assert len(img_sources(page)) == 1
+    page = words(page)
     header = re.findall(r"<th>([^<]*)</th>", section(page, "sweep"))
     assert header == ["defense", "psnr", "auc", "extra"]
     assert "31.2" in page and "1, 2" in page and "<script" not in page.lower()
+    assert "inversion: idlg; membership: loss" in page and "none, prune:0.9" in page  # run facts
+    assert "absent.png is not in the run folder" in page
 
 
 # ---- bad input, the CLI, and the layer rule --------------------------------------------------------------

@@ -9,7 +9,15 @@ from typing import Any
 
 from fedleak.report.html import show
 from fedleak.report.load import png_data_uri
-from fedleak.report.measures import ScenarioNumbers, as_dict, as_list, number, scenario_numbers, text
+from fedleak.report.measures import (
+    ScenarioNumbers,
+    as_dict,
+    as_list,
+    final_accuracy,
+    number,
+    scenario_numbers,
+    text,
+)
 from fedleak.report.plots import accuracy_png, privacy_utility_png
 from fedleak.report.verdict import compose_verdict, violation_message
 from fedleak.report.views import (
@@ -30,6 +38,7 @@ class ScenarioView:
     inversion: list[InversionView]
     text: list[TextView]
     membership: list[MembershipView]
+    membership_note: str = ""
 
 
 def _uri(png: bytes | None) -> str | None:
@@ -56,6 +65,8 @@ SETUP_KEYS = (
     "batch_size",
     "lr",
     "threat_model",
+    "defenses",
+    "seed",
 )
 
 
@@ -102,15 +113,47 @@ def scenario_view(scenario: Any, index: int, run_dir: Path) -> ScenarioView:
         inversion=[inversion_view(c, run_dir) for c in as_list(s.get("inversion"))],
         text=[text_view(c) for c in as_list(s.get("text"))],
         membership=[membership_view(e, run_dir) for e in as_list(s.get("membership"))],
+        membership_note=membership_note(s.get("membership_training")),
     )
+
+
+def membership_note(training: Any) -> str:
+    """Where the membership part trained its own federation (``membership_training``), what it reached."""
+    t = as_dict(training)
+    if not t:
+        return ""
+    acc = final_accuracy(t)
+    where = f" on {text(t.get('dataset'))}" if text(t.get("dataset")) else ""
+    reached = f"; its final test accuracy is {100 * acc:.1f}%" if acc is not None else ""
+    return f"The membership attacks target a federation trained separately{where}{reached}."
+
+
+def audit_scenarios(results: dict) -> list[dict]:
+    """The scenarios of results.json, with a top-level ``text`` case (the audit runs text attacks once,
+    without defense) attached to the undefended scenario, or to a scenario of its own when there is none."""
+    scenarios = [dict(as_dict(s)) for s in as_list(results.get("scenarios"))]  # copies: results stay as read
+    top = results.get("text")
+    cases = [c for c in (top if isinstance(top, list) else [top]) if isinstance(c, dict)]
+    if cases:
+        base = next((s for s in scenarios if text(s.get("defense"), "none").lower() in ("", "none")), None)
+        if base is None:
+            base = {"defense": "none"}
+            scenarios.append(base)
+        base["text"] = [*as_list(base.get("text")), *cases]
+    return scenarios
 
 
 def audit_context(results: dict, run_dir: Path) -> dict[str, Any]:
     """Everything audit.html.j2 shows."""
-    scenarios = [scenario_view(s, i, run_dir) for i, s in enumerate(as_list(results.get("scenarios")))]
+    raw = audit_scenarios(results)
+    scenarios = [scenario_view(s, i, run_dir) for i, s in enumerate(raw)]
     numbers = [s.numbers for s in scenarios]
     server = text(as_dict(as_dict(results.get("setup")).get("threat_model")).get("server"), "curious")
     verdict = given_verdict(results)
+    rounds = [
+        (s.defense, as_list(as_dict(r.get("training")).get("rounds")))
+        for s, r in zip(scenarios, raw, strict=True)
+    ]
     return {
         "title": "fedleak audit",
         "run_name": Path(run_dir).resolve().name,
@@ -124,13 +167,6 @@ def audit_context(results: dict, run_dir: Path) -> dict[str, Any]:
         "has_inversion": any(s.inversion or s.text for s in scenarios),
         "has_membership": any(s.membership for s in scenarios),
         "privacy_utility_plot": _uri(privacy_utility_png(numbers)),
-        "accuracy_plot": _uri(
-            accuracy_png(
-                [
-                    (s.defense, as_list(as_dict(as_dict(r).get("training")).get("rounds")))
-                    for s, r in zip(scenarios, as_list(results.get("scenarios")), strict=True)
-                ]
-            )
-        ),
+        "accuracy_plot": _uri(accuracy_png(rounds)),
         "threshold_db": next((n.inversion.threshold_db for n in numbers if n.inversion), None),
     }

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 RECOVERED_DB = 25.0
-"""PSNR (dB) at or above which an image counts as rebuilt, when results.json does not say."""
+"""PSNR (dB) above which an image counts as rebuilt, when results.json does not say."""
 
 LOW_FPRS = (0.001, 0.01, 0.1)
 
@@ -101,7 +101,7 @@ def case_recovered(case: dict) -> tuple[int | None, int | None]:
     if not psnrs:
         return None, None
     thr = case_threshold(case)
-    return sum(p >= thr for p in psnrs), len(psnrs)
+    return sum(p > thr for p in psnrs), len(psnrs)
 
 
 def inversion_numbers(cases: Any) -> InversionNumbers | None:
@@ -112,7 +112,7 @@ def inversion_numbers(cases: Any) -> InversionNumbers | None:
     targets = [as_dict(t) for c in cases for t in as_list(c.get("targets"))]
     summaries = [as_dict(c.get("summary")) for c in cases]
     psnrs, ssims = _field(targets, "psnr"), _field(targets, "ssim")
-    labelled = [t for t in targets if "label" in t and "recovered_label" in t]
+    labelled = [t for t in targets if t.get("label") is not None and t.get("recovered_label") is not None]
     counts = [case_recovered(c) for c in cases]
     known = [(r, t) for r, t in counts if r is not None and t is not None]
     return InversionNumbers(
@@ -142,6 +142,13 @@ class AttackRow:
     @property
     def tpr1(self) -> float | None:
         return self.tprs[LOW_FPRS.index(0.01)]
+
+
+def roc_points(attack: Any) -> tuple[list, list]:
+    """The (fpr, tpr) lists of an attack's ROC curve, under ``curve`` or ``roc``."""
+    a = as_dict(attack)
+    c = as_dict(a.get("curve")) or as_dict(a.get("roc"))
+    return as_list(c.get("fpr")), as_list(c.get("tpr"))
 
 
 def attack_rows(entry: Any) -> list[AttackRow]:

@@ -86,7 +86,7 @@ def privacy_utility_png(rows: Sequence[ScenarioNumbers]) -> bytes | None:
         if ref is not None:
             ax.axhline(ref, color="#888", linestyle="--", linewidth=1)
             ax.annotate(
-                f"rebuilt: PSNR ≥ {ref:g} dB" if ref_words == "rebuilt" else ref_words,
+                f"rebuilt: PSNR > {ref:g} dB" if ref_words == "rebuilt" else ref_words,
                 (0, ref),
                 xycoords=("axes fraction", "data"),
                 xytext=(3, 3),

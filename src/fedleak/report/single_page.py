@@ -11,14 +11,15 @@ from fedleak.report.load import picture
 from fedleak.report.measures import as_dict, as_list, privacy_numbers, text
 from fedleak.report.views import Picture, inversion_view, membership_view, text_view
 
-HANDLED = {
+SHOWN_ELSEWHERE = {
     "kind",
     "targets",
     "summary",
-    "attacks",
     "tpr_at_fpr",
     "roc",
+    "curve",
     "target",
+    "target_accuracy",
     "privacy",
     "versions",
     "rows",
@@ -28,16 +29,30 @@ HANDLED = {
 }
 
 
+def _flat(value: Any) -> bool:
+    """A value a fact row can show in words: a scalar, a list of scalars, a dict of scalars."""
+
+    def scalar(v: Any) -> bool:
+        return not isinstance(v, (dict, list))
+
+    if isinstance(value, list):
+        return all(map(scalar, value))
+    if isinstance(value, dict):
+        return all(map(scalar, value.values()))
+    return True
+
+
 def run_facts(results: dict) -> list[tuple[str, str]]:
-    """(label, value) for the plain top-level fields (attack, model, dataset, seed, ...) and the versions."""
+    """(label, value) for the plain top-level fields (attack, model, dataset, seed, defenses, ...) and the
+    versions; what the page shows elsewhere (targets, attacks per name, ...) is left out."""
     rows = [
         (str(k).replace("_", " "), show(v))
         for k, v in results.items()
-        if k not in HANDLED and not isinstance(v, (dict, list))
+        if k not in SHOWN_ELSEWHERE and _flat(v)
     ]
     versions = as_dict(results.get("versions"))
     if versions:
-        rows.append(("versions", ", ".join(f"{k} {show(v)}" for k, v in versions.items())))
+        rows.append(("versions", show(versions)))
     return rows
 
 

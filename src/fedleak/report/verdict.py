@@ -5,7 +5,7 @@
 ...                        threshold_db=25.0)
 >>> compose_verdict([ScenarioNumbers("none", 0.83, inv, None, None, None)])[0]
 'Without a defense, a curious server rebuilt 9 of 10 client images (median PSNR 31.0 dB; rebuilt means PSNR \
-of at least 25 dB). The final model reaches 83.0% test accuracy.'
+above 25 dB). The final model reaches 83.0% test accuracy.'
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def inversion_phrase(inv: InversionNumbers, explain: bool = False) -> str:
     if inv.recovered is None or inv.total is None:
         return f"reached a {details[0]} on the client images" if details else ""
     if explain:
-        details.append(f"rebuilt means PSNR of at least {inv.threshold_db:g} dB")
+        details.append(f"rebuilt means PSNR above {inv.threshold_db:g} dB")
     note = f" ({'; '.join(details)})" if details else ""
     return f"rebuilt {inv.recovered} of {inv.total} client images{note}"
 

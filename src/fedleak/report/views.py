@@ -17,6 +17,7 @@ from fedleak.report.measures import (
     case_recovered,
     case_threshold,
     number,
+    roc_points,
     text,
 )
 from fedleak.report.plots import roc_png
@@ -39,6 +40,7 @@ def load_picture(run_dir: Path, name: Any, default: str = "") -> Picture:
 @dataclass(frozen=True)
 class TargetRow:
     index: str
+    client: str
     label: str
     recovered_label: str
     label_ok: bool | None
@@ -58,49 +60,60 @@ class InversionView:
     threshold_db: float
     summary: dict[str, Any]
     targets: list[TargetRow] = field(default_factory=list)
+    skipped: str = ""  # why the attack did not run, when it did not
+
+    @property
+    def has_clients(self) -> bool:
+        return any(t.client != "—" for t in self.targets)
+
+
+def target_row(t: dict, threshold_db: float) -> TargetRow:
+    label, guess = t.get("label"), t.get("recovered_label")
+    psnr = number(t.get("psnr"))
+    return TargetRow(
+        index=text(t.get("index"), "—"),
+        client=text(t.get("client"), "—"),
+        label=text(label, "—"),
+        recovered_label=text(guess, "—"),
+        label_ok=None if label is None or guess is None else label == guess,
+        psnr=psnr,
+        ssim=number(t.get("ssim")),
+        mse=number(t.get("mse")),
+        recovered=None if psnr is None else psnr > threshold_db,
+    )
+
+
+def case_origin(case: dict) -> str:
+    """'round 1, client 3, gradient update of 1 client': where the attacked update came from."""
+    clients = as_list(case.get("clients"))
+    parts = [
+        f"round {text(case['round'])}" if "round" in case else "",
+        f"client {text(case['client'])}" if "client" in case else "",
+        f"client{'s' if len(clients) > 1 else ''} {', '.join(text(c) for c in clients)}" if clients else "",
+    ]
+    kind, n = text(case.get("update_kind")), number(case.get("num_clients"))
+    if kind:
+        parts.append(
+            f"{kind} update" + (f" of {int(n)} client{'s' if n != 1 else ''}" if n is not None else "")
+        )
+    return ", ".join(p for p in parts if p)
 
 
 def inversion_view(case: Any, run_dir: Path, default_picture: str = "") -> InversionView:
     """One inversion case: the attack, where its update came from, the picture and a row per target."""
     case = as_dict(case)
     thr = case_threshold(case)
-    rows = []
-    for t in as_list(case.get("targets")):
-        t = as_dict(t)
-        has_labels = "label" in t and "recovered_label" in t
-        psnr = number(t.get("psnr"))
-        rows.append(
-            TargetRow(
-                index=text(t.get("index"), "—"),
-                label=text(t.get("label"), "—"),
-                recovered_label=text(t.get("recovered_label"), "—"),
-                label_ok=(t["label"] == t["recovered_label"]) if has_labels else None,
-                psnr=psnr,
-                ssim=number(t.get("ssim")),
-                mse=number(t.get("mse")),
-                recovered=None if psnr is None else psnr >= thr,
-            )
-        )
-    where = [
-        f"round {text(case['round'])}" if "round" in case else "",
-        f"client {text(case['client'])}" if "client" in case else "",
-    ]
-    kind = text(case.get("update_kind"))
-    n = number(case.get("num_clients"))
-    origin = f"{kind} update" if kind else ""
-    if origin and n is not None:
-        origin += f" of {int(n)} client{'s' if n != 1 else ''}"
-    subtitle = ", ".join(p for p in [*where, origin] if p)
     rec, tot = case_recovered(case)
     return InversionView(
         title=text(case.get("attack"), "inversion"),
-        subtitle=subtitle,
+        subtitle=case_origin(case),
         picture=load_picture(run_dir, case.get("image"), default_picture),
         recovered=rec,
         total=tot,
         threshold_db=thr,
         summary=as_dict(case.get("summary")),
-        targets=rows,
+        targets=[target_row(as_dict(t), thr) for t in as_list(case.get("targets"))],
+        skipped=text(case.get("skipped")),
     )
 
 
@@ -145,8 +158,7 @@ def membership_view(entry: Any, run_dir: Path, default_picture: str = "") -> Mem
     pic = load_picture(run_dir, entry.get("image"), default_picture)
     if pic.uri is None:
         attacks = as_dict(entry.get("attacks")) or {text(entry.get("attack"), "attack"): entry}
-        rocs = {str(k): as_dict(as_dict(a).get("roc")) for k, a in attacks.items()}
-        curves = [(k, roc.get("fpr"), roc.get("tpr")) for k, roc in rocs.items()]
+        curves = [(str(k), *roc_points(a)) for k, a in attacks.items()]
         drawn = roc_png(curves, title=f"ROC: {title}")
         if drawn is not None:
             pic = Picture(png_data_uri(drawn), pic.name, drawn=True)
