@@ -40,6 +40,14 @@ def versions() -> dict[str, str]:
     return out
 
 
+def verdict(scenarios: list[dict]) -> list[str]:
+    """The plain-words verdict, composed from the numbers by the report's rules (one set of rules)."""
+    from fedleak.report.measures import scenario_numbers
+    from fedleak.report.verdict import compose_verdict
+
+    return compose_verdict([scenario_numbers(s) for s in scenarios])
+
+
 def validate(config: AuditConfig) -> None:
     """Check everything a person can get wrong before any work starts or any file is written."""
     from fedleak.data import load
@@ -103,8 +111,8 @@ def run_audit(
         "scenarios": scenarios,
     }
     if config.text.enabled:
-        results["text"] = run.stage("text", lambda: stages.text_case(run, config, echo))
-    results["verdict"] = stages.verdict(results, config)
+        scenarios[0]["text"] = [run.stage("text", lambda: stages.text_case(run, config, echo))]
+    results["verdict"] = verdict(scenarios)
     results["seconds_total"] = round(time.perf_counter() - t0, 2)
     atomic_write_json(run.file("results.json"), results)
     if report:

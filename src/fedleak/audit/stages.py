@@ -57,11 +57,11 @@ def build_federation(config: AuditConfig, defense: str, membership: bool = False
     model_spec = (m.model or fed.model) if membership else fed.model
     data = load(dataset)
     train, test = train_test_split(data, fed.test_fraction, fed.samples if not m.dataset else 0, config.seed)
-    p = plan([] if defense == "none" else [defense])
-    model = build(model_spec, data.spec, seed=config.seed, device=config.device)
+    fcfg = _fed_config(config, membership)
+    p = plan([] if defense == "none" else [defense]).bind(rounds=fcfg.rounds, clients=fcfg.clients)
+    model = p.prepare(build(model_spec, data.spec, seed=config.seed, device=config.device))
     federation = Federation(
-        model, train, test, _fed_config(config, membership),
-        transforms=p.transforms, trainer=p.trainer, aggregator=p.aggregator,
+        model, train, test, fcfg, transforms=p.transforms, trainer=p.trainer, aggregator=p.aggregator,
     )
     return federation, p, data
 
@@ -164,3 +164,220 @@ def _slug(defense: str) -> str:
     from fedleak.audit.pipeline import scenario_slug
 
     return scenario_slug(defense)
+
+
+# ----------------------------------------------------------------- inversion
+
+
+def _load_state(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+def inversion_stage(
+    run: RunFolder, config: AuditConfig, defense: str, trained: dict, attack: str, rnd: int, echo  # noqa: ANN001
+) -> dict:
+    """Attack the chosen clients' updates of round ``rnd`` (all of them as one batched attack)."""
+    from fedleak.attacks.inversion import invert_batch
+    from fedleak.audit.figures import save_reconstruction_png
+    from fedleak.defenses import secure_sum
+    from fedleak.fl import ThreatModel, client_update
+    from fedleak.metrics import image_scores
+
+    inv, fed = config.inversion, config.federation
+    federation, p, data = build_federation(config, defense)
+    threat = ThreatModel.from_grants(config.threat.grants)
+    kept = trained["kept"].get(str(rnd))
+    if kept is None:
+        return {"attack": attack, "round": rnd, "skipped": f"round {rnd} was not kept"}
+    ckpt = run.path / "checkpoints"
+    model = federation.model
+    model.load_state_dict(_load_state(ckpt / kept["global"]))
+    updates, originals, truth, clients = [], [], [], []
+    for c in inv.clients:
+        local = federation.client_data(c)
+        if inv.probe_batch_size > 0:
+            g = torch.Generator().manual_seed(run.seed * 7919 + rnd * 101 + c)
+            pos = torch.randperm(len(local), generator=g)[: inv.probe_batch_size].sort().values
+            records = local.subset(pos)
+            u = client_update(
+                model, records, trainer=p.trainer, transforms=p.transforms, threat=ThreatModel(labels=True),
+                client=c, round=rnd, seed=run.seed + c, train_mode=federation.config.train_mode,
+            )
+            if p.secagg and p.secagg > 1:  # the server sees only the sum with K-1 other clients' probes
+                others = [(c + j) % fed.clients for j in range(1, p.secagg)]
+                group = [u]
+                for o in others:
+                    od = federation.client_data(o)
+                    opos = torch.randperm(len(od), generator=g)[: inv.probe_batch_size].sort().values
+                    group.append(client_update(model, od.subset(opos), trainer=p.trainer, transforms=p.transforms,
+                                               threat=ThreatModel(labels=True), client=o, round=rnd))
+                u = secure_sum(group)
+            u = threat.view(u)
+        else:
+            name = kept["clients"].get(str(c))
+            if name is None:
+                continue  # this client was not sampled in this round
+            u = threat.view(load_update(ckpt / name, data.spec))
+            records = local
+        updates.append(u)
+        originals.append(records)
+        clients.append(c)
+    if not updates:
+        return {"attack": attack, "round": rnd, "skipped": "none of the chosen clients was sampled"}
+    options = {"iterations": inv.iterations, "restarts": inv.restarts, "seed": run.seed, "device": config.device}
+    recs = invert_batch(updates, attack, **options)
+    targets, pictures = [], []
+    for c, u, rec, records in zip(clients, updates, recs, originals, strict=True):
+        truth_px = records.pixels()
+        scores = image_scores(rec.pixels.cpu(), truth_px)
+        perm = scores["perm"]
+        rec_labels = rec.labels[perm].tolist() if rec.labels is not None and len(rec.labels) == len(perm) else None
+        for i in range(len(truth_px)):
+            targets.append({
+                "index": int(records.indices[i]), "client": c, "label": int(records.labels[i]),
+                "recovered_label": None if rec_labels is None else int(rec_labels[i]),
+                "psnr": float(scores["psnr"][i]), "ssim": float(scores["ssim"][i]), "mse": float(scores["mse"][i]),
+                "seconds": rec.seconds / max(1, len(truth_px)),
+            })
+        pictures.append((truth_px, rec.pixels[perm].cpu(), scores["psnr"]))
+    image = f"inversion_{_slug(defense)}_{attack}_r{rnd}.png"
+    names = data.spec.class_names
+    save_reconstruction_png(
+        run.path / image, torch.cat([p[0] for p in pictures]), torch.cat([p[1] for p in pictures]),
+        torch.cat([p[2] for p in pictures]), labels=[names[t["label"]] for t in targets],
+        recovered_labels=[("?" if t["recovered_label"] is None else names[t["recovered_label"]]) for t in targets],
+    )
+    psnrs = torch.tensor([t["psnr"] for t in targets])
+    labelled = [t for t in targets if t["recovered_label"] is not None]
+    summary = {
+        "psnr_median": float(psnrs.median()), "psnr_mean": float(psnrs.mean()),
+        "ssim_mean": float(torch.tensor([t["ssim"] for t in targets]).mean()),
+        "label_accuracy": (sum(t["label"] == t["recovered_label"] for t in labelled) / len(labelled))
+        if labelled else None,
+        "recovered": int((psnrs > inv.recovered_threshold_db).sum()), "total": len(targets),
+        "recovered_threshold_db": inv.recovered_threshold_db,
+        "seconds_total": sum(r.seconds for r in recs),
+    }
+    kind = updates[0].kind
+    echo(f"[{defense}] {attack} round {rnd}: {summary['recovered']}/{summary['total']} recovered, "
+         f"median PSNR {summary['psnr_median']:.1f} dB")
+    return {
+        "attack": attack, "round": rnd, "clients": clients, "update_kind": kind,
+        "num_clients": updates[0].num_clients, "probe_batch_size": inv.probe_batch_size,
+        "targets": targets, "summary": summary, "image": image,
+    }
+
+
+# ----------------------------------------------------------------- membership
+
+
+def membership_stage(run: RunFolder, config: AuditConfig, defense: str, trained: dict, echo) -> dict:  # noqa: ANN001
+    """Membership inference against the final global model (black box, with reference models) and against
+    one client's last update (the server's white-box view of that client). Returns the entries and the
+    empirical epsilon lower bound the strongest attack on the global model proves."""
+    from fedleak.attacks.membership import MembershipContext, Records, membership_scores, update_scores
+    from fedleak.fl import TrainSpec, ThreatModel, evaluate
+    from fedleak.metrics import roc_report
+    from fedleak.metrics.privacy import audit_privacy
+
+    m, fed = config.membership, config.federation
+    separate = m.dataset is not None
+    federation, p, data = build_federation(config, defense, membership=separate)
+    ckpt = run.path / "checkpoints"
+    model = federation.model
+    model.load_state_dict(_load_state(ckpt / trained["final_model"]))
+    members_all, held = federation.train, federation.test
+    n = min(len(members_all), len(held) // 2, 500)
+    g = torch.Generator().manual_seed(run.seed)
+    members = members_all.subset(torch.randperm(len(members_all), generator=g)[:n].sort().values)
+    non_members = held.subset(range(n))
+    population = held.subset(range(n, len(held)))
+    records = Records.of(members).cat(Records.of(non_members))
+    is_member = torch.cat([torch.ones(n, dtype=torch.bool), torch.zeros(n, dtype=torch.bool)])
+    fcfg = federation.config
+    train_spec = TrainSpec(epochs=min(60, fcfg.rounds * fcfg.local_epochs), batch_size=fcfg.batch_size, lr=fcfg.lr)
+    ctx = MembershipContext(
+        model, records, population=Records.of(population), references=m.references,
+        model_spec=m.model or fed.model if separate else fed.model, data_spec=data.spec, train_spec=train_spec,
+        seed=run.seed, device=config.device, checkpoint_dir=ckpt / f"references_{_slug(defense)}",
+    )
+    attacks, all_scores = {}, {}
+    for a in m.attacks:
+        all_scores[a] = membership_scores(model, None, a, context=ctx)
+        attacks[a] = roc_report(all_scores[a], is_member)
+    train_acc, _ = evaluate(model, *members_all.tensors())
+    test_acc, _ = evaluate(model, *held.tensors())
+    out, empirical = [], {}
+    best = max(attacks, key=lambda k: attacks[k]["tpr_at_fpr"]["0.01"]) if attacks else None
+    if best:
+        priv = trained["privacy"]
+        empirical = audit_privacy(all_scores[best].numpy(), is_member.numpy(), priv.get("epsilon"),
+                                  priv.get("delta") or 1e-5, seed=run.seed)
+        empirical["attack"] = best
+    if "global" in m.targets:
+        if best:
+            echo(f"[{defense}] membership on the global model: best {best} AUC {attacks[best]['auc']:.3f}, "
+                 f"TPR@1%FPR {attacks[best]['tpr_at_fpr']['0.01']:.3f}")
+        out.append({
+            "target": "global", "description": "final global model (black box, reference models)",
+            "members": n, "non_members": n, "attacks": attacks,
+            "target_accuracy": {"train_accuracy": train_acc, "test_accuracy": test_acc},
+        })
+    last = str(fcfg.rounds)
+    name = trained["kept"].get(last, {}).get("clients", {}).get(str(m.client))
+    if "client" in m.targets and name:
+        threat = ThreatModel.from_grants(config.threat.grants)
+        update = threat.view(load_update(ckpt / name, data.spec))
+        local = federation.client_data(m.client)
+        k = min(len(local), len(non_members))
+        x = torch.cat([local.inputs(range(k)), non_members.inputs(range(k))])
+        y = torch.cat([local.labels[:k], non_members.labels[:k]])
+        truth = torch.cat([torch.ones(k, dtype=torch.bool), torch.zeros(k, dtype=torch.bool)])
+        signal = "loss-drop" if update.kind == "delta" else "gradient-alignment"
+        rep = roc_report(update_scores(update, x, y, signal), truth)
+        echo(f"[{defense}] membership in client {m.client}'s data from its round-{last} update: AUC {rep['auc']:.3f}")
+        out.append({
+            "target": f"client:{m.client}",
+            "description": f"client {m.client}'s data, from the update it sent in round {last} (server's view)",
+            "members": k, "non_members": k, "attacks": {signal: rep},
+        })
+    return {"entries": out, "empirical": empirical}
+
+
+# ----------------------------------------------------------------- one scenario
+
+
+def scenario(run: RunFolder, config: AuditConfig, defense: str, echo) -> dict:  # noqa: ANN001
+    """Train, then attack, one scenario (the undefended setup or one defense); each step a resumable stage."""
+    slug = _slug(defense)
+    trained = run.stage(f"train-{slug}", lambda: train_stage(run, config, defense, echo))
+    result: dict[str, Any] = {
+        "defense": defense,
+        "training": {"rounds": trained["rounds"], "final_test_accuracy": trained["final_test_accuracy"]},
+        "privacy": trained["privacy"],
+    }
+    if config.inversion.enabled:
+        cases = []
+        for attack in config.inversion.attacks:
+            for rnd in config.inversion.rounds:
+                cases.append(run.stage(f"invert-{slug}-{attack}-r{rnd}",
+                                       lambda a=attack, r=rnd: inversion_stage(run, config, defense, trained, a, r,
+                                                                               echo)))
+        result["inversion"] = [c for c in cases if "skipped" not in c]
+    if config.membership.enabled:
+        mtrained = trained
+        if config.membership.dataset is not None:
+            mtrained = run.stage(f"train-mia-{slug}",
+                                 lambda: train_stage(run, config, defense, echo, membership=True))
+            result["membership_training"] = {
+                "dataset": config.membership.dataset, "rounds": mtrained["rounds"],
+                "final_test_accuracy": mtrained["final_test_accuracy"],
+            }
+            result["privacy"] = mtrained["privacy"] if mtrained["privacy"].get("epsilon") else result["privacy"]
+        mia = run.stage(f"membership-{slug}", lambda: membership_stage(run, config, defense, mtrained, echo))
+        result["membership"] = mia["entries"]
+        if mia["empirical"]:
+            result["privacy"] = {**result["privacy"], **mia["empirical"]}
+    return result
