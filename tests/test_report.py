@@ -526,7 +526,10 @@ def test_membership_run_page_draws_roc_when_the_picture_is_missing(tmp_path):
     page = words(page)
     assert "Drawn by the report" in page
     assert "lira" in page and "loss" in page and "0.700" in page and "10.0%" in page  # generalisation gap
-    assert "Clopper-Pearson" in page and "BUG" not in words(page)
+    assert "Clopper-Pearson" in page and "BUG" not in page and "Membership inference: all" not in page
+    results["privacy"]["epsilon_lower_bound"] = 8.5
+    page = render_report(write_run(tmp_path / "mia", results))
+    assert 'class="alert">BUG: with this defense, the measured lower bound ε ≥ 8.50' in page
 
 
 def test_sweep_page_tabulates_whatever_rows_it_has(tmp_path):

@@ -8,7 +8,8 @@ from typing import Any
 
 from fedleak.report.html import show
 from fedleak.report.load import picture
-from fedleak.report.measures import as_dict, as_list, privacy_numbers, text
+from fedleak.report.measures import ScenarioNumbers, as_dict, as_list, privacy_numbers, text
+from fedleak.report.verdict import violation_message
 from fedleak.report.views import Picture, inversion_view, membership_view, text_view
 
 SHOWN_ELSEWHERE = {
@@ -57,12 +58,16 @@ def run_facts(results: dict) -> list[tuple[str, str]]:
 
 
 def _base(results: dict, run_dir: Path, title: str) -> dict[str, Any]:
+    privacy = privacy_numbers(results.get("privacy"))
+    defense = text(results.get("defense"), "this defense")
+    alert = violation_message(ScenarioNumbers(defense, None, None, None, None, privacy))
     return {
+        "alerts": [alert] if alert else [],
         "title": title,
         "kind": results.get("kind"),
         "run_name": Path(run_dir).resolve().name,
         "facts": run_facts(results),
-        "privacy": privacy_numbers(results.get("privacy")),
+        "privacy": privacy,
         "config": results.get("config"),
     }
 
@@ -84,7 +89,10 @@ def inversion_context(results: dict, run_dir: Path) -> dict[str, Any]:
 def membership_context(results: dict, run_dir: Path) -> dict[str, Any]:
     """One membership-inference experiment: ROC picture, AUC and TPR at low FPR per attack, target
     accuracy."""
-    ctx = _base(results, run_dir, f"Membership inference: {text(results.get('attack'), 'attack')}")
+    attack = text(results.get("attack"))
+    ctx = _base(
+        results, run_dir, "Membership inference" + (f": {attack}" if attack and attack != "all" else "")
+    )
     ctx["membership"] = membership_view(results, run_dir, default_picture="roc.png")
     return ctx
 
