@@ -326,7 +326,13 @@ def _legacy_apps(task: ClientTask, auditor: Auditor, recorder: _Recorder) -> tup
     @server.main()
     def main(grid: Grid, context: Context) -> None:
         legacy = LegacyContext(context=context, config=ServerConfig(num_rounds=cfg.rounds), strategy=strategy)
-        fit = SecAggPlusWorkflow(num_shares=n, reconstruction_threshold=max(2, n // 2 + 1))
+        # each client scales its weights by num-examples / max_weight before quantising them: the tightest
+        # max_weight keeps SecAgg's rounding error (about 16 / 2**22 * max_weight / num-examples) smallest
+        sizes = [len(p) for p in task.parts]
+        most = max(sizes) if cfg.mode == "fedavg" else min(cfg.batch_size, max(sizes))
+        fit = SecAggPlusWorkflow(
+            num_shares=n, reconstruction_threshold=max(2, n // 2 + 1), max_weight=float(max(1, most))
+        )
         DefaultWorkflow(fit_workflow=fit)(grid, legacy)
 
     return server, legacy_client_app(task, [secaggplus_mod])
