@@ -481,6 +481,16 @@ def test_compose_verdict_states_the_numbers_and_the_cost_of_each_defense():
     assert empty == ["Without a defense, no attack result was recorded."]
 
 
+def test_docstring_examples_hold():
+    import doctest
+
+    from fedleak.report import measures, verdict
+
+    for module in (measures, verdict):
+        failed, tried = doctest.testmod(module)
+        assert tried > 0 and failed == 0
+
+
 # ---- single-experiment pages -----------------------------------------------------------------------------
 
 
