@@ -431,11 +431,12 @@ def test_numbers_from_scenarios():
     mia = membership_numbers(
         [
             mia_entry("global", 0.71, 0.08, None),
-            {"description": "client 3", "attacks": {"rmia": {"auc": 0.6, "tpr_at_fpr": {"0.01": 0.2}}}},
+            {"target": "client:3", "attacks": {"rmia": {"auc": 0.6, "tpr_at_fpr": {"0.01": 0.2}}}},
         ]
     )
     assert mia.auc == pytest.approx(0.71) and "lira" in mia.auc_by
-    assert mia.tpr1 == pytest.approx(0.2) and mia.tpr1_by == "rmia on the client 3"
+    assert mia.tpr1 == pytest.approx(0.2) and mia.tpr1_by == "rmia on client 3's update"
+    assert mia.auc_by == "lira on the global model"
     s = scenario_numbers(
         {
             "defense": "dp",
@@ -476,9 +477,21 @@ def test_compose_verdict_states_the_numbers_and_the_cost_of_each_defense():
     assert "ε = 7.90, δ = 1e-05" in lines[2] and "(-13.0 points against no defense)" in lines[2]
     assert lines[3].startswith("BUG: with dp-sgd") and "8.50" in lines[3]
     assert compose_verdict([dp, base], violations=False)[-1].startswith("With dp-sgd")
+    no_noise = ScenarioNumbers("clip", 0.8, None, None, None, PrivacyNumbers(1e308, 1e-5, "rdp", None))
+    assert "it proves no finite ε" in compose_verdict([no_noise])[0]
     assert compose_verdict([]) == ["This run recorded no scenario, so there is nothing to conclude."]
     empty = compose_verdict([ScenarioNumbers("none", None, None, None, None, None)])
     assert empty == ["Without a defense, no attack result was recorded."]
+
+
+def test_number_formats():
+    from fedleak.report.html import fmt_db, fmt_num, fmt_pct, fmt_sci, show
+
+    assert fmt_num(1e308) == "∞" and fmt_sci(-1e308) == "-∞"  # how runio stores infinity
+    assert fmt_num(None) == fmt_pct("") == fmt_db(float("nan")) == "—"
+    assert fmt_num(True) == "—" and fmt_num("n/a") == "n/a"
+    assert fmt_pct(0.0123) == "1.2%" and fmt_db(31.04) == "31.0 dB" and fmt_sci(0.000123) == "0.00012"
+    assert show({"a": [1, 2.5], "b": None}) == "a: 1, 2.5; b: —"
 
 
 def test_docstring_examples_hold():

@@ -16,9 +16,14 @@ TEMPLATES = Path(__file__).parent / "templates"
 DASH = "—"
 
 
+INFINITE = 1e300  # results.json stores infinity as +-1e308 (JSON has no inf)
+
+
 def fmt_num(x: Any, digits: int = 2) -> str:
-    """A number with ``digits`` decimals; a string as is; a dash for a missing value."""
+    """A number with ``digits`` decimals; a string as is; a dash for a missing value; ∞ for infinity."""
     v = number(x)
+    if v is not None and abs(v) >= INFINITE:
+        return "∞" if v > 0 else "-∞"
     if v is not None:
         return f"{v:.{digits}f}"
     return x if isinstance(x, str) and x else DASH
@@ -38,7 +43,7 @@ def fmt_db(x: Any) -> str:
 def fmt_sci(x: Any) -> str:
     """Small numbers (MSE, delta) in short scientific notation."""
     v = number(x)
-    return f"{v:.2g}" if v is not None else fmt_num(x)
+    return f"{v:.2g}" if v is not None and abs(v) < INFINITE else fmt_num(x)
 
 
 def show(x: Any) -> str:

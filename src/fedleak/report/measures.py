@@ -131,7 +131,7 @@ def inversion_numbers(cases: Any) -> InversionNumbers | None:
 
 @dataclass(frozen=True)
 class AttackRow:
-    """One membership attack against one target model."""
+    """One membership attack against one target model (``target``: a short name for sentences)."""
 
     target: str
     attack: str
@@ -151,11 +151,21 @@ def roc_points(attack: Any) -> tuple[list, list]:
     return as_list(c.get("fpr")), as_list(c.get("tpr"))
 
 
+def target_name(entry: dict) -> str:
+    """'the global model', "client 3's update", or what the entry calls its target."""
+    key = entry.get("target")
+    if key == "global":
+        return "the global model"
+    if isinstance(key, str) and key.startswith("client:"):
+        return f"client {key.split(':', 1)[1]}'s update"
+    return text(key) or text(entry.get("description")) or "the model"
+
+
 def attack_rows(entry: Any) -> list[AttackRow]:
     """The attacks of one membership entry (``{"target", "attacks": {name: {...}}}``, or a single attack
     written flat with ``auc`` and ``tpr_at_fpr`` at the top level)."""
     entry = as_dict(entry)
-    target = text(entry.get("description")) or text(entry.get("target"), "model")
+    target = target_name(entry)
     attacks = as_dict(entry.get("attacks"))
     if not attacks and ("auc" in entry or "tpr_at_fpr" in entry):
         attacks = {text(entry.get("attack"), "attack"): entry}
@@ -194,9 +204,9 @@ def membership_numbers(entries: Any) -> MembershipNumbers | None:
     best_tpr = max(by_tpr, key=lambda r: r.tpr1) if by_tpr else None  # type: ignore[arg-type,return-value]
     return MembershipNumbers(
         auc=best_auc.auc if best_auc else None,
-        auc_by=f"{best_auc.attack} on the {best_auc.target}" if best_auc else "",
+        auc_by=f"{best_auc.attack} on {best_auc.target}" if best_auc else "",
         tpr1=best_tpr.tpr1 if best_tpr else None,
-        tpr1_by=f"{best_tpr.attack} on the {best_tpr.target}" if best_tpr else "",
+        tpr1_by=f"{best_tpr.attack} on {best_tpr.target}" if best_tpr else "",
     )
 
 

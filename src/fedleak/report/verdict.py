@@ -58,6 +58,8 @@ def text_phrase(txt: TextNumbers) -> str:
 def privacy_phrase(priv: PrivacyNumbers) -> str:
     if priv.epsilon is None:
         return ""
+    if priv.epsilon >= 1e300:  # infinity, as results.json stores it
+        return "it proves no finite ε"
     delta = f", δ = {priv.delta:g}" if priv.delta is not None else ""
     return f"it proves ε = {priv.epsilon:.2f}{delta}"
 
