@@ -469,16 +469,18 @@ def test_compose_verdict_states_the_numbers_and_the_cost_of_each_defense():
     assert lines[0].startswith(
         "Without a defense, an honest-but-curious server rebuilt 9 of 10 client images (median PSNR 31.0 dB"
     )
-    assert "AUC 0.71 (lira on the final model) and TPR 8.0% at 1% FPR." in lines[0]
+    assert (
+        "AUC 0.71 (lira on the final model) and TPR 8.0% at 1% FPR (guessing: AUC 0.50, TPR 1%)." in lines[0]
+    )
     assert "83.0% test accuracy." in lines[0]
     assert "With prune:0.99, the server rebuilt 0 of 10 client images (median PSNR 11.2 dB)" in lines[1]
     assert "TPR 1.2% at 1% FPR (lira on the final model)" in lines[1]
-    assert "(-4.0 points against no defense)" in lines[1]
-    assert "ε = 7.90, δ = 1e-05" in lines[2] and "(-13.0 points against no defense)" in lines[2]
+    assert "(-4.0 percentage points against no defense)" in lines[1]
+    assert "ε = 7.90, δ = 1e-05" in lines[2] and "(-13.0 percentage points against no defense)" in lines[2]
     assert lines[3].startswith("BUG: with dp-sgd") and "8.50" in lines[3]
     assert compose_verdict([dp, base], violations=False)[-1].startswith("With dp-sgd")
     no_noise = ScenarioNumbers("clip", 0.8, None, None, None, PrivacyNumbers(1e308, 1e-5, "rdp", None))
-    assert "it proves no finite ε" in compose_verdict([no_noise])[0]
+    assert "the accountant proves no finite ε" in compose_verdict([no_noise])[0]
     assert compose_verdict([]) == ["This run recorded no scenario, so there is nothing to conclude."]
     empty = compose_verdict([ScenarioNumbers("none", None, None, None, None, None)])
     assert empty == ["Without a defense, no attack result was recorded."]

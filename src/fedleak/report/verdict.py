@@ -35,15 +35,19 @@ def inversion_phrase(inv: InversionNumbers, explain: bool = False) -> str:
     return f"rebuilt {inv.recovered} of {inv.total} client images{note}"
 
 
-def membership_phrase(mia: MembershipNumbers) -> str:
-    """'the strongest membership attack reaches AUC 0.71 (lira on ...) and TPR 8.0% at 1% FPR (...)'."""
+def membership_phrase(mia: MembershipNumbers, explain: bool = False) -> str:
+    """'the strongest membership attack reaches AUC 0.71 (lira on ...) and TPR 8.0% at 1% FPR (...)';
+    ``explain`` adds what guessing would reach."""
     parts = []
     if mia.auc is not None:
         parts.append(f"AUC {mia.auc:.2f} ({mia.auc_by})")
     if mia.tpr1 is not None:
         by = "" if mia.tpr1_by == mia.auc_by and mia.auc is not None else f" ({mia.tpr1_by})"
         parts.append(f"TPR {_pct(mia.tpr1)} at 1% FPR{by}")
-    return "the strongest membership attack reaches " + " and ".join(parts) if parts else ""
+    if not parts:
+        return ""
+    chance = " (guessing: AUC 0.50, TPR 1%)" if explain else ""
+    return "the strongest membership attack reaches " + " and ".join(parts) + chance
 
 
 def text_phrase(txt: TextNumbers) -> str:
@@ -59,9 +63,9 @@ def privacy_phrase(priv: PrivacyNumbers) -> str:
     if priv.epsilon is None:
         return ""
     if priv.epsilon >= 1e300:  # infinity, as results.json stores it
-        return "it proves no finite ε"
+        return "the accountant proves no finite ε"
     delta = f", δ = {priv.delta:g}" if priv.delta is not None else ""
-    return f"it proves ε = {priv.epsilon:.2f}{delta}"
+    return f"the accountant proves ε = {priv.epsilon:.2f}{delta}"
 
 
 def violation_message(s: ScenarioNumbers) -> str | None:
@@ -90,7 +94,7 @@ def scenario_sentence(s: ScenarioNumbers, baseline: ScenarioNumbers | None, serv
     inv = inversion_phrase(s.inversion, explain=s.undefended) if s.inversion else ""
     attack = " and ".join(p for p in (inv, text_phrase(s.text) if s.text else "") if p)
     who = f"{article(server)} {server} server" if s.undefended else "the server"
-    mia = membership_phrase(s.membership) if s.membership else ""
+    mia = membership_phrase(s.membership, explain=s.undefended) if s.membership else ""
     priv = privacy_phrase(s.privacy) if s.privacy else ""
     clauses = ([f"{who} {attack}"] if attack else []) + [p for p in (mia, priv) if p]
     head = "Without a defense" if s.undefended else f"With {s.defense}"
@@ -100,7 +104,7 @@ def scenario_sentence(s: ScenarioNumbers, baseline: ScenarioNumbers | None, serv
         acc = f"The final model reaches {_pct(s.accuracy)} test accuracy"
         if baseline is not None and baseline is not s and baseline.accuracy is not None:
             cost = 100 * (s.accuracy - baseline.accuracy)
-            acc += f" ({cost:+.1f} points against no defense)"
+            acc += f" ({cost:+.1f} percentage points against no defense)"
         sentences.append(_sentence(acc))
     return " ".join(sentences)
 
