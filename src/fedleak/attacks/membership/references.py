@@ -1,0 +1,434 @@
+"""Reference (shadow) models, trained K at a time as one vectorised computation.
+
+LiRA, RMIA and Shokri's attack all train many models of the target's architecture on subsets of a data pool.
+Here the K models' parameters are stacked along a leading axis and trained together: each step runs the K
+forward passes as one ``torch.func.vmap`` of ``functional_call``, one backward, and one functional SGD/Adam
+update of the stacked tensors. Model k's initialisation and batch order depend only on ``(seed, k)``, so the
+vectorised path, the sequential path (the plain :class:`fedleak.fl.SGDTrainer`, one model after another) and
+any chunking (e.g. chunks run as Ray tasks) give the same models up to float noise.
+
+    >>> import fedleak
+    >>> from fedleak.fl import TrainSpec
+    >>> from fedleak.attacks.membership.references import balanced_masks, train_references
+    >>> data = fedleak.data.load("digits")
+    >>> x, y = data.tensors(range(200))
+    >>> masks = balanced_masks(4, 200, seed=0)
+    >>> refs = train_references("mlp:32", data.spec, x, y, masks, TrainSpec(epochs=2))
+    >>> tuple(refs.logits(x[:5]).shape)     # (K, records, classes)
+    (4, 5, 10)
+
+With ``checkpoint_dir`` every finished chunk of models is written (safetensors, atomically) under a name that
+fingerprints the work (architecture, training spec, seed, masks, data), so an interrupted run resumes without
+retraining the chunks it finished. All arguments are plain values (strings, dataclasses, tensors), so the
+function can run inside a Ray task.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call, vmap
+
+from fedleak.data.dataset import DataSpec
+from fedleak.device import resolve_device
+from fedleak.errors import FedleakInputError
+from fedleak.fl.local import SGDTrainer, TrainSpec
+
+
+def model_seed(seed: int, k: int) -> int:
+    """The seed of reference model k (its initialisation and its batch order)."""
+    return (seed * 1_000_003 + 7_919 * (k + 1)) % (2**62)
+
+
+def balanced_masks(k: int, n: int, seed: int = 0, fraction: float = 0.5) -> Tensor:
+    """(k, n) bool masks: model j trains on the records where ``masks[j]`` is True.
+
+    With ``fraction = 0.5`` models come in complementary pairs (every record is IN for exactly half of the
+    models when k is even), the design LiRA and RMIA assume. Every model gets the same number of records
+    (floor(n / 2) for pairs), so batches line up across models. Otherwise each model takes its own random
+    ``fraction`` of the records.
+
+        >>> m = balanced_masks(4, 10, seed=0)
+        >>> m.sum(1).tolist(), m.sum(0).tolist() == [2] * 10
+        ([5, 5, 5, 5], True)
+    """
+    if k < 1 or n < 2:
+        raise FedleakInputError(f"reference masks need k >= 1 models and n >= 2 records (got k={k}, n={n})")
+    g = torch.Generator().manual_seed(seed * 31 + 17)
+    masks = torch.zeros(k, n, dtype=torch.bool)
+    half = n // 2
+    if fraction == 0.5:
+        for j in range(0, k, 2):
+            perm = torch.randperm(n, generator=g)
+            masks[j, perm[:half]] = True
+            if j + 1 < k:
+                masks[j + 1, perm[half : 2 * half]] = True
+    else:
+        size = max(1, min(n, int(round(fraction * n))))
+        for j in range(k):
+            masks[j, torch.randperm(n, generator=g)[:size]] = True
+    return masks
+
+
+@dataclass
+class ReferenceModels:
+    """K trained models of one architecture, as stacked parameters and buffers.
+
+    ``masks[k, i]`` says whether model k trained on pool record i; ``pool_ids`` (optional) names the pool
+    records (e.g. dataset indices) so that attacks can tell which models saw a given record.
+    """
+
+    model_spec: str
+    data_spec: DataSpec
+    params: dict[str, Tensor]  # name -> (K, ...)
+    buffers: dict[str, Tensor]  # name -> (K, ...)
+    masks: Tensor  # (K, N) bool
+    pool_ids: Tensor | None = None  # (N,) int64
+    seconds: float = 0.0  # training time (0 for chunks loaded from checkpoints)
+
+    @property
+    def count(self) -> int:
+        return int(self.masks.shape[0])
+
+    @property
+    def device(self) -> torch.device:
+        return next(iter(self.params.values())).device
+
+    def skeleton(self) -> nn.Module:
+        """The architecture, for ``functional_call`` (its own weights are never used)."""
+        from fedleak.models import build
+
+        if getattr(self, "_skeleton", None) is None:
+            self._skeleton = build(self.model_spec, self.data_spec, seed=0, device=self.device).eval()
+        return self._skeleton
+
+    @torch.no_grad()
+    def logits(self, x: Tensor, batch_size: int = 1024) -> Tensor:
+        """(K, n, C) logits of every model on ``x`` (eval mode)."""
+        base = self.skeleton().eval()
+
+        def one(p: dict[str, Tensor], b: dict[str, Tensor], xb: Tensor) -> Tensor:
+            return functional_call(base, (p, b), (xb,))
+
+        many = vmap(one, in_dims=(0, 0, None))
+        dev = self.device
+        outs = [
+            many(self.params, self.buffers, x[i : i + batch_size].to(dev))
+            for i in range(0, len(x), batch_size)
+        ]
+        return torch.cat(outs, dim=1)
+
+    def model(self, k: int) -> nn.Module:
+        """Reference model k as an ordinary module."""
+        from fedleak.models import build
+
+        net = build(self.model_spec, self.data_spec, seed=0, device=self.device)
+        state = {**{n: p[k] for n, p in self.params.items()}, **{n: b[k] for n, b in self.buffers.items()}}
+        net.load_state_dict(state)
+        return net.eval()
+
+    def membership(self, ids: Tensor) -> Tensor:
+        """(K, n) bool: which models trained on the records with these ``pool_ids`` (unknown ids: none)."""
+        if self.pool_ids is None:
+            raise FedleakInputError(
+                "these reference models carry no pool_ids; pass the in/out masks explicitly"
+            )
+        where = {int(v): i for i, v in enumerate(self.pool_ids.tolist())}
+        pos = torch.tensor([where.get(int(v), -1) for v in ids.tolist()], dtype=torch.long)
+        out = torch.zeros(self.count, len(pos), dtype=torch.bool)
+        known = pos >= 0
+        out[:, known] = self.masks[:, pos[known]].cpu()
+        return out
+
+    @staticmethod
+    def concat(parts: list[ReferenceModels]) -> ReferenceModels:
+        """Join chunks (e.g. from several Ray tasks) in order."""
+        first = parts[0]
+        return ReferenceModels(
+            first.model_spec,
+            first.data_spec,
+            {n: torch.cat([p.params[n].to(first.device) for p in parts]) for n in first.params},
+            {n: torch.cat([p.buffers[n].to(first.device) for p in parts]) for n in first.buffers},
+            torch.cat([p.masks for p in parts]),
+            first.pool_ids,
+            sum(p.seconds for p in parts),
+        )
+
+
+# the batch plan: exactly the batches fl.local.minibatches gives model k, as one (K, S, B) index tensor
+
+
+def _batch_plan(masks: Tensor, spec: TrainSpec, seeds: list[int]) -> tuple[Tensor, list[int]]:
+    """Pool indices (K, S, B) (-1 = padding) and the real batch size at each step (when all models agree)."""
+    k = masks.shape[0]
+    sizes = masks.sum(1).tolist()
+    b = max(1, min(spec.batch_size, min(sizes)))
+    if len(set(sizes)) != 1:
+        b = max(1, min(spec.batch_size, max(sizes)))
+    rows = []
+    for j in range(k):
+        own = masks[j].nonzero().flatten()
+        n = len(own)
+        bj = max(1, min(spec.batch_size, n))
+        total = spec.steps if spec.steps is not None else spec.epochs * ((n + bj - 1) // bj)
+        g = torch.Generator().manual_seed(seeds[j])
+        batches: list[Tensor] = []
+        while len(batches) < total:  # the same draws as fl.local.minibatches
+            perm = torch.randperm(n, generator=g)
+            for i in range(0, n, bj):
+                if len(batches) >= total:
+                    break
+                idx = own[perm[i : i + bj]]
+                batches.append(F.pad(idx, (0, b - len(idx)), value=-1))
+        rows.append(torch.stack(batches) if batches else torch.full((0, b), -1, dtype=torch.long))
+    steps = max(len(r) for r in rows)
+    plan = torch.full((k, steps, b), -1, dtype=torch.long)
+    for j, r in enumerate(rows):
+        plan[j, : len(r)] = r
+    real = (plan >= 0).sum(2)  # (K, S)
+    step_sizes = [int(real[:, s].max()) for s in range(steps)]
+    return plan, step_sizes
+
+
+class _StackedOptimizer:
+    """SGD (momentum, weight decay) or Adam on stacked parameters, matching ``torch.optim`` step for step;
+    a model whose ``active`` flag is False this step is left unchanged (it has no batch left)."""
+
+    def __init__(self, params: dict[str, Tensor], spec: TrainSpec) -> None:
+        self.spec = spec
+        self.state: dict[str, dict[str, Tensor]] = {n: {} for n in params}
+        self.t = torch.zeros(next(iter(params.values())).shape[0], device=next(iter(params.values())).device)
+
+    @torch.no_grad()
+    def step(self, params: dict[str, Tensor], grads: dict[str, Tensor], active: Tensor | None) -> None:
+        s = self.spec
+        if active is not None:
+            self.t += active.to(self.t.dtype)
+        else:
+            self.t += 1
+        for n, p in params.items():
+            g = grads[n]
+            gate = None if active is None else active.view(-1, *([1] * (p.dim() - 1))).to(p.dtype)
+            if s.weight_decay:
+                g = g.add(p, alpha=s.weight_decay)
+            st = self.state[n]
+            if s.optimizer == "adam":
+                b1, b2, eps = 0.9, 0.999, 1e-8
+                m = st.setdefault("m", torch.zeros_like(p))
+                v = st.setdefault("v", torch.zeros_like(p))
+                if gate is None:
+                    m.mul_(b1).add_(g, alpha=1 - b1)
+                    v.mul_(b2).addcmul_(g, g, value=1 - b2)
+                else:
+                    m.copy_(torch.where(gate.bool(), m * b1 + (1 - b1) * g, m))
+                    v.copy_(torch.where(gate.bool(), v * b2 + (1 - b2) * g * g, v))
+                t = self.t.clamp_min(1).view(-1, *([1] * (p.dim() - 1)))
+                bc1 = 1 - b1**t
+                bc2 = 1 - b2**t
+                upd = (m / bc1) / ((v / bc2).sqrt() + eps) * s.lr
+            else:
+                if s.momentum:
+                    buf = st.get("buf")
+                    if buf is None:
+                        buf = st["buf"] = g.clone() if gate is None else g * gate
+                    elif gate is None:
+                        buf.mul_(s.momentum).add_(g)
+                    else:
+                        buf.copy_(torch.where(gate.bool(), buf * s.momentum + g, buf))
+                    g = buf
+                upd = g * s.lr
+            p.sub_(upd if gate is None else upd * gate)
+
+
+def _fingerprint(
+    model_spec: str, data_spec: DataSpec, x: Tensor, y: Tensor, spec: TrainSpec, seed: int, train_mode: bool
+) -> str:
+    h = hashlib.sha256()
+    h.update(
+        json.dumps([model_spec, asdict(data_spec), asdict(spec), seed, train_mode], default=str).encode()
+    )
+    h.update(x.detach().cpu().contiguous().float().numpy().tobytes())
+    h.update(y.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _chunk_digest(fp: str, masks: Tensor, start: int) -> str:
+    h = hashlib.sha256(fp.encode())
+    h.update(str(start).encode())
+    h.update(masks.cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _save_chunk(path: Path, params: dict[str, Tensor], buffers: dict[str, Tensor], digest: str) -> None:
+    from safetensors.torch import save
+
+    from fedleak.runio import atomic_write_bytes
+
+    tensors = {f"param.{n}": v.detach().cpu().contiguous() for n, v in params.items()}
+    tensors.update({f"buffer.{n}": v.detach().cpu().contiguous() for n, v in buffers.items()})
+    atomic_write_bytes(path, save(tensors, metadata={"digest": digest}))
+
+
+def _load_chunk(path: Path, digest: str, device: torch.device) -> tuple[dict, dict] | None:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            if (f.metadata() or {}).get("digest") != digest:
+                return None
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    except Exception:  # a damaged or foreign file: retrain that chunk
+        return None
+    params = {k[6:]: v.to(device) for k, v in tensors.items() if k.startswith("param.")}
+    buffers = {k[7:]: v.to(device) for k, v in tensors.items() if k.startswith("buffer.")}
+    return params, buffers
+
+
+def _init_models(
+    model_spec: str, data_spec: DataSpec, seeds: list[int], device: torch.device
+) -> list[nn.Module]:
+    from fedleak.models import build
+
+    return [build(model_spec, data_spec, seed=s, device=device) for s in seeds]
+
+
+def _train_vectorised(
+    models: list[nn.Module],
+    x: Tensor,
+    y: Tensor,
+    masks: Tensor,
+    spec: TrainSpec,
+    seeds: list[int],
+    train_mode: bool,
+) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    base = models[0]
+    base.train(train_mode)
+    params = {
+        n: torch.stack([dict(m.named_parameters())[n].detach() for m in models]).clone().requires_grad_(True)
+        for n, _ in base.named_parameters()
+    }
+    buffers = {
+        n: torch.stack([dict(m.named_buffers())[n].detach() for m in models]).clone()
+        for n, _ in base.named_buffers()
+    }
+    plan, step_sizes = _batch_plan(masks.cpu(), spec, seeds)
+    plan = plan.to(x.device)
+    opt = _StackedOptimizer(params, spec)
+
+    def one(p: dict[str, Tensor], b: dict[str, Tensor], xb: Tensor) -> Tensor:
+        return functional_call(base, (p, b), (xb,))
+
+    many = vmap(one, in_dims=(0, 0, 0))
+    k = masks.shape[0]
+    for s, size in enumerate(step_sizes):
+        idx = plan[:, s, :size]
+        valid = idx >= 0
+        ragged = not bool(valid.all()) if idx.numel() else False
+        safe = idx.clamp_min(0)
+        xb, yb = x[safe], y[safe]
+        out = many(params, buffers, xb)  # (K, b, C)
+        loss = F.cross_entropy(out.flatten(0, 1), yb.flatten(), reduction="none").view(k, -1)
+        if ragged:
+            w = valid.to(loss.dtype)
+            per_model = (loss * w).sum(1) / w.sum(1).clamp_min(1)
+            active = valid.any(1)
+        else:
+            per_model, active = loss.mean(1), None
+        grads = torch.autograd.grad(per_model.sum(), list(params.values()))
+        opt.step(params, dict(zip(params, grads, strict=True)), active)
+    return {n: p.detach() for n, p in params.items()}, buffers
+
+
+def _train_sequential(
+    models: list[nn.Module],
+    x: Tensor,
+    y: Tensor,
+    masks: Tensor,
+    spec: TrainSpec,
+    seeds: list[int],
+    train_mode: bool,
+) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    trainer = SGDTrainer()
+    for m, mask, sd in zip(models, masks, seeds, strict=True):
+        m.train(train_mode)
+        own = mask.nonzero().flatten().to(x.device)
+        trainer.train(m, x[own], y[own], spec, torch.Generator().manual_seed(sd))
+    base = models[0]
+    params = {
+        n: torch.stack([dict(m.named_parameters())[n].detach() for m in models])
+        for n, _ in base.named_parameters()
+    }
+    buffers = {
+        n: torch.stack([dict(m.named_buffers())[n].detach() for m in models]) for n, _ in base.named_buffers()
+    }
+    return params, buffers
+
+
+def train_references(
+    model_spec: str,
+    data_spec: DataSpec,
+    x: Tensor,
+    y: Tensor,
+    masks: Tensor,
+    train_spec: TrainSpec,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    checkpoint_dir: str | Path | None = None,
+    vectorised: bool = True,
+    *,
+    first: int = 0,
+    chunk: int | None = None,
+    train_mode: bool = True,
+    pool_ids: Tensor | None = None,
+    on_chunk: Callable[[int, int], None] | None = None,
+) -> ReferenceModels:
+    """Train one model per row of ``masks`` (K, N) on the pool records (x, y) that row selects.
+
+    ``first`` is the global index of the first model (for chunks of a larger set run elsewhere: model k always
+    gets seed ``model_seed(seed, first + k)``); ``chunk`` trains and checkpoints that many models at a time
+    (default: all at once); ``on_chunk(done, total)`` reports progress.
+    """
+    dev = resolve_device(device)
+    masks = torch.as_tensor(masks, dtype=torch.bool).cpu()
+    if masks.dim() != 2 or masks.shape[1] != len(x) or len(x) != len(y):
+        raise FedleakInputError(
+            f"masks must be (K, {len(x)}) for {len(x)} pool records, got {tuple(masks.shape)}"
+        )
+    if int(masks.sum(1).min()) < 1:
+        raise FedleakInputError("every reference model needs at least one training record")
+    x, y = x.to(dev), y.to(dev)
+    k_total = masks.shape[0]
+    step = chunk or k_total
+    ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    fp = _fingerprint(model_spec, data_spec, x, y, train_spec, seed, train_mode) if ckpt is not None else ""
+    train = _train_vectorised if vectorised else _train_sequential
+    parts: list[ReferenceModels] = []
+    for a in range(0, k_total, step):
+        b = min(k_total, a + step)
+        seeds = [model_seed(seed, first + j) for j in range(a, b)]
+        t0 = time.perf_counter()
+        loaded = None
+        if ckpt is not None:
+            digest = _chunk_digest(fp, masks[a:b], first + a)
+            path = ckpt / f"refs-{fp}-{first + a:05d}-{first + b:05d}.safetensors"
+            loaded = _load_chunk(path, digest, dev) if path.exists() else None
+        if loaded is None:
+            models = _init_models(model_spec, data_spec, seeds, dev)
+            params, buffers = train(models, x, y, masks[a:b], train_spec, seeds, train_mode)
+            if ckpt is not None:
+                _save_chunk(path, params, buffers, digest)
+            seconds = time.perf_counter() - t0
+        else:
+            (params, buffers), seconds = loaded, 0.0
+        parts.append(ReferenceModels(model_spec, data_spec, params, buffers, masks[a:b], pool_ids, seconds))
+        if on_chunk is not None:
+            on_chunk(b, k_total)
+    return parts[0] if len(parts) == 1 else ReferenceModels.concat(parts)
