@@ -3,7 +3,7 @@
 >>> import torch
 >>> logits, y = torch.tensor([[4.0, 0.0, 0.0]]), torch.tensor([0])
 >>> round(float(scaled_logit(logits, y)), 3), round(float(loss(logits, y)), 4)
-(3.307, 0.0356)
+(3.307, 0.036)
 """
 
 from __future__ import annotations
