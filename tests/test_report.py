@@ -511,6 +511,7 @@ def test_docstring_examples_hold():
 
 def test_inversion_run_page(tmp_path):
     case = inversion_case("none", [41.0, 12.0])
+    case["summary"]["psnr_min"] = 12.0
     results = {
         "kind": "inversion",
         "attack": "idlg",
@@ -527,6 +528,7 @@ def test_inversion_run_page(tmp_path):
     assert (tmp_path / "elsewhere" / "r.html").exists() and not (run / "report.html").exists()
     assert len(img_sources(page)) == 1 and img_sources(page)[0].startswith(PNG_URI)
     page = words(page)
+    assert "psnr min <b>12.000</b>" in page
     assert "Gradient inversion: idlg on lenet" in page and "41.0 dB" in page and "1 of 2" in page
     assert "<script" not in page.lower() and "&lt;script&gt;" in page
 

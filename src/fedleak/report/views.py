@@ -61,6 +61,7 @@ class InversionView:
     summary: dict[str, Any]
     targets: list[TargetRow] = field(default_factory=list)
     skipped: str = ""  # why the attack did not run, when it did not
+    extra: list[tuple[str, float]] = field(default_factory=list)  # other numbers of the summary
 
     @property
     def has_clients(self) -> bool:
@@ -99,6 +100,18 @@ def case_origin(case: dict) -> str:
     return ", ".join(p for p in parts if p)
 
 
+SUMMARY_SHOWN = {
+    "psnr_median",
+    "psnr_mean",
+    "ssim_mean",
+    "label_accuracy",
+    "seconds_total",
+    "recovered",
+    "total",
+    "recovered_threshold_db",
+}
+
+
 def inversion_view(case: Any, run_dir: Path, default_picture: str = "") -> InversionView:
     """One inversion case: the attack, where its update came from, the picture and a row per target."""
     case = as_dict(case)
@@ -114,6 +127,11 @@ def inversion_view(case: Any, run_dir: Path, default_picture: str = "") -> Inver
         summary=as_dict(case.get("summary")),
         targets=[target_row(as_dict(t), thr) for t in as_list(case.get("targets"))],
         skipped=text(case.get("skipped")),
+        extra=[
+            (str(k).replace("_", " "), x)
+            for k, v in as_dict(case.get("summary")).items()
+            if k not in SUMMARY_SHOWN and (x := number(v)) is not None
+        ],
     )
 
 
