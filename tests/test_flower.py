@@ -1,8 +1,8 @@
 """fedleak inside Flower: the auditing strategy wrappers, fedleak's federation on Flower's simulation engine
 (Ray), SecAgg+ and DP wrappers, and reference models trained as Ray tasks.
 
-The first tests drive the wrappers with hand-made Flower messages (no Ray); the ``test_flower_ray_*`` ones start
-Flower's simulation engine or Ray (each run starts and stops its own Ray instance, as Flower's backend does).
+The first tests drive the wrappers with hand-made Flower messages (no Ray); the ``test_flower_ray_*`` ones
+run Flower's simulation engine or Ray tasks, all on one local Ray session started once for the module.
 """
 
 from __future__ import annotations
@@ -36,7 +36,10 @@ def flower_env(tmp_path_factory):
     old = {k: os.environ.get(k) for k in ("FLWR_HOME", "FLWR_TELEMETRY_ENABLED", "RAY_DEDUP_LOGS")}
     os.environ["FLWR_HOME"] = str(tmp_path_factory.mktemp("flwr-home"))
     os.environ["FLWR_TELEMETRY_ENABLED"] = "0"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # these models are tiny; on a shared 2-core machine more threads only contend
     yield
+    torch.set_num_threads(threads)
     try:
         import ray
 
@@ -49,6 +52,19 @@ def flower_env(tmp_path_factory):
             os.environ.pop(k, None)
         else:
             os.environ[k] = v
+
+
+@pytest.fixture(scope="module")
+def ray_session(flower_env):
+    """One local Ray instance for all Ray tests of this module (Flower's backend and the reference tasks reuse
+    a running session; starting Ray is most of a simulation's time)."""
+    import logging
+
+    ray = pytest.importorskip("ray")
+    if not ray.is_initialized():
+        ray.init(num_cpus=RAY_CPUS, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
+    yield ray
+    ray.shutdown()
 
 
 @pytest.fixture
@@ -83,13 +99,13 @@ def _state(model):
 
 
 def _replies(messages, model, data, *, epochs=1, lr=0.1):
-    """Node n trains FedAvg epochs (batch 8) on its own 8 + n records and replies as a Flower ClientApp would."""
+    """Node n trains FedAvg epochs (batch 8) on its own 8 + n records and replies as a ClientApp would."""
     out = []
     for m in messages:
         nid = m.metadata.dst_node_id
         model.load_state_dict(m.content["arrays"].to_torch_state_dict())
-        u = client_update(model, data.subset(range(16 * nid, 16 * nid + 8 + nid)), local_epochs=epochs, batch_size=8,
-                          lr=lr)
+        mine = data.subset(range(16 * nid, 16 * nid + 8 + nid))
+        u = client_update(model, mine, local_epochs=epochs, batch_size=8, lr=lr)
         new = {k: v + u.payload[k] if k in u.payload else v for k, v in u.global_state.items()}
         content = RecordDict({"arrays": ArrayRecord(new), "metrics": MetricRecord({"num-examples": 8 + nid})})
         out.append((u, Message(content, reply_to=m)))
@@ -100,13 +116,12 @@ def _norm(payload):
     return math.sqrt(sum(float(v.double().pow(2).sum()) for v in payload.values()))
 
 
-# --- the wrappers, driven by hand-made messages (no Ray) ------------------------------------------------------
+# --- the wrappers, driven by hand-made messages (no Ray) ----------------------------------------------------
 
 
 def test_flower_wrapper_passes_everything_through_and_sees_each_client(digits, task_identity):
     data, train, _ = digits
     model = build("mlp", data.spec, seed=0)
-    seen = []
     plain, wrapped = FedAvg(), AuditingStrategy(FedAvg(), attacks=[("norm", lambda u: _norm(u.payload))],
                                                 model=model, data_spec=data.spec)
     arrays = ArrayRecord(model.state_dict())
@@ -130,7 +145,8 @@ def test_flower_wrapper_passes_everything_through_and_sees_each_client(digits, t
         assert v.kind == "delta" and v.num_clients == 1 and v.model == "mlp"
         assert all(torch.allclose(v.payload[k], u.payload[k], atol=1e-6) for k in u.payload)
         assert v.num_samples == 8 + v.client and v.local_lr == 0.1 and v.batch_size == 8
-        assert v.local_steps == u.local_steps == 2 and v.labels is None  # E * ceil(n / B); labels never crossed
+        assert v.local_steps == u.local_steps == 2  # E * ceil(n / B) from what the server sent and learnt
+        assert v.labels is None  # labels never crossed the wire
     norms = [f.result for f in wrapped.findings]
     assert [f.attack for f in wrapped.findings] == ["norm"] * 3
     assert norms == pytest.approx([_norm(u.payload) for u, _ in pairs], rel=1e-5)
@@ -148,7 +164,7 @@ def test_flower_failing_attack_is_recorded_and_training_goes_on(digits, task_ide
     agg, _ = s.aggregate_train(1, [m for _, m in _replies(sent, model, train)])
     assert agg is not None
     assert [f.error for f in s.findings] == ["RuntimeError: boom"] * 2
-    assert all(v.num_samples is None and v.local_lr is None for v in s.views)  # the threat model grants nothing
+    assert all(v.num_samples is None and v.local_lr is None for v in s.views)  # the threat grants nothing
     with pytest.raises(FedleakInputError, match="give a name"):
         AuditingStrategy(FedAvg(), attacks=[42])
 
@@ -161,7 +177,8 @@ def test_flower_dp_wrapper_outer_audit_sees_raw_updates_inner_sees_clipped(digit
     clip = 0.05
     inner = AuditingStrategy(FedAvg(), model=model)
     outer = AuditingStrategy(DifferentialPrivacyServerSideFixedClipping(inner, 0.0, clip, 3), model=model)
-    sent = outer.configure_train(1, ArrayRecord(model.state_dict()), ConfigRecord({"lr": 0.5}), FakeGrid([1, 2, 3]))
+    arrays, grid = ArrayRecord(model.state_dict()), FakeGrid([1, 2, 3])
+    sent = outer.configure_train(1, arrays, ConfigRecord({"lr": 0.5}), grid)
     pairs = _replies(sorted(sent, key=lambda m: m.metadata.dst_node_id), model, train, epochs=2, lr=0.5)
     outer.aggregate_train(1, [m for _, m in pairs])
     raw = [_norm(u.payload) for u, _ in pairs]
@@ -208,7 +225,7 @@ def test_flower_legacy_secagg_results_become_one_aggregate_view(digits):
     assert names == s.auditor.state_names
 
 
-# --- Flower's simulation engine (Ray) --------------------------------------------------------------------------
+# --- Flower's simulation engine (Ray) -----------------------------------------------------------------------
 
 
 def _best_psnr(recon_pixels, candidates):
@@ -216,10 +233,10 @@ def _best_psnr(recon_pixels, candidates):
     return float(psnr(recon_pixels.expand(len(candidates), *candidates.shape[1:]), candidates).max())
 
 
-def test_flower_ray_fedsgd_update_gives_the_image_back_and_accuracy_matches_local(digits):
-    """3 clients, 2 rounds of FedSGD (one image each) as Flower ClientApps on the simulation engine, the server
-    wrapped by the auditing strategy: the analytic attack rebuilds each client's image from the update the
-    server received, and the federation is the local engine's one (same clients, updates, accuracy)."""
+def test_flower_ray_fedsgd_update_gives_the_image_back_and_accuracy_matches_local(digits, ray_session):
+    """3 clients, 2 rounds of FedSGD (one image each) as Flower ClientApps on the simulation engine, the
+    server wrapped by the auditing strategy: the analytic attack rebuilds each client's image from the update
+    the server received, and the federation is the local engine's one (same clients, updates, accuracy)."""
     from fedleak.flower import RayOptions, run_flower_federation
 
     data, train, test = digits
@@ -229,6 +246,7 @@ def test_flower_ray_fedsgd_update_gives_the_image_back_and_accuracy_matches_loca
     local = Federation(build("mlp", data.spec, seed=0), train, test, cfg)
     rounds = list(local.run())
     assert run.auditor.errors == [] and [r.round for r in run.rounds] == [1, 2]
+    assert ray_session.is_initialized()  # the caller's Ray session outlives the run, for the next one
     for fr, lr in zip(run.rounds, rounds, strict=True):
         assert fr.sampled == lr.sampled
         assert abs(fr.test_accuracy - lr.test_accuracy) <= 0.01
@@ -245,7 +263,7 @@ def test_flower_ray_fedsgd_update_gives_the_image_back_and_accuracy_matches_loca
     print(f"flower vs local final accuracy: {run.final_accuracy:.4f} vs {rounds[-1].test_accuracy:.4f}")
 
 
-def test_flower_ray_secagg_server_sees_only_the_aggregate(digits):
+def test_flower_ray_secagg_server_sees_only_the_aggregate(digits, ray_session):
     """The same FedSGD federation under Flower's SecAgg+ (legacy workflow, secaggplus_mod on the clients):
     every view the server gets is the aggregate of 3 clients, equal to the weighted mean of their updates
     (up to SecAgg's quantisation), and the analytic attack on it recovers none of the clients' images."""
@@ -274,7 +292,7 @@ def test_flower_ray_secagg_server_sees_only_the_aggregate(digits):
         assert _best_psnr(f.result.pixels, everyone) < 30.0
 
 
-def test_flower_ray_reference_models_give_the_same_auc_as_in_process(digits):
+def test_flower_ray_reference_models_give_the_same_auc_as_in_process(digits, ray_session):
     """LiRA with 8 reference models trained as 2 Ray tasks (the vectorised trainer inside each) gives the same
     scores and AUC as with the in-process trainer, for the same seed."""
     from sklearn.metrics import roc_auc_score
@@ -285,15 +303,16 @@ def test_flower_ray_reference_models_give_the_same_auc_as_in_process(digits):
     from fedleak.flower import train_references_on_ray
 
     data, _, _ = digits
-    spec = TrainSpec(epochs=15, batch_size=32, lr=0.1)
-    members, others = data.subset(range(150)), data.subset(range(150, 300))
+    spec = TrainSpec(epochs=10, batch_size=32, lr=0.1)
+    members = data.subset(range(150))
     target = build("mlp", data.spec, seed=0)
     SGDTrainer().train(target, *members.tensors(), spec, torch.Generator().manual_seed(0))
     records = Records.of(data.subset(range(300)))
     masks = balanced_masks(8, len(records), seed=3)
-    local = train_references("mlp", data.spec, records.x, records.y, masks, spec, seed=3, pool_ids=records.ids)
-    remote = train_references_on_ray("mlp", data.spec, records.x, records.y, masks, spec, seed=3, chunks=2,
-                                     num_cpus=RAY_CPUS, pool_ids=records.ids)
+    x, y = records.x, records.y
+    local = train_references("mlp", data.spec, x, y, masks, spec, seed=3, pool_ids=records.ids)
+    remote = train_references_on_ray("mlp", data.spec, x, y, masks, spec, seed=3, chunks=2,
+                                     pool_ids=records.ids)
     assert remote.count == 8 and torch.equal(remote.masks, local.masks)
     for k, v in local.params.items():
         assert torch.allclose(remote.params[k], v, atol=1e-5)

@@ -21,10 +21,11 @@ clipping, server- or client-side); the audit sits outermost, so it sees what rea
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -125,6 +126,26 @@ class _Recorder:
         return acc, loss
 
 
+@contextlib.contextmanager
+def _keep_running_ray() -> Iterator[None]:
+    """A Ray session the caller started in this process is reused by Flower's backend, which then stops it at
+    the end of the run; keep it running (so several runs, or reference training, share one session)."""
+    try:
+        import ray
+    except ImportError:
+        yield
+        return
+    if not ray.is_initialized():
+        yield
+        return
+    real = ray.shutdown
+    ray.shutdown = lambda *a, **k: None
+    try:
+        yield
+    finally:
+        ray.shutdown = real
+
+
 def _quiet_flower(verbose: bool) -> int:
     lg = logging.getLogger("flwr")
     level = lg.level
@@ -184,13 +205,14 @@ def run_flower_federation(
             server, client = _message_apps(task, auditor, recorder, dp)
         from flwr.simulation import run_simulation
 
-        run_simulation(
-            server_app=server,
-            client_app=client,
-            num_supernodes=config.clients,
-            backend_config=ray.backend_config(),
-            verbose_logging=verbose,
-        )
+        with _keep_running_ray():
+            run_simulation(
+                server_app=server,
+                client_app=client,
+                num_supernodes=config.clients,
+                backend_config=ray.backend_config(),
+                verbose_logging=verbose,
+            )
     finally:
         logging.getLogger("flwr").setLevel(level)
     if len(recorder.rounds) != config.rounds:
