@@ -16,7 +16,7 @@ app = typer.Typer(
 )
 
 # one module per command; each defines register(app)
-COMMANDS = ("datasets", "train", "audit", "report", "sweep", "invert")
+COMMANDS = ("datasets", "train", "audit", "report", "sweep", "invert", "mia")
 
 for _name in COMMANDS:
     importlib.import_module(f"fedleak.cli.cmd_{_name}").register(app)
