@@ -1,0 +1,36 @@
+"""The user's ClientApp, unchanged: the audit needs nothing from the clients."""
+
+from __future__ import annotations
+
+from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from flower_app.task import Net, load_data, train
+
+app = ClientApp()
+
+
+@app.train()
+def train_fn(msg: Message, context: Context) -> Message:
+    pid = int(context.node_config["partition-id"])
+    parts = int(context.node_config["num-partitions"])
+    x, y = load_data(pid, parts)
+    config = msg.content["config"]
+    net = Net()
+    net.load_state_dict(msg.content["arrays"].to_torch_state_dict())
+    loss = train(
+        net,
+        x,
+        y,
+        epochs=int(config["local-epochs"]),
+        batch_size=int(config["batch-size"]),
+        lr=float(config["lr"]),
+        seed=1000 * int(config["server-round"]) + pid,
+    )
+    content = RecordDict(
+        {
+            "arrays": ArrayRecord(net.state_dict()),
+            "metrics": MetricRecord({"train_loss": loss, "num-examples": len(x)}),
+        }
+    )
+    return Message(content=content, reply_to=msg)
