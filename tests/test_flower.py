@@ -7,8 +7,11 @@ run Flower's simulation engine or Ray tasks, all on one local Ray session starte
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,6 +31,7 @@ from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping, 
 from fedleak.flower import AuditingStrategy, LegacyAuditingStrategy  # noqa: E402
 
 RAY_CPUS = 2
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "flower_app"
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -62,7 +66,9 @@ def ray_session(flower_env):
 
     ray = pytest.importorskip("ray")
     if not ray.is_initialized():
-        ray.init(num_cpus=RAY_CPUS, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
+        path = os.pathsep.join([str(EXAMPLE), *sys.path])  # workers import the example app's modules too
+        ray.init(num_cpus=RAY_CPUS, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False,
+                 runtime_env={"env_vars": {"PYTHONPATH": path}})
     yield ray
     ray.shutdown()
 
@@ -323,3 +329,31 @@ def test_flower_ray_reference_models_give_the_same_auc_as_in_process(digits, ray
     assert auc_local > 0.55  # the attack works at all
     assert auc_ray == pytest.approx(auc_local, abs=1e-3)
     print(f"LiRA AUC in-process {auc_local:.4f}, on Ray {auc_ray:.4f}")
+
+
+def test_flower_ray_example_app_audits_an_unchanged_user_clientapp(ray_session, tmp_path, monkeypatch):
+    """examples/flower_app: the user's ClientApp (plain torch, no fedleak) under Flower's FedAvg wrapped by
+    the auditing strategy. The server sees each client's own update every round; training goes on as usual."""
+    from flwr.serverapp import ServerApp
+    from flwr.simulation import run_simulation
+
+    monkeypatch.syspath_prepend(str(EXAMPLE))
+    from flower_app import server_app
+    from flower_app.client_app import app as client_app
+
+    out = tmp_path / "audit.json"
+    server = ServerApp()
+
+    @server.main()
+    def main(grid, context):
+        context.run_config.update({"num-server-rounds": 2, "audit-out": str(out)})
+        server_app.main(grid, context)
+
+    run_simulation(server_app=server, client_app=client_app, num_supernodes=3,
+                   backend_config={"client_resources": {"num_cpus": RAY_CPUS, "num_gpus": 0.0}})
+    report = json.loads(out.read_text())
+    assert report["audit"]["secure_aggregation"] is False and report["audit"]["errors"] == 0
+    per_round = {r: {f["client"] for f in report["findings"] if f["round"] == r} for r in (1, 2)}
+    assert all(len(c) == 3 for c in per_round.values()) and per_round[1] == per_round[2]
+    assert all(f["seen"] == "client" and f["result"] > 0 for f in report["findings"])
+    assert report["accuracy"]["2"] > 0.6  # the wrapped server still trains the model
