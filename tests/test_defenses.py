@@ -38,7 +38,11 @@ def _update(payload, client=0, kind="delta"):
 
 def _payload(seed=0):
     g = torch.Generator().manual_seed(seed)
-    return {"a": torch.randn(7, 13, generator=g), "b": torch.randn(29, generator=g), "c": torch.randn(3, generator=g)}
+    return {
+        "a": torch.randn(7, 13, generator=g),
+        "b": torch.randn(29, generator=g),
+        "c": torch.randn(3, generator=g),
+    }
 
 
 @pytest.mark.parametrize("fraction", [0.0, 0.5, 0.9, 0.99])
@@ -90,8 +94,18 @@ def test_plan_parses_every_defense_and_refuses_bad_specs():
     assert p.secagg == 3 and isinstance(p.aggregator, ClientDPAggregator) and p.aggregator.clip == 0.5
     q = plan(["dp-sgd:epsilon=8,delta=1e-5,accountant=prv"])
     assert q.trainer.target_epsilon == 8 and q.trainer.accountant == "prv" and q.trainer.noise is None
-    for bad in ["prune:1.5", "prune:0.5,0.9", "dp-sgd:noise=1,epsilon=3", "dp-sgd:clip=1", "dp-sgd:nosie=1",
-                "quantize:0", "secagg:0", "nosuch:1", "dp-sgd:noise=x", "dp-sgd:noise=1,accountant=foo"]:
+    for bad in [
+        "prune:1.5",
+        "prune:0.5,0.9",
+        "dp-sgd:noise=1,epsilon=3",
+        "dp-sgd:clip=1",
+        "dp-sgd:nosie=1",
+        "quantize:0",
+        "secagg:0",
+        "nosuch:1",
+        "dp-sgd:noise=x",
+        "dp-sgd:noise=1,accountant=foo",
+    ]:
         with pytest.raises(FedleakInputError):
             plan([bad])
     assert plan(["none"]).label == "none" and plan(None).privacy()["epsilon"] is None
@@ -100,10 +114,16 @@ def test_plan_parses_every_defense_and_refuses_bad_specs():
 def test_expand_grid():
     assert expand_grid("prune:0.5,0.9,0.99") == ["prune:0.5", "prune:0.9", "prune:0.99"]
     assert expand_grid("dp-sgd:epsilon=1,4,8,delta=1e-5") == [
-        "dp-sgd:epsilon=1,delta=1e-5", "dp-sgd:epsilon=4,delta=1e-5", "dp-sgd:epsilon=8,delta=1e-5"]
+        "dp-sgd:epsilon=1,delta=1e-5",
+        "dp-sgd:epsilon=4,delta=1e-5",
+        "dp-sgd:epsilon=8,delta=1e-5",
+    ]
     assert expand_grid("client-dp:noise=0.5,1,clip=1,2") == [
-        "client-dp:noise=0.5,clip=1", "client-dp:noise=0.5,clip=2", "client-dp:noise=1,clip=1",
-        "client-dp:noise=1,clip=2"]
+        "client-dp:noise=0.5,clip=1",
+        "client-dp:noise=0.5,clip=2",
+        "client-dp:noise=1,clip=1",
+        "client-dp:noise=1,clip=2",
+    ]
     assert expand_grid("none") == ["none"]
     for spec in expand_grid("prune:0.5,0.9") + expand_grid("dp-sgd:epsilon=1,8"):
         plan([spec])  # every grid point is a valid spec
@@ -184,8 +204,11 @@ def test_dp_sgd_epsilon_matches_opacus_privacy_engine(digits):
     ref = fedleak.models.build("mlp", digits.spec, seed=0)
     engine = PrivacyEngine(accountant="rdp")
     m, opt, loader = engine.make_private(
-        module=ref, optimizer=torch.optim.SGD(ref.parameters(), lr=0.1),
-        data_loader=DataLoader(TensorDataset(x, y), batch_size=25), noise_multiplier=1.3, max_grad_norm=1.0,
+        module=ref,
+        optimizer=torch.optim.SGD(ref.parameters(), lr=0.1),
+        data_loader=DataLoader(TensorDataset(x, y), batch_size=25),
+        noise_multiplier=1.3,
+        max_grad_norm=1.0,
     )
     for _ in range(2):
         for xb, yb in loader:
@@ -201,8 +224,15 @@ def test_dp_sgd_target_epsilon_is_met_for_the_whole_federation(digits):
     train, test = digits.subset(range(600)).split(0.25, seed=0)
     p = plan(["dp-sgd:epsilon=4,delta=1e-5"]).bind(rounds=2, clients=3)
     model = p.prepare(fedleak.models.build("mlp", digits.spec, seed=0))
-    fed = Federation(model, train, test, FedConfig(clients=3, rounds=2, batch_size=50, seed=0),
-                     transforms=p.transforms, trainer=p.trainer, aggregator=p.aggregator)
+    fed = Federation(
+        model,
+        train,
+        test,
+        FedConfig(clients=3, rounds=2, batch_size=50, seed=0),
+        transforms=p.transforms,
+        trainer=p.trainer,
+        aggregator=p.aggregator,
+    )
     accs = [r.test_accuracy for r in fed.run(keep_updates=False)]
     pr = p.privacy()
     assert 3.5 < pr["epsilon"] <= 4.0  # calibrated for 2 rounds x 1 epoch at q = 1/ceil(N/B)

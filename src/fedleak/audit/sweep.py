@@ -4,8 +4,10 @@ Each ``--defense`` grid (``prune:0.5,0.9,0.99``, ``dp-sgd:epsilon=1,4,8``: see
 :func:`fedleak.defenses.spec.expand_grid`) is one defense family; the sweep adds the undefended run as the
 reference. For every point it runs the inversion experiment (:func:`fedleak.audit.invert.run_inversion`), the
 membership experiment (:func:`fedleak.audit.mia.run_mia`), or both, each in its own sub-folder
-``runs/<point>/``, and measures utility as the test accuracy of the defended training (the membership
-target's, or else a defended federated training run). It writes ``results.json`` (= ``sweep.json``:
+``runs/<point>/``, and measures utility the same way for every point: the final test accuracy of a defended
+federated training (:func:`fedleak.audit.train.run_training`). The membership experiment trains one target
+centrally, so it runs only for defenses of how a model trains (dp-sgd); for the others (prune, quantize,
+noise, clip, client-dp, secagg) its columns stay empty. It writes ``results.json`` (= ``sweep.json``:
 ``kind: "sweep"``, one flat row per point), ``sweep.md`` and ``sweep.csv`` (the table) and
 ``privacy_utility.png`` (attack success against utility, one curve per family).
 
@@ -29,7 +31,8 @@ from fedleak.errors import FedleakInputError
 from fedleak.runio import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
 
 COLUMNS = (
-    "defense", "family", "utility", "psnr_median", "ssim_mean", "label_accuracy", "auc",
+    "defense", "family", "utility", "mia_target_accuracy", "psnr_median", "ssim_mean", "label_accuracy",
+    "auc",
     "tpr_at_fpr_0.001", "tpr_at_fpr_0.01", "tpr_at_fpr_0.1", "epsilon", "epsilon_lower_bound", "seconds",
 )  # fmt: skip
 
@@ -59,7 +62,8 @@ def slug(spec: str) -> str:
 
 def _call(fn: Callable[..., dict], **kwargs: Any) -> dict:
     """Call an experiment function with the keyword arguments it takes (the defense as ``defenses=[...]``
-    or ``defense=[...]``, whichever it names)."""
+    or ``defense=[...]``, whichever it names); options left at None are not passed."""
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}  # unset options keep the experiment's defaults
     params = inspect.signature(fn).parameters
     if "defenses" not in params and "defense" in params:
         kwargs["defense"] = kwargs.pop("defenses")
@@ -77,13 +81,21 @@ def _experiment(module: str, name: str) -> Callable[..., dict]:
         raise FedleakInputError(f"this fedleak has no {module}.{name}; sweep without that attack") from None
 
 
+def _central(spec: str) -> bool:
+    """Whether a defense applies to a centrally trained model (only how it trains: dp-sgd, or none)."""
+    from fedleak.defenses import plan
+
+    p = plan([] if spec == "none" else [spec])
+    return not (p.transforms or p.aggregator is not None or p.secagg)
+
+
 def _row(
     family: str, spec: str, inv: dict | None, mia: dict | None, train: dict | None, seconds: float
 ) -> dict:
     row: dict[str, Any] = {"defense": spec, "family": family}
     if mia is not None:
         tgt = mia.get("target") or {}
-        row["utility"] = tgt.get("test_accuracy")
+        row["mia_target_accuracy"] = tgt.get("test_accuracy")
         body = mia if "auc" in mia else next(iter((mia.get("attacks") or {}).values()), {})
         row["auc"] = body.get("auc")
         for f, v in (body.get("tpr_at_fpr") or {}).items():
@@ -128,15 +140,16 @@ def run_sweep(
 ) -> dict:
     """Run the grid and write the sweep's run folder; returns its results.json content.
 
-    ``invert``/``mia``: the attack of each experiment (at least one). Without ``mia``, utility is the final
-    test accuracy of a defended federated training (``clients``, ``rounds``, ``samples``) of ``model`` on
-    ``dataset``. ``resume`` reuses the finished points of an earlier run in ``out``.
+    ``invert``/``mia``: the attack of each experiment (at least one). Utility is the final test accuracy of
+    a defended federated training (``clients``, ``rounds``, ``samples``) of ``model`` on ``dataset``.
+    ``resume`` reuses the finished points of an earlier run in ``out``.
     """
     if not invert and not mia:
         raise FedleakInputError("fedleak sweep: choose an attack: --invert idlg and/or --mia loss")
     points = grid_points(defenses)
     run_inv = _experiment("fedleak.audit.invert", "run_inversion") if invert else None
     run_mia = _experiment("fedleak.audit.mia", "run_mia") if mia else None
+    run_train = _experiment("fedleak.audit.train", "run_training")
     out = Path(out)
     rows: list[dict] = []
     t_all = time.perf_counter()
@@ -157,18 +170,15 @@ def run_sweep(
                 run_inv, **common, attack=invert, indices=indices, iterations=iterations,
                 out=folder / "invert", echo=lambda s: None,
             )
-        if run_mia is not None:
+        if run_mia is not None and _central(spec):
             mia_res = _call(
                 run_mia, **common, attack=mia, members=members, references=references, out=folder / "mia",
                 echo=lambda s: None,
             )
-        else:
-            from fedleak.audit.train import run_training
-
-            train_res = run_training(
-                dataset=dataset, model=model, clients=clients, rounds=rounds, samples=samples, seed=seed,
-                device=device, defenses=defs, out=folder / "train", echo=lambda s: None,
-            )
+        train_res = _call(
+            run_train, dataset=dataset, model=model, clients=clients, rounds=rounds, samples=samples,
+            seed=seed, device=device, defenses=defs, out=folder / "train", echo=lambda s: None,
+        )
         row = _row(family, spec, inv_res, mia_res, train_res, time.perf_counter() - t0)
         atomic_write_json(done, row)
         rows.append(row)
@@ -180,8 +190,7 @@ def run_sweep(
         "seed": seed,
         "attacks": {"inversion": invert, "membership": mia},
         "defenses": list(defenses),
-        "utility": "test accuracy of the defended training"
-        + (" (membership target)" if mia else f" (federated, {clients} clients, {rounds} rounds)"),
+        "utility": f"test accuracy of the defended federated training ({clients} clients, {rounds} rounds)",
         "rows": rows,
         "images": ["privacy_utility.png"],
         "seconds_total": time.perf_counter() - t_all,
