@@ -46,6 +46,12 @@ def fmt_sci(x: Any) -> str:
     return f"{v:.2g}" if v is not None and abs(v) < INFINITE else fmt_num(x)
 
 
+def fmt_auto(x: Any) -> str:
+    """A number of unknown scale with 4 significant digits (83.42, 2.086e-09, 1)."""
+    v = number(x)
+    return f"{v:.4g}" if v is not None and abs(v) < INFINITE else fmt_num(x)
+
+
 def show(x: Any) -> str:
     """Any JSON value in words: lists joined by commas, dicts as 'key: value', a dash for null."""
     if x is None or x == "" or x == [] or x == {}:
@@ -74,7 +80,9 @@ def environment() -> jinja2.Environment:
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
-    env.filters.update(num=fmt_num, pct=fmt_pct, db=fmt_db, sci=fmt_sci, show=show, pretty_json=pretty_json)
+    env.filters.update(
+        num=fmt_num, pct=fmt_pct, db=fmt_db, sci=fmt_sci, auto=fmt_auto, show=show, pretty_json=pretty_json
+    )
     return env
 
 
