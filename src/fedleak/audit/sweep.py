@@ -63,7 +63,7 @@ def slug(spec: str) -> str:
 def _call(fn: Callable[..., dict], **kwargs: Any) -> dict:
     """Call an experiment function with the keyword arguments it takes (the defense as ``defenses=[...]``
     or ``defense=[...]``, whichever it names); options left at None are not passed."""
-    kwargs = {k: v for k, v in kwargs.items() if v is not None}  # unset options keep the experiment's defaults
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}  # unset: the experiment default
     params = inspect.signature(fn).parameters
     if "defenses" not in params and "defense" in params:
         kwargs["defense"] = kwargs.pop("defenses")
