@@ -231,6 +231,38 @@ def test_flower_legacy_secagg_results_become_one_aggregate_view(digits):
     assert names == s.auditor.state_names
 
 
+def test_flower_fedleak_aggregator_step_equals_the_local_engine_server_step(digits):
+    """With a fedleak aggregator (e.g. client-level DP) the Flower server applies the same rule as
+    Federation.apply to the same updates, in client order, with the same seeded generator."""
+    from fedleak.flower.auditor import Reply
+    from fedleak.flower.federation import fedleak_aggregate
+
+    data, train, test = digits
+    cfg = FedConfig(clients=3, rounds=1, seed=4, batch_size=16)
+    fed = Federation(build("mlp", data.spec, seed=0), train, test, cfg)
+    w0 = _state(fed.model)
+    noise = []
+
+    def noisy_mean(updates, g):  # an aggregator that uses its generator, as client-level DP does
+        agg = weighted_mean(updates)
+        z = {k: torch.randn(v.shape, generator=g) * 1e-3 for k, v in agg.items()}
+        noise.append([u.client for u in updates])
+        return {k: agg[k] + z[k] for k in agg}
+
+    fed.aggregator = noisy_mean
+    (r,) = list(fed.run())
+    replies = []
+    for u in reversed(r.updates):  # Flower's replies arrive in any order
+        arrays = {k: w0[k] + u.payload[k] if k in u.payload else w0[k] for k in w0}
+        reply = Reply(node_id=100 + u.client, arrays=arrays, metrics={"num-examples": u.num_samples})
+        replies.append((u.client, reply))
+    names = [n for n, _ in fed.model.named_parameters()]
+    new = fedleak_aggregate(noisy_mean, w0, replies, {"lr": cfg.lr}, 1, cfg, names)
+    assert noise == [[0, 1, 2], [0, 1, 2]]
+    for k, v in fed.model.state_dict().items():
+        assert torch.allclose(new[k], v, atol=1e-6)
+
+
 # --- Flower's simulation engine (Ray) -----------------------------------------------------------------------
 
 

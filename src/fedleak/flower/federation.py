@@ -37,10 +37,11 @@ from fedleak.data.dataset import Dataset
 from fedleak.errors import FedleakInputError
 from fedleak.fl.client import UpdateTransform
 from fedleak.fl.local import LocalTrainer, evaluate
-from fedleak.fl.server import FedConfig, RoundResult
+from fedleak.fl.server import Aggregator, FedConfig, RoundResult
 from fedleak.fl.update import ThreatModel
 from fedleak.flower.apps import PARTITION_KEY, ClientTask, legacy_client_app, message_client_app
-from fedleak.flower.auditor import AttackLike, Auditor, Finding
+from fedleak.flower.auditor import AttackLike, Auditor, Finding, Reply
+from fedleak.flower.views import build_update
 
 
 @dataclass(frozen=True)
@@ -165,6 +166,7 @@ def run_flower_federation(
     trainer: LocalTrainer | None = None,
     secagg: bool = False,
     dp: FlowerDP | None = None,
+    aggregator: Aggregator | None = None,
     attacks: Iterable[AttackLike] | Mapping[str, Any] | None = None,
     ray: RayOptions | None = None,
     verbose: bool = False,
@@ -182,8 +184,13 @@ def run_flower_federation(
         raise FedleakInputError(
             "engine 'flower' needs Flower: pip install 'fedleak[flower]' (flwr[simulation] with Ray)"
         ) from None
-    if secagg and dp is not None:
-        raise FedleakInputError("secagg and dp together are not supported on the flower engine; choose one")
+    if secagg and (dp is not None or aggregator is not None):
+        raise FedleakInputError(
+            "on the flower engine secure aggregation runs Flower's own FedAvg: drop the DP or aggregator "
+            "defense, or secagg"
+        )
+    if dp is not None and aggregator is not None:
+        raise FedleakInputError("choose Flower's DP wrapper (dp=) or fedleak's aggregator, not both")
     threat = threat or ThreatModel(labels=True)
     task = ClientTask.make(
         model,
@@ -202,7 +209,7 @@ def run_flower_federation(
         if secagg:
             server, client = _legacy_apps(task, auditor, recorder)
         else:
-            server, client = _message_apps(task, auditor, recorder, dp)
+            server, client = _message_apps(task, auditor, recorder, dp, aggregator)
         from flwr.simulation import run_simulation
 
         with _keep_running_ray():
@@ -231,12 +238,18 @@ def run_flower_federation(
     )
 
 
-def _message_apps(task: ClientTask, auditor: Auditor, recorder: _Recorder, dp: FlowerDP | None) -> tuple:
+def _message_apps(
+    task: ClientTask,
+    auditor: Auditor,
+    recorder: _Recorder,
+    dp: FlowerDP | None,
+    aggregator: Aggregator | None,
+) -> tuple:
     from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, MetricRecord, RecordDict
     from flwr.serverapp import Grid, ServerApp
     from flwr.serverapp.strategy import FedAvg
 
-    from fedleak.flower.strategy import AuditingStrategy
+    from fedleak.flower.strategy import AuditingStrategy, reply_of
 
     cfg = task.config
     plan = sampled_partitions(cfg)
@@ -252,7 +265,20 @@ def _message_apps(task: ClientTask, auditor: Auditor, recorder: _Recorder, dp: F
             config["server-round"] = server_round
             record = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
             nodes = [self.node_of[p] for p in plan[server_round - 1]]
+            self.sent = (arrays_np(arrays), dict(config))
             return self._construct_messages(record, nodes, MessageType.TRAIN)
+
+        def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple:
+            if aggregator is None:
+                return super().aggregate_train(server_round, replies)
+            client_of = {nid: p for p, nid in self.node_of.items()}
+            got = [(client_of.get(m.metadata.src_node_id), reply_of(m)) for m in replies if not m.has_error()]
+            if not got:
+                return None, None
+            state = fedleak_aggregate(
+                aggregator, self.sent[0], got, self.sent[1], server_round, cfg, auditor.names
+            )
+            return ArrayRecord(state), MetricRecord({})
 
     n = len(plan[0]) if plan else cfg.clients
     inner = SameClientsFedAvg(fraction_evaluate=0.0, min_train_nodes=n, min_available_nodes=cfg.clients)
@@ -303,6 +329,46 @@ def _message_apps(task: ClientTask, auditor: Auditor, recorder: _Recorder, dp: F
         )
 
     return server, message_client_app(task, mods)
+
+
+def fedleak_aggregate(
+    aggregator: Aggregator,
+    sent: Mapping[str, Any],
+    replies: Sequence[tuple[int | None, Reply]],
+    config: Mapping[str, Any],
+    rnd: int,
+    cfg: FedConfig,
+    names: Sequence[str],
+) -> dict[str, torch.Tensor]:
+    """The server step of ``Federation`` with a fedleak aggregator (e.g. client-level DP) on Flower replies:
+    the same updates in the same order (by client), the same seeded generator, the same apply rule."""
+    state = {k: torch.as_tensor(np.array(v, copy=True)) for k, v in sent.items()}
+    updates = [
+        build_update(
+            state,
+            r.arrays,
+            names=names,
+            model="",
+            config=config,
+            metrics=r.metrics,
+            client=c,
+            round=rnd,
+            threat=ThreatModel(True, True, True, True, True),
+        )
+        for c, r in sorted(replies, key=lambda cr: (cr[0] is None, cr[0] or 0))
+    ]
+    g = torch.Generator().manual_seed(cfg.seed * 7919 + rnd)
+    agg = aggregator(updates, g)
+    delta = updates[0].kind == "delta"
+    sign = 1.0 if delta else -cfg.server_lr
+    new = {k: v.clone() for k, v in state.items()}
+    for k, v in agg.items():
+        new[k] = new[k] + sign * v.to(new[k].dtype)
+    if delta:  # buffers: the plain mean, as Federation.apply
+        for k in new:
+            if k not in agg and new[k].is_floating_point():
+                new[k] = torch.stack([r.arrays[k].to(new[k].dtype) for _, r in replies]).mean(0)
+    return new
 
 
 def arrays_np(arrays: Any) -> dict[str, Any]:
