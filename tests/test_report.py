@@ -534,6 +534,32 @@ def test_inversion_run_page(tmp_path):
     assert "<script" not in page.lower() and "&lt;script&gt;" in page
 
 
+def test_text_inversion_run_page(tmp_path):
+    """What fedleak's text inversion writes: kind "inversion", modality "text", texts in the targets."""
+    results = {
+        "kind": "inversion",
+        "modality": "text",
+        "attack": "tag",
+        "model": "transformer",
+        "dataset": "demo-records",
+        "targets": [
+            {
+                "index": 3,
+                "label": 0,
+                "text": "pay " + EVIL,
+                "recovered_text": "pay <i>",
+                "token_accuracy": 0.5,
+            },
+            {"index": 4, "label": 1, "text": "a b", "recovered_text": "a b", "token_accuracy": 1.0},
+        ],
+        "summary": {"token_accuracy_median": 0.75, "exact_match_rate": 0.5, "token_set_exact_rate": 1.0},
+    }
+    page = words(render_report(write_run(tmp_path / "text", results)))
+    assert "Recovered text" in page and "Reconstructions" not in page and img_sources(page) == []
+    assert "median token accuracy <b>75.0%</b>" in page and "token set exact rate <b>1</b>" in page
+    assert "pay &lt;script&gt;" in page and "pay &lt;i&gt;" in page and "<i>" not in page
+
+
 def test_membership_run_page_draws_roc_when_the_picture_is_missing(tmp_path):
     entry = mia_entry("global", 0.7, 0.05, None)
     results = {

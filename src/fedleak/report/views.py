@@ -127,11 +127,7 @@ def inversion_view(case: Any, run_dir: Path, default_picture: str = "") -> Inver
         summary=as_dict(case.get("summary")),
         targets=[target_row(as_dict(t), thr) for t in as_list(case.get("targets"))],
         skipped=text(case.get("skipped")),
-        extra=[
-            (str(k).replace("_", " "), x)
-            for k, v in as_dict(case.get("summary")).items()
-            if k not in SUMMARY_SHOWN and (x := number(v)) is not None
-        ],
+        extra=summary_extras(case.get("summary"), SUMMARY_SHOWN),
     )
 
 
@@ -147,6 +143,19 @@ class TextView:
     title: str
     summary: dict[str, Any]
     targets: list[TextRow]
+    extra: list[tuple[str, float]] = field(default_factory=list)  # other numbers of the summary
+
+
+TEXT_SUMMARY_SHOWN = {"token_accuracy_median", "exact_match_rate", "rouge_l_mean"}
+
+
+def summary_extras(summary: Any, shown: set[str]) -> list[tuple[str, float]]:
+    """(name, value) for the numbers of a summary that the page does not show by name."""
+    return [
+        (str(k).replace("_", " "), x)
+        for k, v in as_dict(summary).items()
+        if k not in shown and (x := number(v)) is not None
+    ]
 
 
 def text_view(case: Any) -> TextView:
@@ -156,7 +165,10 @@ def text_view(case: Any) -> TextView:
         TextRow(text(t.get("text"), "—"), text(t.get("recovered_text"), "—"), number(t.get("token_accuracy")))
         for t in targets
     ]
-    return TextView(text(case.get("attack"), "text"), as_dict(case.get("summary")), rows)
+    summary = as_dict(case.get("summary"))
+    return TextView(
+        text(case.get("attack"), "text"), summary, rows, summary_extras(summary, TEXT_SUMMARY_SHOWN)
+    )
 
 
 @dataclass(frozen=True)
