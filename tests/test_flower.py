@@ -231,6 +231,22 @@ def test_flower_legacy_secagg_results_become_one_aggregate_view(digits):
     assert names == s.auditor.state_names
 
 
+def test_flower_package_imports_without_flower_and_says_what_to_install():
+    """Flower is an optional extra: ``import fedleak.flower`` works without it, and the names that need it
+    fail with one line saying what to install."""
+    import subprocess
+
+    code = (
+        "import sys; sys.modules['flwr'] = None\n"
+        "import fedleak.flower as f\n"
+        "from fedleak.errors import FedleakInputError\n"
+        "try:\n    f.AuditingStrategy\nexcept FedleakInputError as e:\n    print('ERR', e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-500:]
+    assert "ERR" in out.stdout and "pip install 'fedleak[flower]'" in out.stdout
+
+
 def test_flower_fedleak_aggregator_step_equals_the_local_engine_server_step(digits):
     """With a fedleak aggregator (e.g. client-level DP) the Flower server applies the same rule as
     Federation.apply to the same updates, in client order, with the same seeded generator."""
