@@ -646,16 +646,22 @@ def test_cli_report_prints_the_path_and_exits_2_on_bad_input(tmp_path, capsys, f
 
 
 def test_report_does_not_import_torch(tmp_path):
+    """The layer rule: building a report loads no torch and, of fedleak, only runio, errors and report."""
     results = audit_results()
     results["scenarios"] = results["scenarios"][:1]
     run = write_run(tmp_path / "run", results, pictures=False)
     code = (
-        "import sys; from pathlib import Path; from fedleak.report import build_report; "
-        f"p = build_report(Path({str(run)!r})); assert p.exists(); "
-        "assert 'torch' not in sys.modules, 'torch imported'; print('ok')"
+        "import json, sys; from pathlib import Path; from fedleak.report import build_report; "
+        f"p = build_report(Path({str(run)!r})); "
+        "mods = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'fedleak')); "
+        "print(json.dumps([p.exists(), mods]))"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
+    assert proc.returncode == 0, proc.stderr
+    written, modules = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert written and "torch" not in modules
+    allowed = {"fedleak", "fedleak.errors", "fedleak.runio"}
+    assert [m for m in modules if m not in allowed and not m.startswith("fedleak.report")] == []
 
 
 # ---- rendering in a real browser -------------------------------------------------------------------------
