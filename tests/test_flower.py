@@ -343,7 +343,7 @@ def test_flower_ray_secagg_server_sees_only_the_aggregate(digits, ray_session):
     assert len(found) == 2 and all(f.error is None and f.seen == "aggregate" for f in found)
     everyone = torch.cat([train.subset(p).pixels() for p in local.parts])
     for f in found:
-        assert _best_psnr(f.result.pixels, everyone) < 30.0
+        assert _best_psnr(f.result.pixels, everyone) < 25.0  # a mixture (about 15 dB), no client's image
 
 
 def test_flower_ray_reference_models_give_the_same_auc_as_in_process(digits, ray_session):
