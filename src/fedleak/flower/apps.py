@@ -106,14 +106,14 @@ def local_work(
     return new, metrics, extra
 
 
-def message_client_app(task: ClientTask, mods: Sequence[Any] = ()) -> Any:
+def message_client_app(task: ClientTask, mods: Sequence[Any] = (), train_mods: Sequence[Any] = ()) -> Any:
     """A Message-API ClientApp running fedleak's client ``partition-id`` (also answers a query for it)."""
     from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
     from flwr.clientapp import ClientApp
 
     app = ClientApp(mods=list(mods))
 
-    @app.train()
+    @app.train(mods=list(train_mods))  # e.g. Flower's fixedclipping_mod, which expects model arrays
     def train(msg: Message, context: Context) -> Message:
         pid = int(context.node_config[PARTITION_KEY])
         state = msg.content["arrays"].to_torch_state_dict()

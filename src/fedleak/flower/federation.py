@@ -328,7 +328,7 @@ def _message_apps(
             evaluate_fn=evaluate_fn,
         )
 
-    return server, message_client_app(task, mods)
+    return server, message_client_app(task, train_mods=mods)
 
 
 def fedleak_aggregate(
