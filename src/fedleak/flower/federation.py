@@ -173,6 +173,7 @@ def run_flower_federation(
 ) -> FlowerRun:
     """Run ``config``'s federation on Flower's simulation engine; see the module docstring.
 
+    Like ``Federation``, it leaves ``model`` holding the final global model (also ``FlowerRun.model``).
     ``threat`` is the view the audit keeps (default: all metadata and the labels, like ``Federation``; the
     labels then travel in an extra record of fedleak's own ClientApp). ``attacks`` run on every view as the
     rounds go (their findings are in ``FlowerRun.findings``).
@@ -227,11 +228,11 @@ def run_flower_federation(
             f"the Flower run ended after {len(recorder.rounds)} of {config.rounds} rounds; "
             f"audit errors: {auditor.errors[:3]}"
         )
-    final = copy.deepcopy(model)
-    final.load_state_dict({k: v.to(next(final.parameters()).device) for k, v in recorder.state.items()})
+    with torch.no_grad():  # like Federation, which trains the model it is given: it ends as the global model
+        model.load_state_dict({k: v.to(next(model.parameters()).device) for k, v in recorder.state.items()})
     return FlowerRun(
         recorder.rounds,
-        final,
+        model,
         auditor,
         seconds=time.perf_counter() - t0,
         extras={"secagg": secagg, "dp": None if dp is None else dp.__dict__},
