@@ -82,6 +82,8 @@ class Membership(_Strict):
     local_epochs: int | None = Field(None, ge=1)
     clients: int | None = Field(None, ge=1)
     lr: float | None = Field(None, gt=0)
+    batch_size: int | None = Field(None, ge=1)
+    test_fraction: float | None = Field(None, gt=0, lt=1)  # held-out share: the non-members and the population
 
 
 class Text(_Strict):

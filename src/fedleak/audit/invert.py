@@ -2,7 +2,8 @@
 per group of B chosen images (through the configured defenses and threat model) -> the attack, all updates
 at once -> PSNR / SSIM / label accuracy -> ``results.json`` and ``reconstructions.png``.
 
-    >>> r = run_inversion(dataset="digits", model="mlp", attack="analytic", indices=[0, 1], echo=lambda s: None)
+    >>> quiet = lambda s: None
+    >>> r = run_inversion(dataset="digits", model="mlp", attack="analytic", indices=[0, 1], echo=quiet)
     >>> r["summary"]["psnr_median"] > 100, r["summary"]["label_accuracy"]
     (True, 1.0)
 """

@@ -137,6 +137,7 @@ def attack_target(
     if reference_trainer is not None:
         ctx.reference_trainer = reference_trainer
     out: dict[str, Any] = {}
+    scored: dict[str, Any] = {}  # each attack's scores, for the privacy block's epsilon lower bound
     for a in attacks:
         opts = dict((options or {}).get(a, {}))
         if a == "shokri":
@@ -149,6 +150,7 @@ def attack_target(
         if ATTACKS.get(a).references:
             rep["reference_models"] = int(opts.get("shadows") or ctx.reference_count(a, least=1))
         out[a] = rep
+        scored[a] = scores
         echo(f"  {a:<16} AUC {rep['auc']:.3f}  TPR@1%FPR {rep['tpr_at_fpr']['0.01']:.3f}  ({seconds:.1f} s)")
     refs_info: dict[str, Any] = {"vectorised": vectorised}
     if "refs" in ctx._cache:
@@ -158,7 +160,7 @@ def attack_target(
             seconds=refs.seconds,
             models_per_second=refs.count / refs.seconds if refs.seconds else None,
         )
-    return {"attacks": out, "references": refs_info}
+    return {"attacks": out, "references": refs_info, "scores": scored, "is_member": is_member}
 
 
 def attack_update(
@@ -262,6 +264,7 @@ def run_mia(
     models (``references/``, resumed on a rerun with the same options)."""
     from fedleak.attacks.membership import SHADOW_DATA
     from fedleak.defenses import plan as defense_plan
+    from fedleak.defenses import privacy_block
     from fedleak.device import resolve_device
 
     t_start = time.perf_counter()
@@ -375,7 +378,8 @@ def run_mia(
             "vectorised": vectorised,
         },
         "defense": plan.label,
-        "privacy": plan.privacy(),
+        # the accountant's epsilon beside the lower bound the headline attack's scores prove
+        "privacy": privacy_block(plan, found["scores"][headline], found["is_member"], seed=seed),
         "references": found["references"],
         "seconds_total": 0.0,
     }

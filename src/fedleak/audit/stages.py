@@ -36,7 +36,7 @@ def _fed_config(config: AuditConfig, membership: bool = False):  # noqa: ANN202
         fraction=fed.fraction,
         mode=fed.mode,
         local_epochs=(m.local_epochs or fed.local_epochs) if membership else fed.local_epochs,
-        batch_size=fed.batch_size,
+        batch_size=(m.batch_size or fed.batch_size) if membership else fed.batch_size,
         lr=(m.lr or fed.lr) if membership else fed.lr,
         partition=fed.partition if not over else "iid",
         seed=config.seed,
@@ -56,7 +56,8 @@ def build_federation(config: AuditConfig, defense: str, membership: bool = False
     dataset = (m.dataset or fed.dataset) if membership else fed.dataset
     model_spec = (m.model or fed.model) if membership else fed.model
     data = load(dataset)
-    train, test = train_test_split(data, fed.test_fraction, fed.samples if not m.dataset else 0, config.seed)
+    test_fraction = (m.test_fraction or fed.test_fraction) if membership else fed.test_fraction
+    train, test = train_test_split(data, test_fraction, fed.samples if not m.dataset else 0, config.seed)
     fcfg = _fed_config(config, membership)
     p = plan([] if defense == "none" else [defense]).bind(rounds=fcfg.rounds, clients=fcfg.clients)
     model = p.prepare(build(model_spec, data.spec, seed=config.seed, device=config.device))
