@@ -67,8 +67,13 @@ def ray_session(flower_env):
     ray = pytest.importorskip("ray")
     if not ray.is_initialized():
         path = os.pathsep.join([str(EXAMPLE), *sys.path])  # workers import the example app's modules too
-        ray.init(num_cpus=RAY_CPUS, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False,
-                 runtime_env={"env_vars": {"PYTHONPATH": path}})
+        ray.init(
+            num_cpus=RAY_CPUS,
+            include_dashboard=False,
+            logging_level=logging.ERROR,
+            log_to_driver=False,
+            runtime_env={"env_vars": {"PYTHONPATH": path}},
+        )
     yield ray
     ray.shutdown()
 
@@ -128,8 +133,12 @@ def _norm(payload):
 def test_flower_wrapper_passes_everything_through_and_sees_each_client(digits, task_identity):
     data, train, _ = digits
     model = build("mlp", data.spec, seed=0)
-    plain, wrapped = FedAvg(), AuditingStrategy(FedAvg(), attacks=[("norm", lambda u: _norm(u.payload))],
-                                                model=model, data_spec=data.spec)
+    plain, wrapped = (
+        FedAvg(),
+        AuditingStrategy(
+            FedAvg(), attacks=[("norm", lambda u: _norm(u.payload))], model=model, data_spec=data.spec
+        ),
+    )
     arrays = ArrayRecord(model.state_dict())
     cfg = {"lr": 0.1, "batch-size": 8, "local-epochs": 1}
     sent_plain = list(plain.configure_train(1, arrays, ConfigRecord(dict(cfg)), FakeGrid([1, 2, 3])))
@@ -213,8 +222,10 @@ def test_flower_legacy_secagg_results_become_one_aggregate_view(digits):
     cm_instr = [(Proxy(n), FitIns(w0, {"lr": 0.1, "batch-size": 8, "local-epochs": 1})) for n in (4, 5, 6)]
     s.inner.configure_fit = lambda rnd, params, cm: cm_instr
     s.configure_fit(1, w0, None)
-    updates = [client_update(model, train.subset(range(8 * i, 8 * i + 8)), local_steps=1, batch_size=8)
-               for i in range(3)]
+    updates = [
+        client_update(model, train.subset(range(8 * i, 8 * i + 8)), local_steps=1, batch_size=8)
+        for i in range(3)
+    ]
     agg = weighted_mean(updates)
     summed = ndarrays_to_parameters(
         [(v + agg[k]).numpy() if k in agg else v.numpy() for k, v in model.state_dict().items()]
@@ -295,8 +306,14 @@ def test_flower_ray_fedsgd_update_gives_the_image_back_and_accuracy_matches_loca
 
     data, train, test = digits
     cfg = FedConfig(clients=3, rounds=2, mode="fedsgd", batch_size=1, seed=0)
-    run = run_flower_federation(build("mlp", data.spec, seed=0), train, test, cfg, attacks=["analytic"],
-                                ray=RayOptions(num_cpus=RAY_CPUS, client_cpus=RAY_CPUS))
+    run = run_flower_federation(
+        build("mlp", data.spec, seed=0),
+        train,
+        test,
+        cfg,
+        attacks=["analytic"],
+        ray=RayOptions(num_cpus=RAY_CPUS, client_cpus=RAY_CPUS),
+    )
     local = Federation(build("mlp", data.spec, seed=0), train, test, cfg)
     rounds = list(local.run())
     assert run.auditor.errors == [] and [r.round for r in run.rounds] == [1, 2]
@@ -325,8 +342,15 @@ def test_flower_ray_secagg_server_sees_only_the_aggregate(digits, ray_session):
 
     data, train, test = digits
     cfg = FedConfig(clients=3, rounds=2, mode="fedsgd", batch_size=1, seed=0)
-    run = run_flower_federation(build("mlp", data.spec, seed=0), train, test, cfg, attacks=["analytic"],
-                                secagg=True, ray=RayOptions(num_cpus=RAY_CPUS, client_cpus=RAY_CPUS))
+    run = run_flower_federation(
+        build("mlp", data.spec, seed=0),
+        train,
+        test,
+        cfg,
+        attacks=["analytic"],
+        secagg=True,
+        ray=RayOptions(num_cpus=RAY_CPUS, client_cpus=RAY_CPUS),
+    )
     local = Federation(build("mlp", data.spec, seed=0), train, test, cfg)
     rounds = list(local.run())
     assert run.auditor.errors == [] and run.auditor.summary()["secure_aggregation"] is True
@@ -365,8 +389,9 @@ def test_flower_ray_reference_models_give_the_same_auc_as_in_process(digits, ray
     masks = balanced_masks(8, len(records), seed=3)
     x, y = records.x, records.y
     local = train_references("mlp", data.spec, x, y, masks, spec, seed=3, pool_ids=records.ids)
-    remote = train_references_on_ray("mlp", data.spec, x, y, masks, spec, seed=3, chunks=2,
-                                     pool_ids=records.ids)
+    remote = train_references_on_ray(
+        "mlp", data.spec, x, y, masks, spec, seed=3, chunks=2, pool_ids=records.ids
+    )
     assert remote.count == 8 and torch.equal(remote.masks, local.masks)
     for k, v in local.params.items():
         assert torch.allclose(remote.params[k], v, atol=1e-5)
@@ -397,8 +422,12 @@ def test_flower_ray_example_app_audits_an_unchanged_user_clientapp(ray_session, 
         context.run_config.update({"num-server-rounds": 2, "audit-out": str(out)})
         server_app.main(grid, context)
 
-    run_simulation(server_app=server, client_app=client_app, num_supernodes=3,
-                   backend_config={"client_resources": {"num_cpus": RAY_CPUS, "num_gpus": 0.0}})
+    run_simulation(
+        server_app=server,
+        client_app=client_app,
+        num_supernodes=3,
+        backend_config={"client_resources": {"num_cpus": RAY_CPUS, "num_gpus": 0.0}},
+    )
     report = json.loads(out.read_text())
     assert report["audit"]["secure_aggregation"] is False and report["audit"]["errors"] == 0
     per_round = {r: {f["client"] for f in report["findings"] if f["round"] == r} for r in (1, 2)}
