@@ -250,6 +250,7 @@ class Auditor:
             client=self.client_of(r),
             labels=r.extras.get("labels"),
             extras={"node_id": r.node_id},
+            share_global=True,
         )
 
     def _aggregate_view(self, rnd: int, replies: Sequence[Reply]) -> ClientUpdate:
@@ -276,6 +277,7 @@ class Auditor:
             client=None,
             num_clients=len(replies),
             extras={"node_ids": [r.node_id for r in replies], "secure_aggregation": True},
+            share_global=True,
         )
 
     def _attack(self, view: ClientUpdate) -> None:

@@ -102,6 +102,7 @@ def build_update(
     num_clients: int = 1,
     labels: Tensor | None = None,
     extras: dict | None = None,
+    share_global: bool = False,
 ) -> ClientUpdate:
     """The :class:`ClientUpdate` a server can form from one reply (or one securely aggregated result).
 
@@ -109,7 +110,8 @@ def build_update(
     parameters. ``how``: ``delta`` (payload = reply - sent), ``step`` (one SGD step of rate ``config[lr]``:
     gradient = (sent - reply) / lr), ``gradient`` (the reply is the gradient), ``auto`` (``step`` when the
     train config says ``mode = "fedsgd"``). Metadata come from the config the server sent and the reply's
-    metrics; ``threat`` then hides what it does not grant.
+    metrics; ``threat`` then hides what it does not grant. ``share_global``: reference ``sent`` instead of
+    copying it (the auditor does, so that the views of one round share one copy of the global model).
     """
     config, metrics = dict(config or {}), dict(metrics or {})
     how = resolve_how(how, config, keys)
@@ -122,7 +124,7 @@ def build_update(
             "the clients train?"
         )
     if how == "delta":
-        payload = {n: (reply[n].float() - sent[n].float()) for n in names}
+        payload = {n: (reply[n].double() - sent[n].double()).float() for n in names}
         kind = "delta"
     elif how == "step":
         if not lr:
@@ -131,7 +133,7 @@ def build_update(
                 f"{keys.lr!r} in "
                 "the train config, or use payload='delta'"
             )
-        payload = {n: (sent[n].float() - reply[n].float()) / lr for n in names}
+        payload = {n: ((sent[n].double() - reply[n].double()) / lr).float() for n in names}
         kind = "gradient"
     else:
         payload = {n: reply[n].float().clone() for n in names}
@@ -147,7 +149,7 @@ def build_update(
     buffers = {k: v.clone() for k, v in reply.items() if k not in names and v.is_floating_point()} or None
     update = ClientUpdate(
         model=model,
-        global_state={k: v.clone() for k, v in sent.items()},
+        global_state=dict(sent) if share_global else {k: v.clone() for k, v in sent.items()},
         payload=payload,
         kind=kind,  # type: ignore[arg-type]
         num_samples=None if num is None else int(num),
