@@ -382,3 +382,21 @@ def scenario(run: RunFolder, config: AuditConfig, defense: str, echo) -> dict:  
         if mia["empirical"]:
             result["privacy"] = {**result["privacy"], **mia["empirical"]}
     return result
+
+
+# ----------------------------------------------------------------- text
+
+
+def text_case(run: RunFolder, config: AuditConfig, echo) -> dict:  # noqa: ANN001
+    """Text recovery from single-record gradient updates of a text model (the undefended scenario)."""
+    from fedleak.audit.text_inversion import run_text_inversion
+
+    t = config.text
+    res = run_text_inversion(
+        dataset=t.dataset, model=t.model, attack=t.attack, num_images=t.num_records, iterations=t.iterations,
+        seed=config.seed, device=config.device, echo=lambda s: None,
+    )
+    summary = res.get("summary", {})
+    echo(f"[none] text {t.attack}: median token accuracy {summary.get('token_accuracy_median', float('nan')):.2f}")
+    return {"attack": t.attack, "dataset": t.dataset, "model": t.model, "targets": res.get("targets", []),
+            "summary": summary}
