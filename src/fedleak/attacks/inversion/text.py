@@ -69,8 +69,9 @@ class TextReconstruction:
 class TagOptions:
     """Settings of the ``tag`` attack."""
 
-    iterations: int = 200  # Adam steps of the continuous (softmax over the token set) phase
-    restarts: int = 4  # independent random starts per target; the best after projection is refined
+    iterations: int = 50  # Adam steps of the continuous (softmax over the token set) phase
+    restarts: int = 4  # independent starts per target; the best after projection is refined
+    init: str = "positions"  # first start from the position-gradient match ("random": all starts random)
     lr: float = 0.1
     alpha: float = 0.01  # weight of TAG's L1 term
     refine: int = 60  # at most this many rounds of discrete moves
@@ -82,6 +83,7 @@ class TagOptions:
 
 
 MATCH = ("embeddings", "all")
+INIT_SHARPNESS = 10.0  # logits = this x cosine score, for the position-gradient start
 TextAttack = Callable[..., list[TextReconstruction]]
 TEXT_ATTACKS: Registry[TextAttack] = Registry("text attack")
 
@@ -176,6 +178,20 @@ class _Case:
         norm = sum(self.target[n].flatten(1).pow(2).sum(1) for n in self.names).sqrt()
         self.scale = 1.0 / norm.clamp_min(1e-30)  # (T,): every target's update has norm 1 in the distance
         self.mask_bias = torch.where(self.valid, 0.0, -1e4)  # (T, K)
+        pos = position_embedding(model)
+        self.pos_rows = None  # (T, L, d): the observed position-embedding rows, when the model has them
+        if pos is not None:
+            self.pos_rows = torch.stack([u.payload[pos][: self.length].to(self.dev) for u in updates])
+
+    def position_scores(self) -> Tensor | None:
+        """(T, L, K) cosine similarity of each position's embedding-gradient row with each token's row.
+
+        For one record, dL/dE_tok[v] is the sum of dL/dE_pos[i] over the positions i holding v (both are the
+        gradient at the input of the first block), so a token used once has exactly its position's row."""
+        if self.pos_rows is None:
+            return None
+        tok = F.normalize(self.target[self.emb], dim=-1)
+        return F.normalize(self.pos_rows, dim=-1) @ tok.transpose(1, 2)
 
     # ------------------------------------------------------------ the distance of one candidate batch
 
@@ -228,7 +244,12 @@ def _continuous(case: _Case, opts: TagOptions, g: torch.Generator) -> tuple[Tens
     t, r = len(case.E), opts.restarts
     e, y, tgt, sc = case.expand(r)
     bias = case.mask_bias.repeat_interleave(r, 0)[:, None, None, :]
-    z = (0.01 * torch.randn(t * r, case.batch, case.length, case.k, generator=g)).to(case.dev)
+    z = (0.01 * torch.randn(t, r, case.batch, case.length, case.k, generator=g)).to(case.dev)
+    scores = case.position_scores() if opts.init == "positions" else None
+    if scores is not None:  # restart 0 of every target starts at the position-gradient match
+        z[:, 0] += INIT_SHARPNESS * scores[:, None]
+    starts = (z[:, :1] + case.mask_bias[:, None, None, None, :]).argmax(-1)  # (T, 1, B, L), kept
+    z = z.flatten(0, 1)
     z.requires_grad_(True)
     opt = torch.optim.Adam([z], lr=opts.lr)
 
@@ -244,6 +265,8 @@ def _continuous(case: _Case, opts: TagOptions, g: torch.Generator) -> tuple[Tens
         opt.step()
         sched.step()
     proj = (z.detach() + bias).argmax(-1).view(t, r, case.batch, case.length)
+    if scores is not None and opts.iterations > 0:  # the optimisation may have left a better start
+        proj = torch.cat([proj, starts], 1)
     d = case.hard_distance(proj)
     best = d.argmin(1)
     ar = torch.arange(t, device=case.dev)
@@ -285,7 +308,7 @@ def _refine(case: _Case, X: Tensor, d: Tensor, opts: TagOptions) -> tuple[Tensor
     X, d = X.clone(), d.clone()
     active = torch.ones(len(X), dtype=torch.bool, device=case.dev)
     rounds = 0
-    for rounds in range(1, opts.refine + 1):  # noqa: B007
+    for _ in range(opts.refine):
         rows = active.nonzero().flatten()
         if len(rows) == 0:
             break
@@ -297,6 +320,7 @@ def _refine(case: _Case, X: Tensor, d: Tensor, opts: TagOptions) -> tuple[Tensor
         X[upd] = cands[better, best_c[better]]
         d[upd] = best_d[better]
         active[rows[~better]] = False
+        rounds += int(better.any())
     return X, d, rounds
 
 
