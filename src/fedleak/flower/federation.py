@@ -60,7 +60,7 @@ class RayOptions:
     Ray instance of ``num_cpus``), and the CPUs each client actor takes (fractions allowed)."""
 
     address: str | None = None
-    num_cpus: int | None = 2
+    num_cpus: int | None = None  # None: all the CPUs of this machine
     client_cpus: float = 1.0
 
     def backend_config(self) -> dict[str, Any]:
