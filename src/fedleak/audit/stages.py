@@ -152,7 +152,7 @@ def _run_rounds(config: AuditConfig, federation, p, keep_rounds: set[int]):  # n
 
         run = run_flower_federation(
             federation.model, federation.train, federation.test, federation.config,
-            transforms=p.transforms, trainer=p.trainer,
+            transforms=p.transforms, trainer=p.trainer, aggregator=p.aggregator, secagg=bool(p.secagg),
         )
         return list(run.rounds)
     out = []

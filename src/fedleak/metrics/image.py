@@ -65,12 +65,15 @@ def ssim(a: Tensor, b: Tensor, data_range: float = 1.0) -> Tensor:
 
 def match(recon: Tensor, original: Tensor) -> Tensor:
     """Hungarian matching: ``perm`` such that ``recon[perm[i]]`` is paired with ``original[i]``, maximising
-    the total PSNR (minimising total MSE)."""
+    the total PSNR (minimising total MSE). When an attack returns a different number of images than there are
+    originals, each original is paired with its nearest reconstruction instead."""
     from scipy.optimize import linear_sum_assignment
 
     if len(recon) == 1:
-        return torch.zeros(1, dtype=torch.long)
+        return torch.zeros(len(original), dtype=torch.long)
     cost = (original.double().flatten(1)[:, None, :] - recon.double().flatten(1)[None, :, :]).pow(2).mean(2)
+    if len(recon) != len(original):
+        return cost.argmin(1).cpu()
     rows, cols = linear_sum_assignment(np.log(cost.cpu().numpy() + 1e-30))
     perm = torch.empty(len(original), dtype=torch.long)
     perm[torch.as_tensor(rows)] = torch.as_tensor(cols)
