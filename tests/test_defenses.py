@@ -3,6 +3,8 @@ client-level DP clips each client, secure aggregation shows the plain sum."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -259,3 +261,31 @@ def test_pruning_defends_a_fedsgd_update(digits):
     pruned = client_update(model, digits.subset([3, 17]), transforms=plan(["prune:0.99"]).transforms)
     for k in honest.payload:
         assert int((pruned.payload[k] != 0).sum()) == keep_count(honest.payload[k].numel(), 0.99)
+
+
+def test_train_cli_defense_reports_privacy_and_refuses_bad_specs(tmp_path, capsys):
+    from conftest import run_cli
+
+    code, _, err = run_cli(
+        ["train", "--dataset", "digits", "--defense", "prune:2", "--out", tmp_path / "bad"], capsys
+    )
+    assert code == 2 and len(err.strip().splitlines()) == 1 and not (tmp_path / "bad").exists()
+    args = [
+        "train",
+        "--dataset",
+        "digits",
+        "--samples",
+        "300",
+        "--clients",
+        "2",
+        "--rounds",
+        "2",
+        "--batch-size",
+        "50",
+    ]
+    code, _, _ = run_cli([*args, "--defense", "dp-sgd:noise=1.0,clip=1.0", "--out", tmp_path / "dp"], capsys)
+    assert code == 0
+    priv = json.loads((tmp_path / "dp" / "metrics.json").read_text())["privacy"]
+    # 2 rounds x ceil(120/50) = 3 steps per round at q = 1/3, for the worst client
+    assert priv["steps"] == 6 and priv["sample_rate"] == pytest.approx(1 / 3)
+    assert priv["epsilon"] == pytest.approx(epsilon([(1.0, 1 / 3, 6)], 1e-5))
