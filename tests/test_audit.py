@@ -92,3 +92,20 @@ def test_resume_refuses_a_different_config(clean_run, tmp_path):
     other["seed"] = 1
     with pytest.raises(FedleakInputError, match="different config"):
         run_audit(parse_config(other), out, resume=True, echo=lambda s: None)
+
+
+def test_flower_engine_audit_matches_the_local_engine(tmp_path, monkeypatch):
+    pytest.importorskip("flwr")
+    monkeypatch.setenv("FLWR_HOME", str(tmp_path / "flwr"))
+    cfg = {
+        "seed": 0,
+        "federation": {"dataset": "digits", "model": "mlp", "clients": 3, "rounds": 2},
+        "inversion": {"attacks": ["analytic"], "rounds": [2], "clients": [1], "probe_batch_size": 1},
+        "membership": {"attacks": ["loss"], "targets": ["global"]},
+    }
+    local = run_audit(parse_config(cfg), tmp_path / "local", echo=lambda s: None, report=False)
+    flower = run_audit(parse_config({**cfg, "engine": "flower"}), tmp_path / "flower", echo=lambda s: None)
+    acc = [r["training"]["final_test_accuracy"] for r in (local["scenarios"][0], flower["scenarios"][0])]
+    assert abs(acc[0] - acc[1]) < 0.01
+    assert flower["scenarios"][0]["inversion"][0]["summary"]["psnr_median"] > 100
+    assert flower["setup"]["engine"] == "flower" and (tmp_path / "flower" / "report.html").exists()
