@@ -73,15 +73,16 @@ def calibrate_noise(
             f"epsilon={target_epsilon}, delta={delta}: need epsilon > 0 and 0 < delta < 1"
         )
     try:
-        return float(
-            get_noise_multiplier(
+        with warnings.catch_warnings():  # "optimal order is the largest alpha" while bisecting: harmless
+            warnings.simplefilter("ignore")
+            z = get_noise_multiplier(
                 target_epsilon=target_epsilon,
                 target_delta=delta,
                 sample_rate=sample_rate,
                 steps=max(1, int(steps)),
                 accountant=check_accountant(accountant),
             )
-        )
+        return float(z)
     except ValueError as e:
         raise FedleakInputError(
             f"epsilon={target_epsilon} at delta={delta} is out of reach for {steps} steps at sampling rate "
