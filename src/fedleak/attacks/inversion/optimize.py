@@ -1,5 +1,6 @@
 """The optimisation engine behind ``dlg``, ``idlg``, ``ig`` and ``fedavg``: dummy records (and, where the
-labels are not recovered, soft labels) are optimised so that the update they would produce matches the one observed.
+labels are not recovered, soft labels) are optimised so that the update they would produce matches the one
+observed.
 
 One configuration, :class:`MatchConfig`, covers the presets (``PRESETS``); they differ only in values:
 
@@ -30,7 +31,7 @@ from dataclasses import dataclass, fields, replace
 
 import torch
 from torch import Tensor
-from torch.func import grad_and_value, vmap
+from torch.func import vmap
 
 from fedleak.attacks.inversion.labels import last_layer, recover_labels
 from fedleak.attacks.inversion.lbfgs import BatchedLBFGS
@@ -276,19 +277,24 @@ class GradientMatching:
         theta = prob.theta if prob.shared else {k: v[expand] for k, v in prob.theta.items()}
         theta_dim = None if prob.shared else 0
         objective = self._objective_fn(prob, updates[0])
-        if joint:
-            fn = vmap(grad_and_value(objective, argnums=(0, 1)), in_dims=(0, 0, theta_dim, 0))
-        else:
-            fn = vmap(grad_and_value(objective, argnums=0), in_dims=(0, 0, theta_dim, 0))
+        # per-problem objectives in one vmap (the inner, replayed gradient by torch.func.grad); their
+        # gradients with respect to the dummies by one ordinary backward pass of the sum (the problems are
+        # independent, so each problem's dummies get exactly their own objective's gradient)
+        values = vmap(objective, in_dims=(0, 0, theta_dim, 0))
         nx = N * int(torch.tensor(shape).prod())
 
         def evaluate(x: Tensor, y: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None]:
             """(objective [P], d/dx, d/dy or None) for all problems in one vectorised call."""
-            if joint:
-                (gx, gy), val = fn(x, y, theta, target)
-                return val, gx, gy
-            gx, val = fn(x, hard, theta, target)
-            return val, gx, None
+            with torch.enable_grad():
+                x = x.detach().requires_grad_(True)
+                if joint:
+                    y = y.detach().requires_grad_(True)  # type: ignore[union-attr]
+                    val = values(x, y, theta, target)
+                    gx, gy = torch.autograd.grad(val.sum(), [x, y])
+                    return val.detach(), gx, gy
+                val = values(x, hard, theta, target)
+                (gx,) = torch.autograd.grad(val.sum(), [x])
+                return val.detach(), gx, None
 
         lo = spec.normalize(torch.zeros(1, *shape, dtype=dtype)).to(dev)
         hi = spec.normalize(torch.ones(1, *shape, dtype=dtype)).to(dev)
