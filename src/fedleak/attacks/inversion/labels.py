@@ -3,9 +3,10 @@
 - One image (iDLG, Zhao et al. 2020): with softmax cross-entropy, dL/db_c = p_c - y_c is negative only at the
   true class; without a bias, the weight row of the true class is the one with a negative sum when the
   features feeding the layer are non-negative (sigmoid, ReLU).
-- A batch of B (after Wainakh et al.'s LLG): the classes with a negative last-layer signal are present; the
-  remaining B - k labels go one by one to the class whose signal is still the most negative, each assignment
-  raising that class's signal by the mean impact of one sample.
+- A batch of B: the bias gradient is g_c = mean_i p_ic - n_c / B, so with an estimate of the model's mean
+  softmax output (the attacker runs the model it sent on inputs of its own) the counts n_c follow directly;
+  without one, LLG's rule (Wainakh et al.): classes with a negative signal are present, the rest go one by
+  one to the class whose signal is still the most negative.
 
 A FedAvg update w1 - w0 is read as minus a (sum of) gradient(s), which keeps the signs right.
 
@@ -40,12 +41,36 @@ def class_signal(payload: dict[str, Tensor], weight: str, bias: str | None, sign
 
 
 def recover_labels(
-    payload: dict[str, Tensor], weight: str, bias: str | None, batch_size: int, sign: float = 1.0
+    payload: dict[str, Tensor],
+    weight: str,
+    bias: str | None,
+    batch_size: int,
+    sign: float = 1.0,
+    mean_probs: Tensor | None = None,
+    clients: int = 1,
 ) -> Tensor:
-    """The B labels of a batch from its last-layer gradient (``sign=-1`` for a FedAvg delta)."""
+    """The labels of a batch of ``batch_size`` records (over all ``clients`` of a secure sum) from the
+    last-layer gradient; ``sign`` turns the payload into a (mean) gradient, e.g. -1 / (lr * steps) for a
+    FedAvg delta.
+
+    With ``mean_probs`` (the model's mean softmax output, which the attacker estimates by running the model
+    it sent on inputs of its own), the bias gradient g_c = mean_i p_ic - n_c / B gives the counts
+    n_c = B (K p_c - g_c) directly (rounded to sum to B, every class with g_c < 0 at least once); without
+    it, LLG's rule (Wainakh et al.).
+    """
     s = class_signal(payload, weight, bias, sign)
     if batch_size == 1:
         return s.argmin().view(1).cpu()
+    if mean_probs is not None:
+        per = batch_size / clients
+        est = per * (clients * mean_probs.to(s) - s)
+        cnt = est.clamp_min(0).floor()
+        cnt[s < 0] = cnt[s < 0].clamp_min(1)
+        while cnt.sum() < batch_size:
+            cnt[(est - cnt).argmax()] += 1
+        while cnt.sum() > batch_size:
+            cnt[torch.where(cnt > 0, est - cnt, torch.full_like(est, float("inf"))).argmin()] -= 1
+        return torch.repeat_interleave(torch.arange(len(cnt)), cnt.long().cpu())
     present = (s < 0).nonzero().flatten().tolist()
     labels = present[:batch_size]
     impact = s[s < 0].sum() / batch_size if present else s.min()

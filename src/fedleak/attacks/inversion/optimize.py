@@ -31,7 +31,7 @@ from dataclasses import dataclass, fields, replace
 
 import torch
 from torch import Tensor
-from torch.func import vmap
+from torch.func import functional_call, vmap
 
 from fedleak.attacks.inversion.labels import last_layer, recover_labels
 from fedleak.attacks.inversion.lbfgs import BatchedLBFGS
@@ -201,10 +201,24 @@ class GradientMatching:
         elif cfg.labels == "analytic":
             w, b = last_layer(u0.payload, spec.num_classes)
             if w is not None:
-                sign = -1.0 if u0.kind == "delta" else 1.0
-                labels = torch.stack([recover_labels(u.payload, w, b, n, sign) for u in updates]).to(dev)
+                sign = 1.0
+                if u0.kind == "delta":  # w1 - w0 = -lr * (sum of the local gradients)
+                    sign = -1.0 / (float(u0.local_lr or 1.0) * float(u0.local_steps or 1))
+                probs = self._mean_probs(module, consts, thetas, spec, u0.num_clients, dtype, dev)
+                pairs = zip(updates, probs, strict=True)
+                k = u0.num_clients
+                labels = torch.stack([recover_labels(u.payload, w, b, n, sign, p, k) for u, p in pairs])
+                labels = labels.to(dev)
                 method = "analytic"
         return _Problem(module, names, consts, theta, shared, target, labels, method, n, u0.num_clients)
+
+    def _mean_probs(self, module, consts, thetas, spec, clients, dtype, dev) -> list[Tensor]:  # noqa: ANN001
+        """The model's mean softmax output on the attacker's own inputs (64 seeded N(0, 1) records in
+        model-input space, in the client's mode), per target, for counting labels."""
+        gen = torch.Generator().manual_seed(self.config.seed + 12345)
+        x = torch.randn((64, *spec.shape), generator=gen, dtype=dtype).to(dev)
+        with torch.no_grad():
+            return [torch.softmax(functional_call(module, (th, consts), (x,)), -1).mean(0) for th in thetas]
 
     # the objective -----------------------------------------------------------------------------------------
     def _objective_fn(self, prob: _Problem, update: ClientUpdate):  # noqa: ANN202
