@@ -214,3 +214,35 @@ def test_cli_text_bad_input_is_one_line(tmp_path, capsys):
     )
     assert code == 2 and "text dataset" in err and "Traceback" not in err
     assert not (tmp_path / "x").exists()
+
+
+def test_position_gradient_rows_give_each_once_used_token_its_place(demo):
+    from fedleak.attacks.inversion.text import TagOptions, _Case
+
+    model = fedleak.models.build(SMALL, demo.spec, seed=0)
+    u = fedleak.fl.client_update(model, demo.subset([0]))
+    case = _Case([u], TagOptions())
+    guess = case.sets[0][case.position_scores()[0].argmax(1)]
+    true = demo.raw[0]
+    once = torch.tensor([int((true == t).sum()) == 1 for t in true])
+    assert once.sum() >= 10 and torch.equal(guess[once], true[once])
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        "data.tokenize",
+        "data.text",
+        "models.text",
+        "metrics.text",
+        "attacks.inversion.tokens",
+        "attacks.inversion.text",
+        "audit.text_inversion",
+    ],
+)
+def test_text_doctests(module):
+    import doctest
+    import importlib
+
+    failed, tried = doctest.testmod(importlib.import_module(f"fedleak.{module}"))
+    assert failed == 0 and tried > 0
