@@ -83,10 +83,11 @@ def main() -> None:
     ap.add_argument("--ks", default="4,16,64", help="reference counts for the speed comparison")
     ap.add_argument("--speed-epochs", type=int, default=10)
     ap.add_argument("--speed-model", default="mlp")
-    ap.add_argument("--cifar-members", type=int, default=2500)
-    ap.add_argument("--cifar-model", default="convnet:16")
-    ap.add_argument("--cifar-epochs", type=int, default=20)
-    ap.add_argument("--cifar-references", type=int, default=8)
+    ap.add_argument("--cifar-members", type=int, default=1000)
+    ap.add_argument("--cifar-population", type=int, default=2000)
+    ap.add_argument("--cifar-model", default="convnet:8")
+    ap.add_argument("--cifar-epochs", type=int, default=15)
+    ap.add_argument("--cifar-references", type=int, default=4)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--skip-attacks", action="store_true")
     ap.add_argument("--skip-speed", action="store_true")
@@ -123,6 +124,7 @@ def main() -> None:
                 dataset=f"imagefolder:{args.cifar}",
                 model=args.cifar_model,
                 members=args.cifar_members,
+                population=args.cifar_population,
                 references=args.cifar_references,
                 epochs=args.cifar_epochs,
                 lr=0.05,

@@ -41,9 +41,11 @@ DEFAULT_ALL = (
 )
 
 
-def split_membership(data: Dataset, members: int, seed: int = 0) -> tuple[Dataset, Dataset, Dataset]:
+def split_membership(
+    data: Dataset, members: int, seed: int = 0, population: int = 0
+) -> tuple[Dataset, Dataset, Dataset]:
     """A seeded split into ``members`` target-training records, as many held-out non-members, and the rest
-    as the attacker's population."""
+    (at most ``population`` of them when > 0) as the attacker's population."""
     n = len(data)
     if members < 1:
         raise FedleakInputError(f"--members {members}: must be at least 1")
@@ -58,7 +60,7 @@ def split_membership(data: Dataset, members: int, seed: int = 0) -> tuple[Datase
     return (
         data.subset(perm[:members]),
         data.subset(perm[members : 2 * members]),
-        data.subset(perm[2 * members :]),
+        data.subset(perm[2 * members :] if population <= 0 else perm[2 * members : 2 * members + population]),
     )
 
 
@@ -246,6 +248,7 @@ def run_mia(
     model: str = "mlp",
     attack: str | Sequence[str] = "all",
     members: int = 500,
+    population: int = 0,
     references: int = 16,
     shadow_data: str = "population",
     epochs: int = 50,
@@ -290,7 +293,9 @@ def run_mia(
     data = load(dataset)
     if data.labels.dim() != 1 or data.spec.modality == "text":
         raise FedleakInputError(f"{dataset}: membership inference needs a labelled image or table dataset")
-    mem, non, pop = split_membership(data, members, seed)
+    if population < 0:
+        raise FedleakInputError(f"--population {population}: give 0 (all the rest) or a positive count")
+    mem, non, pop = split_membership(data, members, seed, population)
 
     import torch
 
@@ -368,6 +373,7 @@ def run_mia(
         },
         "split": {"members": len(mem), "nonmembers": len(non), "population": len(pop)},
         "config": {
+            "population": population,
             "epochs": epochs,
             "lr": lr,
             "batch_size": batch_size,

@@ -17,6 +17,7 @@ def register(app: typer.Typer) -> None:
             help="loss|confidence|entropy|mentropy (+ -class)|shokri|lira|lira-offline|rmia|rmia-offline|all",
         ),
         members: int = typer.Option(500, help="M records train the target; M more are held-out non-members"),
+        population: int = typer.Option(0, help="cap the attacker's population records (0: all the rest)"),
         references: int = typer.Option(16, help="K reference / shadow models (LiRA, RMIA, Shokri), >= 2"),
         shadow_data: str = typer.Option(
             "population", help="Shokri's shadow data: population, noisy, synthetic"
@@ -47,6 +48,7 @@ def register(app: typer.Typer) -> None:
             model=model,
             attack=attack,
             members=members,
+            population=population,
             references=references,
             shadow_data=shadow_data,
             epochs=epochs,

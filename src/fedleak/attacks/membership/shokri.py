@@ -1,10 +1,10 @@
 """Shokri et al. (2017): shadow models and one attack classifier per class.
 
-K shadow models of the target's architecture train on halves of the shadow data (so every shadow record is
-IN for half of them); their prediction vectors on the shadow records, labelled in / out, train one attack
+K shadow models of the target's architecture train on random subsets of the shadow data, each the size of the
+target's training set; their prediction vectors on the shadow records, labelled in / out, train one attack
 classifier per class (an MLP with 16 hidden units on the per-class log(p / (1 - p)) vector); the classifier of
-each record's class then
-scores the target's prediction on it. The per-class classifiers train together as one stacked tensor program.
+each record's class then scores the target's prediction on it. The per-class classifiers train together as
+one stacked tensor program (rows grouped by class and padded, two ``bmm`` per step).
 
     >>> import torch
     >>> feats = torch.cat([torch.zeros(50, 3), torch.ones(50, 3)])
