@@ -8,7 +8,9 @@ converges far worse.
 
     >>> import torch
     >>> a = torch.tensor([[1.0, 2.0], [3.0, 0.5]], dtype=torch.float64)  # two problems: sum a (z - 1)^2
-    >>> f = lambda z: ((a * (z - 1) ** 2).sum(1), 2 * a * (z - 1))
+    >>> def f(z, rows):                     # rows: the problems z holds (only the active ones are evaluated)
+    ...     ai = a if rows is None else a[rows]
+    ...     return (ai * (z - 1) ** 2).sum(1), 2 * ai * (z - 1)
     >>> opt = BatchedLBFGS(torch.zeros(2, 2, dtype=torch.float64))
     >>> for _ in range(5):
     ...     _ = opt.step(f)
@@ -23,12 +25,15 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-Closure = Callable[[Tensor], tuple[Tensor, Tensor]]  # z [P, D] -> (loss [P], grad [P, D])
+# (z [p, D], rows: which of the P problems z holds, None for all) -> (loss [p], grad [p, D])
+Closure = Callable[[Tensor, Tensor | None], tuple[Tensor, Tensor]]
 
 
 class BatchedLBFGS:
     """Per-problem L-BFGS over ``z`` of shape (P, D). ``step(closure)`` is one call of
-    ``torch.optim.LBFGS.step``: up to ``max_iter`` inner iterations, with PyTorch's defaults and stopping."""
+    ``torch.optim.LBFGS.step``: up to ``max_iter`` inner iterations, with PyTorch's defaults and stopping.
+    Within a step, only the problems still active are evaluated (``closure(z[rows], rows)``), so problems that
+    stop early cost nothing while others go on."""
 
     def __init__(
         self,
@@ -128,7 +133,7 @@ class BatchedLBFGS:
     @torch.no_grad()
     def step(self, closure: Closure) -> Tensor:
         """One ``LBFGS.step``; returns each problem's loss at the start of the step."""
-        loss, g = closure(self.z)
+        loss, g = closure(self.z, None)
         orig_loss = loss
         active = ~(g.abs().amax(1) <= self.tol_grad)
         for it in range(self.max_iter):
@@ -151,17 +156,18 @@ class BatchedLBFGS:
             self.z = self.z + torch.where(active[:, None], self.d * self.t[:, None], torch.zeros_like(self.z))
             if it == self.max_iter - 1 or it + 2 > self.max_eval:
                 break
-            new_loss, new_g = closure(self.z)
-            loss = torch.where(active, new_loss, loss)
-            g = torch.where(active[:, None], new_g, g)
+            rows = active.nonzero().flatten()  # one sync per inner iteration: evaluate only active problems
+            if len(rows) == 0:
+                break
+            new_loss, new_g = closure(self.z.index_select(0, rows), rows)
+            loss = loss.index_copy(0, rows, new_loss.to(loss.dtype))
+            g = g.index_copy(0, rows, new_g.to(g.dtype))
             stop = (
                 (g.abs().amax(1) <= self.tol_grad)
                 | ((self.d * self.t[:, None]).abs().amax(1) <= self.tol_change)
                 | ((loss - self.prev_loss).abs() < self.tol_change)
             )
             active = active & ~stop
-            if not bool(active.any()):  # one sync per inner iteration, to skip finished steps
-                break
         self.loss = loss
         return orig_loss
 

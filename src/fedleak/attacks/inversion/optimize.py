@@ -297,16 +297,23 @@ class GradientMatching:
         values = vmap(objective, in_dims=(0, 0, theta_dim, 0))
         nx = N * int(torch.tensor(shape).prod())
 
-        def evaluate(x: Tensor, y: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None]:
-            """(objective [P], d/dx, d/dy or None) for all problems in one vectorised call."""
+        def evaluate(
+            x: Tensor, y: Tensor | None, rows: Tensor | None = None
+        ) -> tuple[Tensor, Tensor, Tensor | None]:
+            """(objective, d/dx, d/dy or None) for all problems, or for the problems ``rows``, in one
+            vectorised call."""
+            pick = (lambda t: t) if rows is None else (lambda t: t.index_select(0, rows))
+            th = theta if prob.shared else {k: pick(v) for k, v in theta.items()}
+            tg = target if rows is None else [t.index_select(0, rows) for t in target]
             with torch.enable_grad():
                 x = x.detach().requires_grad_(True)
                 if joint:
                     y = y.detach().requires_grad_(True)  # type: ignore[union-attr]
-                    val = values(x, y, theta, target)
+                    val = values(x, y, th, tg)
                     gx, gy = torch.autograd.grad(val.sum(), [x, y])
                     return val.detach(), gx, gy
-                val = values(x, hard, theta, target)
+                hd = hard if rows is None else hard.index_select(0, rows)  # type: ignore[union-attr]
+                val = values(x, hd, th, tg)
                 (gx,) = torch.autograd.grad(val.sum(), [x])
                 return val.detach(), gx, None
 
@@ -346,11 +353,12 @@ class GradientMatching:
         xshape = x0.shape
         z0 = x0.reshape(P, -1) if y0 is None else torch.cat([x0.reshape(P, -1), y0.reshape(P, -1)], 1)
 
-        def closure(z: Tensor) -> tuple[Tensor, Tensor]:
-            x = z[:, :nx].reshape(xshape)
-            y = None if y0 is None else z[:, nx:].reshape(y0.shape)
-            val, gx, gy = evaluate(x, y)
-            g = gx.reshape(P, -1) if gy is None else torch.cat([gx.reshape(P, -1), gy.reshape(P, -1)], 1)
+        def closure(z: Tensor, rows: Tensor | None) -> tuple[Tensor, Tensor]:
+            p = z.shape[0]
+            x = z[:, :nx].reshape(p, *xshape[1:])
+            y = None if y0 is None else z[:, nx:].reshape(p, *y0.shape[1:])
+            val, gx, gy = evaluate(x, y, rows)
+            g = gx.reshape(p, -1) if gy is None else torch.cat([gx.reshape(p, -1), gy.reshape(p, -1)], 1)
             return val, g
 
         opt = BatchedLBFGS(z0, lr=cfg.lr or 1.0, max_iter=cfg.max_iter)
