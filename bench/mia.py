@@ -42,16 +42,20 @@ def attacks_table(label: str, **options: object) -> None:
         )
 
 
-def speed(ks: list[int], model: str, epochs: int, seed: int = 0) -> None:
+def speed(ks: list[int], model: str, epochs: int, batch_size: int, seed: int = 0) -> None:
     data = fedleak.data.load("digits")
     perm = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
     pool, held = perm[:1000], perm[1000:]
     x, y = data.tensors(pool)
     xt, yt = data.tensors(held)
-    spec = TrainSpec(epochs=epochs, batch_size=64, lr=0.1, momentum=0.9)
+    spec = TrainSpec(epochs=epochs, batch_size=batch_size, lr=0.1, momentum=0.9)
+    for vec in (True, False):  # warm up both paths (lazy initialisation, allocator) before timing
+        train_references(
+            model, data.spec, x, y, balanced_masks(2, len(x)), TrainSpec(steps=3), vectorised=vec
+        )
     print(
-        f"\n## reference training, digits {model}, {epochs} epochs on 500 records each, "
-        f"torch threads {torch.get_num_threads()}"
+        f"\n## reference training, digits {model}, {epochs} epochs of batch {batch_size} on 500 records each,"
+        f" torch threads {torch.get_num_threads()}"
     )
     print(
         f"{'K':>4} {'vectorised m/s':>15} {'sequential m/s':>15} {'ratio':>6} {'acc vec':>8} {'acc seq':>8} "
@@ -83,6 +87,7 @@ def main() -> None:
     ap.add_argument("--ks", default="4,16,64", help="reference counts for the speed comparison")
     ap.add_argument("--speed-epochs", type=int, default=10)
     ap.add_argument("--speed-model", default="mlp")
+    ap.add_argument("--speed-batch", default="32,64", help="batch sizes for the speed comparison")
     ap.add_argument("--cifar-members", type=int, default=1000)
     ap.add_argument("--cifar-population", type=int, default=2000)
     ap.add_argument("--cifar-model", default="convnet:8")
@@ -95,7 +100,8 @@ def main() -> None:
     args = ap.parse_args()
 
     if not args.skip_speed:
-        speed([int(k) for k in args.ks.split(",")], args.speed_model, args.speed_epochs)
+        for b in args.speed_batch.split(","):
+            speed([int(k) for k in args.ks.split(",")], args.speed_model, args.speed_epochs, int(b))
     if not args.skip_attacks:
         attacks_table(
             "digits, mlp, 500 members, 16 references",

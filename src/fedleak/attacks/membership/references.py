@@ -210,6 +210,22 @@ class _StackedOptimizer:
     @torch.no_grad()
     def step(self, params: dict[str, Tensor], grads: dict[str, Tensor], active: Tensor | None) -> None:
         s = self.spec
+        if active is None and s.optimizer != "adam":  # plain SGD, every model active: three foreach calls
+            ps, gs = list(params.values()), [grads[n] for n in params]
+            if s.weight_decay:
+                gs = torch._foreach_add(gs, ps, alpha=s.weight_decay)
+            if s.momentum:
+                if "buf" not in self.state[next(iter(params))]:
+                    for n, g in zip(params, gs, strict=True):
+                        self.state[n]["buf"] = g.clone()
+                else:
+                    bufs = [self.state[n]["buf"] for n in params]
+                    torch._foreach_mul_(bufs, s.momentum)
+                    torch._foreach_add_(bufs, gs)
+                gs = [self.state[n]["buf"] for n in params]
+            torch._foreach_add_(ps, gs, alpha=-s.lr)
+            self.t += 1
+            return
         if active is not None:
             self.t += active.to(self.t.dtype)
         else:
@@ -328,13 +344,20 @@ def _train_vectorised(
 
     many = vmap(one, in_dims=(0, 0, 0))
     k = masks.shape[0]
+    padded = (plan < 0).any(2).any(0).tolist()  # per step: does any model have a short batch?
     for s, size in enumerate(step_sizes):
         idx = plan[:, s, :size]
-        valid = idx >= 0
-        ragged = not bool(valid.all()) if idx.numel() else False
-        safe = idx.clamp_min(0)
-        xb, yb = x[safe], y[safe]
+        ragged = padded[s]
+        if ragged:
+            valid = idx >= 0
+            idx = idx.clamp_min(0)
+        xb, yb = x[idx], y[idx]
         out = many(params, buffers, xb)  # (K, b, C)
+        if not ragged:  # the common case: mean cross-entropy per model, summed over models
+            loss = F.cross_entropy(out.flatten(0, 1), yb.flatten(), reduction="sum") / idx.shape[1]
+            grads = torch.autograd.grad(loss, list(params.values()))
+            opt.step(params, dict(zip(params, grads, strict=True)), None)
+            continue
         loss = F.cross_entropy(out.flatten(0, 1), yb.flatten(), reduction="none").view(k, -1)
         if ragged:
             w = valid.to(loss.dtype)
