@@ -328,3 +328,21 @@ def test_mia_bad_input_is_one_line_exit_2(tmp_path, capsys, args, needle):
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert code == 2 and len(lines) == 1 and needle in lines[0]
     assert not out.exists()
+
+
+def test_noisy_shadow_copies_keep_labels_and_redraw_a_fraction_of_features():
+    from fedleak.attacks.membership.shadowdata import noisy_copies
+
+    data = fedleak.data.load("digits")
+    x, y = data.tensors(range(100))
+    nx, ny = noisy_copies(
+        x, y, 500, feature_sampler(data.spec), torch.Generator().manual_seed(0), seeds=5, flip=0.2
+    )
+    assert nx.shape == (500, *x.shape[1:])
+    src = [
+        (x == row).flatten(1).float().mean(1).argmax() for row in nx[:50]
+    ]  # the record each copy came from
+    assert len({int(s) for s in src}) <= 5
+    same = torch.stack([(nx[i] == x[s]).float().mean() for i, s in enumerate(src)])
+    assert all(int(ny[i]) == int(y[s]) for i, s in enumerate(src))
+    assert 0.7 < float(same.mean()) < 0.9  # about 20% of the features re-drawn
