@@ -12,7 +12,14 @@ Two attacks, by name in :data:`TEXT_ATTACKS`:
   same gradient distance by single-token replacements (the few most promising per position, ranked by the
   distance's gradient with respect to the one-hot input, as in HotFlip/GCG) and position swaps, until no
   move helps. The observed update is reproduced exactly only by the true sequence (up to ties), so the
-  refinement ends at it when it gets close. Position embeddings give the ordering its signal.
+  refinement ends at it when it gets close.
+
+  Position embeddings give the ordering its signal, and a first start (``init="positions"``, the default)
+  reads it directly: the input of the first block is token embedding + position embedding, so for one
+  record dL/dE_tok[v] is the sum of dL/dE_pos[i] over the positions i that hold v, and a token used once has
+  exactly the gradient row of its position. Restart 0 starts from these cosine scores (the others at
+  random); a start that already reproduces the update (distance < ``SOLVED``) skips the optimisation, which
+  then runs only on the targets left. ``init="random"`` is plain TAG over the token set.
   For a FedAvg update (``kind == "delta"``) the dummy update replays the client's local SGD steps
   (:func:`fedleak.attacks.inversion.replay.fedavg_delta`).
 
