@@ -187,22 +187,18 @@ def test_dlg_joint_labels(digits):
     assert converged >= 3
 
 
-def test_ig_restarts_best_by_objective_and_beats_noise(digits):
-    model = fedleak.models.build("convnet:8", digits.spec, seed=0)
-    u = client_update(model, digits.subset([5]))
-    rec = invert(u, "ig", iterations=200, restarts=3)
-    assert len(rec.objective) == 3 and rec.best_restart == int(rec.objective.argmin())
-    p = float(psnr(rec.pixels, digits.pixels([5]))[0])
-    noise_img = torch.rand(1, 1, 8, 8, generator=torch.Generator().manual_seed(0))
-    noise = float(psnr(noise_img, digits.pixels([5]))[0])
-    assert p > noise + 5
+def test_ig_restarts_best_by_objective(digits):
+    u = lenet_update(digits, [5])
+    rec = invert(u, "ig", iterations=100, restarts=2)
+    assert len(rec.objective) == 2 and rec.best_restart == int(rec.objective.argmin())
+    assert float(psnr(rec.pixels, digits.pixels([5]))[0]) > 30
 
 
 def test_fedavg_inversion_of_local_steps(digits):
     u = lenet_update(digits, [0, 1], local_steps=3, batch_size=2, lr=0.1)
-    rec = invert(u, "fedavg", iterations=300)
+    rec = invert(u, "fedavg", iterations=100)
     s = image_scores(rec.pixels, digits.pixels([0, 1]))
-    assert float(s["psnr"].min()) > 18
+    assert float(s["psnr"].min()) > 14  # noise scores about 5 dB here
     with pytest.raises(FedleakInputError, match="FedAvg"):
         invert(lenet_update(digits, [0]), "fedavg")  # a gradient is not a FedAvg update
     with pytest.raises(FedleakInputError, match="local_steps"):
