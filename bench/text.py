@@ -83,6 +83,7 @@ def main() -> None:
     def f(v: float | None, fmt: str) -> str:
         return "-" if v is None else format(v, fmt)
 
+    run_row("tag-b1", args.dataset, args.model, 1, args.seed + 1, args.device)  # warm-up, not timed
     print(f"{args.dataset}, {args.model}, {args.records} records, seed {args.seed}, {args.device}")
     print(
         f"{'row':<15}{'B':>3} {'update':<9}{'set ok':>7}{'acc med':>8}{'exact':>7}{'ROUGE-L':>8}"
