@@ -21,6 +21,7 @@ ROWS = {
     "tag-b1": ("tag", 1, None, {}, False),
     "loop-b1": ("tag", 1, None, {}, True),
     "tag-random-b1": ("tag", 1, None, {"init": "random", "iterations": 200}, False),
+    "loop-random-b1": ("tag", 1, None, {"init": "random", "iterations": 200}, True),
     "tag-b4": ("tag", 4, None, {}, False),
     "tag-fedavg-b1": ("tag", 1, 2, {}, False),
 }
