@@ -10,7 +10,8 @@ SGD steps of its B records at ``local_lr``); the attack then replays those steps
     >>> quiet = lambda s: None
     >>> r = run_text_inversion(dataset="demo-records", model="transformer:32,1", attack="tokens",
     ...                        indices=[0, 1], echo=quiet)
-    >>> r["summary"]["token_set_exact_rate"], r["targets"][1]["token_set_recall"], r["summary"]["label_accuracy"]
+    >>> s = r["summary"]
+    >>> s["token_set_exact_rate"], r["targets"][1]["token_set_recall"], s["label_accuracy"]
     (1.0, 1.0, 1.0)
 """
 
