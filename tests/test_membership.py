@@ -346,3 +346,28 @@ def test_noisy_shadow_copies_keep_labels_and_redraw_a_fraction_of_features():
     same = torch.stack([(nx[i] == x[s]).float().mean() for i, s in enumerate(src)])
     assert all(int(ny[i]) == int(y[s]) for i, s in enumerate(src))
     assert 0.7 < float(same.mean()) < 0.9  # about 20% of the features re-drawn
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        "metrics.roc",
+        "attacks.membership",
+        "attacks.membership.signals",
+        "attacks.membership.threshold",
+        "attacks.membership.lira",
+        "attacks.membership.rmia",
+        "attacks.membership.references",
+        "attacks.membership.shokri",
+        "attacks.membership.shadowdata",
+        "attacks.membership.context",
+        "attacks.membership.federated",
+        "audit.mia",
+    ],
+)
+def test_membership_doctests(module):
+    import doctest
+    import importlib
+
+    failed, tried = doctest.testmod(importlib.import_module(f"fedleak.{module}"))
+    assert tried > 0 and failed == 0

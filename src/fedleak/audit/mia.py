@@ -2,7 +2,8 @@
 users train -> attacks -> ``results.json`` (membership keys of DESIGN.md) and ``roc.png``.
 
     >>> from fedleak.audit.mia import run_mia
-    >>> r = run_mia(dataset="digits", model="mlp:16", attack="loss", members=100, epochs=5)
+    >>> quiet = lambda line: None
+    >>> r = run_mia(dataset="digits", model="mlp:16", attack="loss", members=100, epochs=5, echo=quiet)
     >>> r["kind"], r["attack"], 0.0 <= r["auc"] <= 1.0
     ('membership', 'loss', True)
 
