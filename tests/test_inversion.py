@@ -162,13 +162,15 @@ def test_imprint_recovers_most_of_a_batch_also_under_secure_aggregation(digits):
 
 
 def test_idlg_batched_equals_looped_and_reaches_psnr_bound(digits):
+    # two restarts per target (batched too): DLG's lr=1 L-BFGS without line search can stall in a saturated
+    # sigmoid region from one random start; the best restart is chosen by the gradient distance alone
     idx = [0, 1, 2]
     updates = [lenet_update(digits, [i]) for i in idx]
-    recs = invert_batch(updates, "idlg", iterations=8)
+    recs = invert_batch(updates, "idlg", iterations=8, restarts=2)
     for i, r in zip(idx, recs, strict=True):
         assert r.label_method == "analytic" and int(r.labels[0]) == int(digits.labels[i])
         assert float(psnr(r.pixels, digits.pixels([i]))[0]) > 40
-    alone = invert(updates[0], "idlg", iterations=8)
+    alone = invert(updates[0], "idlg", iterations=8, restarts=2)
     assert float(psnr(alone.pixels, recs[0].pixels)[0]) > 40  # one problem alone or among others: the same
 
 

@@ -44,8 +44,10 @@ class BatchedLBFGS:
         tolerance_grad: float = 1e-7,
         tolerance_change: float = 1e-9,
         history_size: int = 100,
+        reset_on_ascent: bool = True,
     ) -> None:
         self.z = z.detach().clone()
+        self.reset_on_ascent = reset_on_ascent
         self.lr, self.max_iter = lr, max_iter
         self.max_eval = max_eval if max_eval is not None else max_iter * 5 // 4
         self.tol_grad, self.tol_change, self.m = tolerance_grad, tolerance_change, history_size
@@ -152,6 +154,15 @@ class BatchedLBFGS:
             self.t = torch.where(active, t, self.t)
             self.total_iters += 1
             gtd = (g * self.d).sum(1)
+            # safeguard (not in PyTorch): a problem whose curvature history gives no descent direction
+            # (rounding in float32 replays) forgets its history and restarts from steepest descent
+            reset = active & ~first & (gtd > 0)
+            if self.reset_on_ascent:
+                self.count = torch.where(reset, torch.zeros_like(self.count), self.count)
+                self.h_diag = torch.where(reset, torch.ones_like(self.h_diag), self.h_diag)
+                self.d = torch.where(reset[:, None], -g, self.d)
+                self.t = torch.where(reset, t_first, self.t)
+                gtd = (g * self.d).sum(1)
             active = active & ~(gtd > -self.tol_change)
             self.z = self.z + torch.where(active[:, None], self.d * self.t[:, None], torch.zeros_like(self.z))
             if it == self.max_iter - 1 or it + 2 > self.max_eval:

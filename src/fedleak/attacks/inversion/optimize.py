@@ -59,7 +59,7 @@ class MatchConfig:
     boxed: bool = False  # clamp dummies to the valid pixel range after each step
     lr_decay: bool = False  # x0.1 at 3/8, 5/8, 7/8 of the iterations
     replay: str = "gradient"  # gradient (FedSGD) or fedavg (S local steps, match w1 - w0)
-    dtype: str = "float64"
+    dtype: str = "float32"  # the replay's dtype (L-BFGS keeps its own state in float64)
     max_iter: int = 20  # L-BFGS inner iterations per step (PyTorch's default)
     tag_alpha: float = 0.01
     seed: int = 0
@@ -352,19 +352,23 @@ class GradientMatching:
         cfg = self.config
         xshape = x0.shape
         z0 = x0.reshape(P, -1) if y0 is None else torch.cat([x0.reshape(P, -1), y0.reshape(P, -1)], 1)
+        # the optimiser's state (iterate, curvature pairs) is kept in float64 whatever the model's dtype:
+        # float32 replays are fast, and the L-BFGS bookkeeping does not lose the last digits
+        dtype = x0.dtype
 
         def closure(z: Tensor, rows: Tensor | None) -> tuple[Tensor, Tensor]:
             p = z.shape[0]
+            z = z.to(dtype)
             x = z[:, :nx].reshape(p, *xshape[1:])
             y = None if y0 is None else z[:, nx:].reshape(p, *y0.shape[1:])
             val, gx, gy = evaluate(x, y, rows)
             g = gx.reshape(p, -1) if gy is None else torch.cat([gx.reshape(p, -1), gy.reshape(p, -1)], 1)
-            return val, g
+            return val.double(), g.double()
 
-        opt = BatchedLBFGS(z0, lr=cfg.lr or 1.0, max_iter=cfg.max_iter)
+        opt = BatchedLBFGS(z0.double(), lr=cfg.lr or 1.0, max_iter=cfg.max_iter)
         for _ in range(cfg.iterations):
             opt.step(closure)
-        z = opt.z
+        z = opt.z.to(dtype)
         return z[:, :nx].reshape(xshape), None if y0 is None else z[:, nx:].reshape(y0.shape)
 
     def _adam(self, evaluate, x0: Tensor, y0: Tensor | None, lo: Tensor, hi: Tensor):  # noqa: ANN001, ANN202
