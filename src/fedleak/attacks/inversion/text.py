@@ -32,7 +32,7 @@ vectorised problem: targets and restarts are stacked along a leading dimension a
     >>> data = fedleak.data.load("demo-records")
     >>> model = fedleak.models.build("transformer:32,1", data.spec, seed=0)
     >>> update = fedleak.fl.client_update(model, data.subset([0]))
-    >>> rec = invert_text(update, attack="tag", iterations=10, restarts=2, seed=0)[0]
+    >>> rec = invert_text(update, attack="tag", iterations=5, restarts=1, seed=0)[0]
     >>> tok = data.extras["tokenizer"]
     >>> tok.decode(rec.tokens[0]) == tok.decode(data.raw[0])
     True
