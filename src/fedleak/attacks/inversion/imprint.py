@@ -1,9 +1,10 @@
 """The malicious server of "Robbing the Fed" (Fowl et al. 2022): it sends a model with an imprint block in
-front, a linear layer of k "bins" that all measure the same thing (the image's mean normalised brightness) against
-increasing thresholds, followed by a ReLU and a linear layer back to the image (added to it, so the rest
-of the model still works). All bins fed by one image receive the same gradient factor, so the difference of the
-gradients of two neighbouring bins is (factor * x, factor) for the images whose brightness lies between their
-thresholds: an image alone there comes back exactly, also from a sum of several clients' updates.
+front, a linear layer of k "bins" that all measure the same thing (the image's mean normalised brightness)
+against increasing thresholds, followed by a ReLU and a linear layer back to the image (added to it, so the
+rest of the model still works). All bins fed by one image receive the same gradient factor, so the
+difference of the gradients of two neighbouring bins is (factor * x, factor) for the images whose brightness
+lies between their thresholds: an image alone there comes back exactly, also from a sum of several clients'
+updates.
 
 The server builds the model (:func:`imprint_model`) and records its own plan in ``ClientUpdate.extras``
 (``IMPRINT_KEY``); the attack (:func:`imprint_leak`) reads only that plan, the weights it sent and the
