@@ -34,6 +34,8 @@ def register(app: typer.Typer) -> None:
         sequential: bool = typer.Option(
             False, help="train reference models one after another (for comparison)"
         ),
+        backend: str = typer.Option("local", help="where reference models train: local or ray (Ray tasks)"),
+        ray_address: str = typer.Option(None, help="with --backend ray: an existing cluster, e.g. HEAD:6379"),
         seed: int = typer.Option(0, help="seed for the split, the models and the attacks"),
         device: str = typer.Option("cpu", help="cpu, cuda, cuda:N or auto"),
         out: Path = typer.Option(Path("runs/mia"), help="run folder"),
@@ -41,8 +43,18 @@ def register(app: typer.Typer) -> None:
         """Train a target as users train it, then tell its members from non-members with each attack."""
         from fedleak.audit.mia import run_mia
         from fedleak.cli.common import out_dir, say
+        from fedleak.errors import FedleakInputError
 
         out_dir(out)
+        if backend not in ("local", "ray"):
+            raise FedleakInputError(f"--backend {backend!r}: choose local or ray")
+        if ray_address and backend != "ray":
+            raise FedleakInputError("--ray-address needs --backend ray")
+        trainer = None
+        if backend == "ray":
+            from fedleak.flower import ray_reference_trainer
+
+            trainer = ray_reference_trainer(address=ray_address)
         run_mia(
             dataset=dataset,
             model=model,
@@ -61,4 +73,5 @@ def register(app: typer.Typer) -> None:
             device=device,
             out=out,
             echo=say,
+            reference_trainer=trainer,
         )
