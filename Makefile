@@ -20,11 +20,11 @@ demo: $(STAMP)
 	FLWR_TELEMETRY_ENABLED=0 $(BIN)/fedleak demo --out runs/demo
 
 test: $(STAMP)
-	FLWR_TELEMETRY_ENABLED=0 $(BIN)/python -m pytest tests
+	OMP_NUM_THREADS=1 FLWR_TELEMETRY_ENABLED=0 $(BIN)/python -m pytest tests
 
 bench: $(STAMP)
 	$(BIN)/python bench/fl.py
-	@for b in bench/inversion.py bench/mia.py bench/text.py; do test -f $$b && $(BIN)/python $$b || true; done
+	@for b in bench/inversion.py bench/mia.py bench/defenses.py bench/text.py; do test -f $$b && $(BIN)/python $$b || true; done
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
