@@ -29,7 +29,11 @@ def run(spec: str, model: str, cfg: FedConfig, samples: int = 0) -> dict:
     t0 = time.perf_counter()
     results = list(fed.run(keep_updates=False))
     secs = time.perf_counter() - t0
-    return {"accs": [r.test_accuracy for r in results], "sec_per_round": secs / len(results), "train": len(train)}
+    return {
+        "accs": [r.test_accuracy for r in results],
+        "sec_per_round": secs / len(results),
+        "train": len(train),
+    }
 
 
 def main() -> None:
@@ -54,10 +58,14 @@ def main() -> None:
             rows.append((f"cifar10 ({r['train']} train)", model, "iid", args.cifar_rounds, r))
     else:
         print(f"(CIFAR-10 tarball not found at {args.cifar}: skipped)")
-    print(f"{'dataset':<22} {'model':<11} {'partition':<14} {'rounds':>6} {'s/round':>8} {'acc@R':>7}  accuracy by round")
+    print(
+        f"{'dataset':<22} {'model':<11} {'partition':<14} {'rounds':>6} {'s/round':>8} {'acc@R':>7}  accuracy by round"
+    )
     for ds, model, part, rounds, r in rows:
         trail = " ".join(f"{a:.2f}" for a in r["accs"])
-        print(f"{ds:<22} {model:<11} {part:<14} {rounds:>6} {r['sec_per_round']:>8.3f} {r['accs'][-1]:>7.3f}  {trail}")
+        print(
+            f"{ds:<22} {model:<11} {part:<14} {rounds:>6} {r['sec_per_round']:>8.3f} {r['accs'][-1]:>7.3f}  {trail}"
+        )
 
 
 if __name__ == "__main__":

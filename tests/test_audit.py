@@ -1,8 +1,8 @@
 import json
 
 import pytest
-
 from conftest import run_cli
+
 from fedleak.audit import stages
 from fedleak.audit.config import load_config, parse_config
 from fedleak.audit.pipeline import run_audit
@@ -81,7 +81,7 @@ def test_config_errors_name_the_key_and_the_nearest_valid_one(tmp_path, capsys):
         load_config(bad)
     code, _, err = run_cli(["audit", bad, "--out", tmp_path / "run"], capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
-    bad.write_text('[inversion]\nrounds = [9]\n')
+    bad.write_text("[inversion]\nrounds = [9]\n")
     code, _, err = run_cli(["audit", bad, "--out", tmp_path / "run"], capsys)
     assert code == 2 and "rounds run from 1" in err
 

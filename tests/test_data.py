@@ -16,8 +16,12 @@ from fedleak.errors import FedleakInputError
 
 @pytest.mark.parametrize(
     "spec,shape,classes,n",
-    [("digits", (1, 8, 8), 10, 1797), ("breast-cancer", (30,), 2, 569), ("lfw-faces", (1, 25, 25), 2, 200),
-     ("photos", (3, 32, 32), 8, 168)],
+    [
+        ("digits", (1, 8, 8), 10, 1797),
+        ("breast-cancer", (30,), 2, 569),
+        ("lfw-faces", (1, 25, 25), 2, 200),
+        ("photos", (3, 32, 32), 8, 168),
+    ],
 )
 def test_bundled_datasets_know_their_shape_and_classes(spec, shape, classes, n):
     ds = load(spec)
@@ -171,11 +175,12 @@ def test_partitions_cover_the_data_disjointly_and_are_seeded():
         allidx = torch.cat(parts)
         assert len(allidx) == len(y) and len(set(allidx.tolist())) == len(y), spec
         again = partition(y, spec, 10, seed=3)
-        assert all(torch.equal(a, b) for a, b in zip(parts, again)), spec
+        assert all(torch.equal(a, b) for a, b in zip(parts, again, strict=True)), spec
     iid_sizes = [len(p) for p in partition(y, "iid", 10)]
     assert max(iid_sizes) - min(iid_sizes) <= 1
     shard_classes = [len(set(y[p].tolist())) for p in partition(y, "shards:2", 10)]
     assert max(shard_classes) <= 4  # two label-sorted shards touch at most 2 labels each
+
     # small alpha concentrates each client's labels far more than IID does
     def top_share(parts):
         return float(np.mean([y[p].bincount(minlength=10).max().item() / len(p) for p in parts]))

@@ -5,8 +5,8 @@ import torch
 import torch.nn.functional as F
 
 from fedleak.data import load
-from fedleak.fl import ClientUpdate, FedConfig, Federation, ThreatModel, client_update, weighted_mean
 from fedleak.errors import FedleakInputError
+from fedleak.fl import ClientUpdate, FedConfig, Federation, ThreatModel, client_update, weighted_mean
 from fedleak.models import build
 
 
@@ -21,7 +21,12 @@ def test_fedsgd_update_is_the_batch_gradient_and_hides_labels_by_default():
         assert torch.allclose(u.payload[name], p.grad, atol=1e-7)
     assert u.kind == "gradient" and u.num_samples == 2 and u.labels is None
     assert all(torch.equal(u.global_state[k], v) for k, v in model.state_dict().items())
-    assert ThreatModel(labels=True).view(client_update(model, ds.subset([3, 17]), threat=ThreatModel(labels=True))).labels.tolist() == y.tolist()
+    assert (
+        ThreatModel(labels=True)
+        .view(client_update(model, ds.subset([3, 17]), threat=ThreatModel(labels=True)))
+        .labels.tolist()
+        == y.tolist()
+    )
 
 
 def test_fedavg_one_step_delta_is_minus_lr_times_gradient():
@@ -45,7 +50,9 @@ def test_fedavg_runs_the_asked_number_of_steps_and_model_is_untouched():
 
 def test_missing_grant_is_a_clear_error():
     ds = load("digits")
-    u = client_update(build("mlp", ds.spec), ds.subset(range(8)), local_steps=2, threat=ThreatModel(local_lr=False))
+    u = client_update(
+        build("mlp", ds.spec), ds.subset(range(8)), local_steps=2, threat=ThreatModel(local_lr=False)
+    )
     assert u.local_lr is None
     with pytest.raises(FedleakInputError, match="needs local_lr"):
         u.require("local_steps", "local_lr", attack="fedavg")
@@ -63,7 +70,9 @@ def test_weighted_mean_weights_by_sample_count():
 def test_fedavg_on_digits_learns(partition, bound):
     ds = load("digits")
     train, test = ds.split(0.2, seed=0)
-    fed = Federation(build("mlp", ds.spec, seed=0), train, test, FedConfig(clients=10, rounds=20, partition=partition))
+    fed = Federation(
+        build("mlp", ds.spec, seed=0), train, test, FedConfig(clients=10, rounds=20, partition=partition)
+    )
     results = list(fed.run(keep_updates=False))
     assert results[-1].test_accuracy >= bound
     assert results[-1].test_accuracy > results[0].test_accuracy
@@ -74,8 +83,12 @@ def test_same_seed_same_numbers_and_every_round_yields_updates():
     train, test = ds.split(0.2, seed=0)
 
     def run(seed):
-        fed = Federation(build("mlp", ds.spec, seed=seed), train, test,
-                         FedConfig(clients=6, rounds=3, fraction=0.5, seed=seed))
+        fed = Federation(
+            build("mlp", ds.spec, seed=seed),
+            train,
+            test,
+            FedConfig(clients=6, rounds=3, fraction=0.5, seed=seed),
+        )
         return list(fed.run())
 
     a, b = run(1), run(1)
@@ -88,6 +101,10 @@ def test_same_seed_same_numbers_and_every_round_yields_updates():
 def test_fedsgd_federation_learns():
     ds = load("digits")
     train, test = ds.split(0.2, seed=0)
-    fed = Federation(build("mlp", ds.spec, seed=0), train, test,
-                     FedConfig(clients=5, rounds=30, mode="fedsgd", server_lr=1.0, batch_size=64))
+    fed = Federation(
+        build("mlp", ds.spec, seed=0),
+        train,
+        test,
+        FedConfig(clients=5, rounds=30, mode="fedsgd", server_lr=1.0, batch_size=64),
+    )
     assert list(fed.run(keep_updates=False))[-1].test_accuracy > 0.6

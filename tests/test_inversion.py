@@ -220,8 +220,25 @@ def test_registry_and_unknown_options():
 
 def test_cli_writes_results_and_picture(tmp_path, capsys):
     code, out, _ = run_cli(
-        ["invert", "--dataset", "digits", "--model", "lenet", "--attack", "idlg", "--indices", "0,1",
-         "--iterations", "5", "--seed", "0", "--out", tmp_path / "run"], capsys)
+        [
+            "invert",
+            "--dataset",
+            "digits",
+            "--model",
+            "lenet",
+            "--attack",
+            "idlg",
+            "--indices",
+            "0,1",
+            "--iterations",
+            "5",
+            "--seed",
+            "0",
+            "--out",
+            tmp_path / "run",
+        ],
+        capsys,
+    )
     assert code == 0, out
     r = json.loads((tmp_path / "run" / "results.json").read_text())
     assert r["kind"] == "inversion" and r["attack"] == "idlg" and len(r["targets"]) == 2

@@ -20,8 +20,11 @@ def test_models_take_input_shape_and_class_count(spec, data):
 def test_lenet_has_dlg_architecture_and_init():
     model = build("lenet", load("photos").spec, seed=0)
     convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
-    assert [(c.out_channels, c.kernel_size, c.stride) for c in convs] == [(12, (5, 5), (2, 2)), (12, (5, 5), (2, 2)),
-                                                                          (12, (5, 5), (1, 1))]
+    assert [(c.out_channels, c.kernel_size, c.stride) for c in convs] == [
+        (12, (5, 5), (2, 2)),
+        (12, (5, 5), (2, 2)),
+        (12, (5, 5), (1, 1)),
+    ]
     assert sum(isinstance(m, torch.nn.Sigmoid) for m in model.modules()) == 3
     assert model.fc.in_features == 768
     params = torch.cat([p.flatten() for p in model.parameters()])
@@ -43,7 +46,7 @@ def test_convnet_width_and_plain_mlp():
 def test_seeded_build_is_reproducible():
     spec = load("digits").spec
     a, b, c = build("mlp", spec, seed=1), build("mlp", spec, seed=1), build("mlp", spec, seed=2)
-    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
     assert not torch.equal(a.net[1].weight, c.net[1].weight)
 
 
@@ -63,7 +66,7 @@ def test_safetensors_round_trip_and_refusals(tmp_path):
     a(load("photos").inputs(list(range(8))))  # move the BatchNorm running stats
     save_weights(a, tmp_path / "w.safetensors")
     b = load_weights(build("convnet:4", spec, seed=1), tmp_path / "w.safetensors")
-    for (k, v), (_, w) in zip(a.state_dict().items(), b.state_dict().items()):
+    for (k, v), (_, w) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
         assert torch.equal(v, w), k
     with pytest.raises(FedleakInputError, match="does not fit"):
         load_weights(build("convnet:8", spec), tmp_path / "w.safetensors")

@@ -480,7 +480,7 @@ def test_compose_verdict_states_the_numbers_and_the_cost_of_each_defense():
     assert lines[3].startswith("BUG: with dp-sgd") and "8.50" in lines[3]
     assert compose_verdict([dp, base], violations=False)[-1].startswith("With dp-sgd")
     no_noise = ScenarioNumbers("clip", 0.8, None, None, None, PrivacyNumbers(1e308, 1e-5, "rdp", None))
-    assert "the accountant proves no finite ε" in compose_verdict([no_noise])[0]
+    assert "the accountant guarantees no finite ε" in compose_verdict([no_noise])[0]
     assert compose_verdict([]) == ["This run recorded no scenario, so there is nothing to conclude."]
     empty = compose_verdict([ScenarioNumbers("none", None, None, None, None, None)])
     assert empty == ["Without a defense, no attack result was recorded."]

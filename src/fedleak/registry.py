@@ -1,12 +1,12 @@
 """Name -> factory registries (datasets, models, attacks, defenses), instead of if/elif chains.
 
-    >>> from fedleak.registry import Registry
-    >>> shapes = Registry("shape")
-    >>> @shapes.register("square")
-    ... def square(side: float) -> float:
-    ...     return side * side
-    >>> shapes.get("square")(3)
-    9
+>>> from fedleak.registry import Registry
+>>> shapes = Registry("shape")
+>>> @shapes.register("square")
+... def square(side: float) -> float:
+...     return side * side
+>>> shapes.get("square")(3)
+9
 """
 
 from __future__ import annotations

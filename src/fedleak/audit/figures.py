@@ -1,9 +1,9 @@
 """Pictures a person would rather look at than read: originals above reconstructions, the PSNR under each.
 
-    >>> import torch
-    >>> png = reconstruction_png(torch.rand(3, 3, 8, 8), torch.rand(3, 3, 8, 8), torch.tensor([9.1, 12.0, 50.3]))
-    >>> png[:4] == b"\\x89PNG"
-    True
+>>> import torch
+>>> png = reconstruction_png(torch.rand(3, 3, 8, 8), torch.rand(3, 3, 8, 8), torch.tensor([9.1, 12.0, 50.3]))
+>>> png[:4] == b"\\x89PNG"
+True
 """
 
 from __future__ import annotations
@@ -43,8 +43,13 @@ def reconstruction_png(
         for row, img in ((2 * b, originals[i]), (2 * b + 1, reconstructions[i])):
             arr = img.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
             ax = axes[row][c]
-            ax.imshow(arr[..., 0] if arr.shape[2] == 1 else arr, cmap="gray" if arr.shape[2] == 1 else None,
-                      vmin=0, vmax=1, interpolation="nearest")
+            ax.imshow(
+                arr[..., 0] if arr.shape[2] == 1 else arr,
+                cmap="gray" if arr.shape[2] == 1 else None,
+                vmin=0,
+                vmax=1,
+                interpolation="nearest",
+            )
             if row == 2 * b and labels is not None:
                 ax.set_title(str(labels[i]), fontsize=7)
         caption = f"{float(psnr[i]):.1f} dB"
@@ -52,10 +57,26 @@ def reconstruction_png(
             caption += f"\n{recovered_labels[i]}"
         axes[2 * b + 1][c].set_title(caption, fontsize=7, y=-0.32)
     for b in range(blocks):
-        axes[2 * b][0].text(-0.15, 0.5, "original", transform=axes[2 * b][0].transAxes, rotation=90,
-                            va="center", ha="right", fontsize=8)
-        axes[2 * b + 1][0].text(-0.15, 0.5, "rebuilt", transform=axes[2 * b + 1][0].transAxes, rotation=90,
-                                va="center", ha="right", fontsize=8)
+        axes[2 * b][0].text(
+            -0.15,
+            0.5,
+            "original",
+            transform=axes[2 * b][0].transAxes,
+            rotation=90,
+            va="center",
+            ha="right",
+            fontsize=8,
+        )
+        axes[2 * b + 1][0].text(
+            -0.15,
+            0.5,
+            "rebuilt",
+            transform=axes[2 * b + 1][0].transAxes,
+            rotation=90,
+            va="center",
+            ha="right",
+            fontsize=8,
+        )
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)

@@ -62,7 +62,13 @@ def build_federation(config: AuditConfig, defense: str, membership: bool = False
     p = plan([] if defense == "none" else [defense]).bind(rounds=fcfg.rounds, clients=fcfg.clients)
     model = p.prepare(build(model_spec, data.spec, seed=config.seed, device=config.device))
     federation = Federation(
-        model, train, test, fcfg, transforms=p.transforms, trainer=p.trainer, aggregator=p.aggregator,
+        model,
+        train,
+        test,
+        fcfg,
+        transforms=p.transforms,
+        trainer=p.trainer,
+        aggregator=p.aggregator,
     )
     return federation, p, data
 
@@ -78,8 +84,21 @@ def save_update(update, path: Path) -> None:  # noqa: ANN001
     if update.labels is not None:
         tensors["labels"] = update.labels
     save_weights(tensors, path.with_suffix(".safetensors"))
-    meta = {k: getattr(update, k) for k in ("model", "kind", "num_samples", "local_steps", "local_lr", "batch_size",
-                                            "client", "round", "num_clients", "train_mode")}
+    meta = {
+        k: getattr(update, k)
+        for k in (
+            "model",
+            "kind",
+            "num_samples",
+            "local_steps",
+            "local_lr",
+            "batch_size",
+            "client",
+            "round",
+            "num_clients",
+            "train_mode",
+        )
+    }
     atomic_write_json(path.with_suffix(".json"), meta)
 
 
@@ -96,8 +115,12 @@ def load_update(path: Path, data_spec):  # noqa: ANN001, ANN201
         return {k[len(prefix) + 1 :]: v for k, v in t.items() if k.startswith(prefix + "/")}
 
     return ClientUpdate(
-        global_state=part("global"), payload=part("payload"), buffers=part("buffers") or None,
-        labels=t.get("labels"), data_spec=data_spec, **meta,
+        global_state=part("global"),
+        payload=part("payload"),
+        buffers=part("buffers") or None,
+        labels=t.get("labels"),
+        data_spec=data_spec,
+        **meta,
     )
 
 
@@ -122,8 +145,14 @@ def train_stage(run: RunFolder, config: AuditConfig, defense: str, echo, members
     rounds, kept = [], {}
     results = _run_rounds(config, federation, p, keep_rounds)
     for r in results:
-        rounds.append({"round": r.round, "test_accuracy": r.test_accuracy, "test_loss": r.test_loss,
-                       "clients": r.sampled})
+        rounds.append(
+            {
+                "round": r.round,
+                "test_accuracy": r.test_accuracy,
+                "test_loss": r.test_loss,
+                "clients": r.sampled,
+            }
+        )
         echo(f"[{defense}] round {r.round}: test accuracy {r.test_accuracy:.3f}")
         if r.round in keep_rounds and r.updates:
             g = ckpt / f"{slug}_round{r.round}_global.safetensors"
@@ -151,8 +180,14 @@ def _run_rounds(config: AuditConfig, federation, p, keep_rounds: set[int]):  # n
         from fedleak.flower import run_flower_federation
 
         run = run_flower_federation(
-            federation.model, federation.train, federation.test, federation.config,
-            transforms=p.transforms, trainer=p.trainer, aggregator=p.aggregator, secagg=bool(p.secagg),
+            federation.model,
+            federation.train,
+            federation.test,
+            federation.config,
+            transforms=p.transforms,
+            trainer=p.trainer,
+            aggregator=p.aggregator,
+            secagg=bool(p.secagg),
         )
         return list(run.rounds)
     out = []
@@ -177,7 +212,13 @@ def _load_state(path: Path) -> dict[str, torch.Tensor]:
 
 
 def inversion_stage(
-    run: RunFolder, config: AuditConfig, defense: str, trained: dict, attack: str, rnd: int, echo  # noqa: ANN001
+    run: RunFolder,
+    config: AuditConfig,
+    defense: str,
+    trained: dict,
+    attack: str,
+    rnd: int,
+    echo,  # noqa: ANN001
 ) -> dict:
     """Attack the chosen clients' updates of round ``rnd`` (all of them as one batched attack)."""
     from fedleak.attacks.inversion import invert_batch
@@ -195,7 +236,7 @@ def inversion_stage(
     ckpt = run.path / "checkpoints"
     model = federation.model
     model.load_state_dict(_load_state(ckpt / kept["global"]))
-    updates, originals, truth, clients = [], [], [], []
+    updates, originals, clients = [], [], []
     for c in inv.clients:
         local = federation.client_data(c)
         if inv.probe_batch_size > 0:
@@ -203,8 +244,15 @@ def inversion_stage(
             pos = torch.randperm(len(local), generator=g)[: inv.probe_batch_size].sort().values
             records = local.subset(pos)
             u = client_update(
-                model, records, trainer=p.trainer, transforms=p.transforms, threat=ThreatModel(labels=True),
-                client=c, round=rnd, seed=run.seed + c, train_mode=federation.config.train_mode,
+                model,
+                records,
+                trainer=p.trainer,
+                transforms=p.transforms,
+                threat=ThreatModel(labels=True),
+                client=c,
+                round=rnd,
+                seed=run.seed + c,
+                train_mode=federation.config.train_mode,
             )
             if p.secagg and p.secagg > 1:  # the server sees only the sum with K-1 other clients' probes
                 others = [(c + j) % fed.clients for j in range(1, p.secagg)]
@@ -212,8 +260,17 @@ def inversion_stage(
                 for o in others:
                     od = federation.client_data(o)
                     opos = torch.randperm(len(od), generator=g)[: inv.probe_batch_size].sort().values
-                    group.append(client_update(model, od.subset(opos), trainer=p.trainer, transforms=p.transforms,
-                                               threat=ThreatModel(labels=True), client=o, round=rnd))
+                    group.append(
+                        client_update(
+                            model,
+                            od.subset(opos),
+                            trainer=p.trainer,
+                            transforms=p.transforms,
+                            threat=ThreatModel(labels=True),
+                            client=o,
+                            round=rnd,
+                        )
+                    )
                 u = secure_sum(group)
             u = threat.view(u)
         else:
@@ -227,47 +284,76 @@ def inversion_stage(
         clients.append(c)
     if not updates:
         return {"attack": attack, "round": rnd, "skipped": "none of the chosen clients was sampled"}
-    options = {"iterations": inv.iterations, "restarts": inv.restarts, "seed": run.seed, "device": config.device}
+    options = {
+        "iterations": inv.iterations,
+        "restarts": inv.restarts,
+        "seed": run.seed,
+        "device": config.device,
+    }
     recs = invert_batch(updates, attack, **options)
     targets, pictures = [], []
-    for c, u, rec, records in zip(clients, updates, recs, originals, strict=True):
+    for c, rec, records in zip(clients, recs, originals, strict=True):
         truth_px = records.pixels()
         scores = image_scores(rec.pixels.cpu(), truth_px)
         perm = scores["perm"]
-        rec_labels = rec.labels[perm].tolist() if rec.labels is not None and len(rec.labels) == len(perm) else None
+        rec_labels = (
+            rec.labels[perm].tolist() if rec.labels is not None and len(rec.labels) == len(perm) else None
+        )
         for i in range(len(truth_px)):
-            targets.append({
-                "index": int(records.indices[i]), "client": c, "label": int(records.labels[i]),
-                "recovered_label": None if rec_labels is None else int(rec_labels[i]),
-                "psnr": float(scores["psnr"][i]), "ssim": float(scores["ssim"][i]), "mse": float(scores["mse"][i]),
-                "seconds": rec.seconds / max(1, len(truth_px)),
-            })
+            targets.append(
+                {
+                    "index": int(records.indices[i]),
+                    "client": c,
+                    "label": int(records.labels[i]),
+                    "recovered_label": None if rec_labels is None else int(rec_labels[i]),
+                    "psnr": float(scores["psnr"][i]),
+                    "ssim": float(scores["ssim"][i]),
+                    "mse": float(scores["mse"][i]),
+                    "seconds": rec.seconds / max(1, len(truth_px)),
+                }
+            )
         pictures.append((truth_px, rec.pixels[perm].cpu(), scores["psnr"]))
     image = f"inversion_{_slug(defense)}_{attack}_r{rnd}.png"
     names = data.spec.class_names
     save_reconstruction_png(
-        run.path / image, torch.cat([p[0] for p in pictures]), torch.cat([p[1] for p in pictures]),
-        torch.cat([p[2] for p in pictures]), labels=[names[t["label"]] for t in targets],
-        recovered_labels=[("?" if t["recovered_label"] is None else names[t["recovered_label"]]) for t in targets],
+        run.path / image,
+        torch.cat([p[0] for p in pictures]),
+        torch.cat([p[1] for p in pictures]),
+        torch.cat([p[2] for p in pictures]),
+        labels=[names[t["label"]] for t in targets],
+        recovered_labels=[
+            ("?" if t["recovered_label"] is None else names[t["recovered_label"]]) for t in targets
+        ],
     )
     psnrs = torch.tensor([t["psnr"] for t in targets])
     labelled = [t for t in targets if t["recovered_label"] is not None]
     summary = {
-        "psnr_median": float(psnrs.median()), "psnr_mean": float(psnrs.mean()),
+        "psnr_median": float(psnrs.double().quantile(0.5)),
+        "psnr_mean": float(psnrs.mean()),
         "ssim_mean": float(torch.tensor([t["ssim"] for t in targets]).mean()),
         "label_accuracy": (sum(t["label"] == t["recovered_label"] for t in labelled) / len(labelled))
-        if labelled else None,
-        "recovered": int((psnrs > inv.recovered_threshold_db).sum()), "total": len(targets),
+        if labelled
+        else None,
+        "recovered": int((psnrs > inv.recovered_threshold_db).sum()),
+        "total": len(targets),
         "recovered_threshold_db": inv.recovered_threshold_db,
         "seconds_total": sum(r.seconds for r in recs),
     }
     kind = updates[0].kind
-    echo(f"[{defense}] {attack} round {rnd}: {summary['recovered']}/{summary['total']} recovered, "
-         f"median PSNR {summary['psnr_median']:.1f} dB")
+    echo(
+        f"[{defense}] {attack} round {rnd}: {summary['recovered']}/{summary['total']} recovered, "
+        f"median PSNR {summary['psnr_median']:.1f} dB"
+    )
     return {
-        "attack": attack, "round": rnd, "clients": clients, "update_kind": kind,
-        "num_clients": updates[0].num_clients, "probe_batch_size": inv.probe_batch_size,
-        "targets": targets, "summary": summary, "image": image,
+        "attack": attack,
+        "round": rnd,
+        "clients": clients,
+        "update_kind": kind,
+        "num_clients": updates[0].num_clients,
+        "probe_batch_size": inv.probe_batch_size,
+        "targets": targets,
+        "summary": summary,
+        "image": image,
     }
 
 
@@ -279,7 +365,7 @@ def membership_stage(run: RunFolder, config: AuditConfig, defense: str, trained:
     one client's last update (the server's white-box view of that client). Returns the entries and the
     empirical epsilon lower bound the strongest attack on the global model proves."""
     from fedleak.attacks.membership import MembershipContext, Records, membership_scores, update_scores
-    from fedleak.fl import TrainSpec, ThreatModel, evaluate
+    from fedleak.fl import ThreatModel, TrainSpec, evaluate
     from fedleak.metrics import roc_report
     from fedleak.metrics.privacy import audit_privacy
 
@@ -298,11 +384,20 @@ def membership_stage(run: RunFolder, config: AuditConfig, defense: str, trained:
     records = Records.of(members).cat(Records.of(non_members))
     is_member = torch.cat([torch.ones(n, dtype=torch.bool), torch.zeros(n, dtype=torch.bool)])
     fcfg = federation.config
-    train_spec = TrainSpec(epochs=min(60, fcfg.rounds * fcfg.local_epochs), batch_size=fcfg.batch_size, lr=fcfg.lr)
+    train_spec = TrainSpec(
+        epochs=min(60, fcfg.rounds * fcfg.local_epochs), batch_size=fcfg.batch_size, lr=fcfg.lr
+    )
     ctx = MembershipContext(
-        model, records, population=Records.of(population), references=m.references,
-        model_spec=m.model or fed.model if separate else fed.model, data_spec=data.spec, train_spec=train_spec,
-        seed=run.seed, device=config.device, checkpoint_dir=ckpt / f"references_{_slug(defense)}",
+        model,
+        records,
+        population=Records.of(population),
+        references=m.references,
+        model_spec=m.model or fed.model if separate else fed.model,
+        data_spec=data.spec,
+        train_spec=train_spec,
+        seed=run.seed,
+        device=config.device,
+        checkpoint_dir=ckpt / f"references_{_slug(defense)}",
     )
     attacks, all_scores = {}, {}
     for a in m.attacks:
@@ -314,18 +409,30 @@ def membership_stage(run: RunFolder, config: AuditConfig, defense: str, trained:
     best = max(attacks, key=lambda k: attacks[k]["tpr_at_fpr"]["0.01"]) if attacks else None
     if best:
         priv = trained["privacy"]
-        empirical = audit_privacy(all_scores[best].numpy(), is_member.numpy(), priv.get("epsilon"),
-                                  priv.get("delta") or 1e-5, seed=run.seed)
+        empirical = audit_privacy(
+            all_scores[best].numpy(),
+            is_member.numpy(),
+            priv.get("epsilon"),
+            priv.get("delta") or 1e-5,
+            seed=run.seed,
+        )
         empirical["attack"] = best
     if "global" in m.targets:
         if best:
-            echo(f"[{defense}] membership on the global model: best {best} AUC {attacks[best]['auc']:.3f}, "
-                 f"TPR@1%FPR {attacks[best]['tpr_at_fpr']['0.01']:.3f}")
-        out.append({
-            "target": "global", "description": "final global model (black box, reference models)",
-            "members": n, "non_members": n, "attacks": attacks,
-            "target_accuracy": {"train_accuracy": train_acc, "test_accuracy": test_acc},
-        })
+            echo(
+                f"[{defense}] membership on the global model: best {best} AUC {attacks[best]['auc']:.3f}, "
+                f"TPR@1%FPR {attacks[best]['tpr_at_fpr']['0.01']:.3f}"
+            )
+        out.append(
+            {
+                "target": "global",
+                "description": "final global model (black box, reference models)",
+                "members": n,
+                "non_members": n,
+                "attacks": attacks,
+                "target_accuracy": {"train_accuracy": train_acc, "test_accuracy": test_acc},
+            }
+        )
     last = str(fcfg.rounds)
     name = trained["kept"].get(last, {}).get("clients", {}).get(str(m.client))
     if "client" in m.targets and name:
@@ -338,12 +445,18 @@ def membership_stage(run: RunFolder, config: AuditConfig, defense: str, trained:
         truth = torch.cat([torch.ones(k, dtype=torch.bool), torch.zeros(k, dtype=torch.bool)])
         signal = "loss-drop" if update.kind == "delta" else "gradient-alignment"
         rep = roc_report(update_scores(update, x, y, signal), truth)
-        echo(f"[{defense}] membership in client {m.client}'s data from its round-{last} update: AUC {rep['auc']:.3f}")
-        out.append({
-            "target": f"client:{m.client}",
-            "description": f"client {m.client}'s data, from the update it sent in round {last} (server's view)",
-            "members": k, "non_members": k, "attacks": {signal: rep},
-        })
+        echo(
+            f"[{defense}] membership in client {m.client}'s data from its round-{last} update: AUC {rep['auc']:.3f}"
+        )
+        out.append(
+            {
+                "target": f"client:{m.client}",
+                "description": f"client {m.client}'s data, from the update it sent in round {last} (server's view)",
+                "members": k,
+                "non_members": k,
+                "attacks": {signal: rep},
+            }
+        )
     return {"entries": out, "empirical": empirical}
 
 
@@ -363,20 +476,27 @@ def scenario(run: RunFolder, config: AuditConfig, defense: str, echo) -> dict:  
         cases = []
         for attack in config.inversion.attacks:
             for rnd in config.inversion.rounds:
-                cases.append(run.stage(f"invert-{slug}-{attack}-r{rnd}",
-                                       lambda a=attack, r=rnd: inversion_stage(run, config, defense, trained, a, r,
-                                                                               echo)))
+                cases.append(
+                    run.stage(
+                        f"invert-{slug}-{attack}-r{rnd}",
+                        lambda a=attack, r=rnd: inversion_stage(run, config, defense, trained, a, r, echo),
+                    )
+                )
         result["inversion"] = [c for c in cases if "skipped" not in c]
     if config.membership.enabled:
         mtrained = trained
         if config.membership.dataset is not None:
-            mtrained = run.stage(f"train-mia-{slug}",
-                                 lambda: train_stage(run, config, defense, echo, membership=True))
+            mtrained = run.stage(
+                f"train-mia-{slug}", lambda: train_stage(run, config, defense, echo, membership=True)
+            )
             result["membership_training"] = {
-                "dataset": config.membership.dataset, "rounds": mtrained["rounds"],
+                "dataset": config.membership.dataset,
+                "rounds": mtrained["rounds"],
                 "final_test_accuracy": mtrained["final_test_accuracy"],
             }
-            result["privacy"] = mtrained["privacy"] if mtrained["privacy"].get("epsilon") else result["privacy"]
+            result["privacy"] = (
+                mtrained["privacy"] if mtrained["privacy"].get("epsilon") else result["privacy"]
+            )
         mia = run.stage(f"membership-{slug}", lambda: membership_stage(run, config, defense, mtrained, echo))
         result["membership"] = mia["entries"]
         if mia["empirical"]:
@@ -393,10 +513,23 @@ def text_case(run: RunFolder, config: AuditConfig, echo) -> dict:  # noqa: ANN00
 
     t = config.text
     res = run_text_inversion(
-        dataset=t.dataset, model=t.model, attack=t.attack, num_images=t.num_records, iterations=t.iterations,
-        seed=config.seed, device=config.device, echo=lambda s: None,
+        dataset=t.dataset,
+        model=t.model,
+        attack=t.attack,
+        num_images=t.num_records,
+        iterations=t.iterations,
+        seed=config.seed,
+        device=config.device,
+        echo=lambda s: None,
     )
     summary = res.get("summary", {})
-    echo(f"[none] text {t.attack}: median token accuracy {summary.get('token_accuracy_median', float('nan')):.2f}")
-    return {"attack": t.attack, "dataset": t.dataset, "model": t.model, "targets": res.get("targets", []),
-            "summary": summary}
+    echo(
+        f"[none] text {t.attack}: median token accuracy {summary.get('token_accuracy_median', float('nan')):.2f}"
+    )
+    return {
+        "attack": t.attack,
+        "dataset": t.dataset,
+        "model": t.model,
+        "targets": res.get("targets", []),
+        "summary": summary,
+    }

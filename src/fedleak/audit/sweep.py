@@ -167,17 +167,36 @@ def run_sweep(
         inv_res = mia_res = train_res = None
         if run_inv is not None:
             inv_res = _call(
-                run_inv, **common, attack=invert, indices=indices, iterations=iterations,
-                out=folder / "invert", echo=lambda s: None,
+                run_inv,
+                **common,
+                attack=invert,
+                indices=indices,
+                iterations=iterations,
+                out=folder / "invert",
+                echo=lambda s: None,
             )
         if run_mia is not None and _central(spec):
             mia_res = _call(
-                run_mia, **common, attack=mia, members=members, references=references, out=folder / "mia",
+                run_mia,
+                **common,
+                attack=mia,
+                members=members,
+                references=references,
+                out=folder / "mia",
                 echo=lambda s: None,
             )
         train_res = _call(
-            run_train, dataset=dataset, model=model, clients=clients, rounds=rounds, samples=samples,
-            seed=seed, device=device, defenses=defs, out=folder / "train", echo=lambda s: None,
+            run_train,
+            dataset=dataset,
+            model=model,
+            clients=clients,
+            rounds=rounds,
+            samples=samples,
+            seed=seed,
+            device=device,
+            defenses=defs,
+            out=folder / "train",
+            echo=lambda s: None,
         )
         row = _row(family, spec, inv_res, mia_res, train_res, time.perf_counter() - t0)
         atomic_write_json(done, row)
@@ -260,8 +279,14 @@ def plot_png(rows: list[dict]) -> bytes:
                 continue
             (line,) = ax.plot(xs, ys, marker="o", label=fam)
             for r, x, y in zip(pts, xs, ys, strict=True):
-                ax.annotate(r["defense"].partition(":")[2] or r["defense"], (x, y), fontsize=7,
-                            xytext=(3, 3), textcoords="offset points", color=line.get_color())
+                ax.annotate(
+                    r["defense"].partition(":")[2] or r["defense"],
+                    (x, y),
+                    fontsize=7,
+                    xytext=(3, 3),
+                    textcoords="offset points",
+                    color=line.get_color(),
+                )
         ax.set_xlabel("utility: test accuracy of the defended training")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)

@@ -11,7 +11,9 @@ from fedleak.errors import FedleakInputError
 from fedleak.runio import atomic_write_json
 
 
-def train_test_split(data: Dataset, test_fraction: float, samples: int = 0, seed: int = 0) -> tuple[Dataset, Dataset]:
+def train_test_split(
+    data: Dataset, test_fraction: float, samples: int = 0, seed: int = 0
+) -> tuple[Dataset, Dataset]:
     """A seeded subset of ``samples`` records (0: all), then a seeded train/test split."""
     if not 0 < test_fraction < 1:
         raise FedleakInputError(f"--test-fraction {test_fraction}: must be between 0 and 1")
@@ -57,8 +59,15 @@ def run_training(
     from fedleak.models import build, save_weights
 
     config = FedConfig(
-        clients=clients, rounds=rounds, fraction=fraction, mode=mode, local_epochs=local_epochs,  # type: ignore[arg-type]
-        batch_size=batch_size, lr=lr, partition=partition, seed=seed,
+        clients=clients,
+        rounds=rounds,
+        fraction=fraction,
+        mode=mode,
+        local_epochs=local_epochs,  # type: ignore[arg-type]
+        batch_size=batch_size,
+        lr=lr,
+        partition=partition,
+        seed=seed,
     )
     config.validate()
     defense_plan = plan(defenses).bind(rounds=rounds, clients=clients)
@@ -69,15 +78,29 @@ def run_training(
     torch.manual_seed(seed)
     net = defense_plan.prepare(build(model, data.spec, seed=seed, device=device))
     fed = Federation(
-        net, train, test, config,
-        transforms=defense_plan.transforms, trainer=defense_plan.trainer, aggregator=defense_plan.aggregator,
+        net,
+        train,
+        test,
+        config,
+        transforms=defense_plan.transforms,
+        trainer=defense_plan.trainer,
+        aggregator=defense_plan.aggregator,
     )
     rows = []
     t0 = time.perf_counter()
     for r in progress(fed.run(keep_updates=False), rounds, "rounds", plain_lines=0):
-        rows.append({"round": r.round, "test_accuracy": r.test_accuracy, "test_loss": r.test_loss,
-                     "clients": r.sampled, "seconds": r.seconds})
-        echo(f"round {r.round:>3}  test accuracy {r.test_accuracy:.4f}  loss {r.test_loss:.4f}  ({r.seconds:.2f} s)")
+        rows.append(
+            {
+                "round": r.round,
+                "test_accuracy": r.test_accuracy,
+                "test_loss": r.test_loss,
+                "clients": r.sampled,
+                "seconds": r.seconds,
+            }
+        )
+        echo(
+            f"round {r.round:>3}  test accuracy {r.test_accuracy:.4f}  loss {r.test_loss:.4f}  ({r.seconds:.2f} s)"
+        )
     result = {
         "kind": "train",
         "dataset": dataset,

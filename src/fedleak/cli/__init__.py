@@ -11,11 +11,10 @@ import sys
 
 def main(argv: list[str] | None = None) -> int:
     import click
+    import typer.main
 
     from fedleak.cli.app import app
     from fedleak.errors import FedleakInputError
-
-    import typer.main
 
     command = typer.main.get_command(app)
     try:
@@ -33,7 +32,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {msg} (see `fedleak {_subcommand(argv)}--help`)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted; run files written so far are complete (use --resume where offered)", file=sys.stderr)
+        print(
+            "interrupted; run files written so far are complete (use --resume where offered)", file=sys.stderr
+        )
         return 130
     return 0
 

@@ -28,13 +28,12 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """The audit of a built-in config on bundled data (faces and digits), with its report, in minutes."""
         import shutil
+        import tomllib
         from importlib.resources import files
 
         from fedleak.audit.config import parse_config
         from fedleak.audit.pipeline import run_audit
         from fedleak.cli.common import say
-
-        import tomllib
 
         text = files("fedleak.audit").joinpath("demo.toml").read_text()
         if out.exists() and not resume:

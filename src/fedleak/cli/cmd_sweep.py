@@ -13,7 +13,8 @@ def register(app: typer.Typer) -> None:
         dataset: str = typer.Option(..., help="dataset spec, e.g. digits or imagefolder:PATH"),
         model: str = typer.Option("mlp", help="model spec, e.g. lenet or mlp"),
         defense: list[str] = typer.Option(  # noqa: B008
-            ..., "--defense",
+            ...,
+            "--defense",
             help="a defense grid, repeatable (one curve each): prune:0.5,0.9,0.99 or dp-sgd:epsilon=1,4,8",
         ),
         invert: str = typer.Option(None, help="inversion attack per point, e.g. idlg"),
@@ -36,9 +37,21 @@ def register(app: typer.Typer) -> None:
 
         out_dir(out)
         run_sweep(
-            dataset=dataset, model=model, defenses=defense, invert=invert, mia=mia,
-            indices=int_list(indices, "--indices"), iterations=iterations, members=members,
+            dataset=dataset,
+            model=model,
+            defenses=defense,
+            invert=invert,
+            mia=mia,
+            indices=int_list(indices, "--indices"),
+            iterations=iterations,
+            members=members,
             references=references,
-            clients=clients, rounds=rounds, samples=samples, seed=seed, device=device, resume=resume, out=out,
+            clients=clients,
+            rounds=rounds,
+            samples=samples,
+            seed=seed,
+            device=device,
+            resume=resume,
+            out=out,
             echo=say,
         )

@@ -10,12 +10,18 @@ import typer
 def register(app: typer.Typer) -> None:
     @app.command("train")
     def train(
-        dataset: str = typer.Option(..., help="dataset spec, e.g. digits or imagefolder:PATH (see `fedleak datasets`)"),
-        model: str = typer.Option("mlp", help="model spec: lenet, convnet[:W], resnet18, resnet20, mlp[:H1,H2]"),
+        dataset: str = typer.Option(
+            ..., help="dataset spec, e.g. digits or imagefolder:PATH (see `fedleak datasets`)"
+        ),
+        model: str = typer.Option(
+            "mlp", help="model spec: lenet, convnet[:W], resnet18, resnet20, mlp[:H1,H2]"
+        ),
         clients: int = typer.Option(10, help="number of clients N"),
         rounds: int = typer.Option(10, help="federated rounds R"),
         fraction: float = typer.Option(1.0, help="fraction of clients sampled each round"),
-        mode: str = typer.Option("fedavg", help="fedavg (local SGD, send w1 - w0) or fedsgd (send one gradient)"),
+        mode: str = typer.Option(
+            "fedavg", help="fedavg (local SGD, send w1 - w0) or fedsgd (send one gradient)"
+        ),
         local_epochs: int = typer.Option(1, help="FedAvg local epochs E"),
         batch_size: int = typer.Option(32, help="local batch size B"),
         lr: float = typer.Option(0.1, help="local learning rate"),
@@ -25,20 +31,34 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0, help="seed for the split, partition, model and training"),
         device: str = typer.Option("cpu", help="cpu, cuda, cuda:N or auto"),
         defense: list[str] = typer.Option(  # noqa: B008
-            [], "--defense",
+            [],
+            "--defense",
             help="defense spec, repeatable: dp-sgd:epsilon=8,delta=1e-5, client-dp:noise=1,clip=1, "
             "prune:0.9, quantize:8, noise:0.01, clip:1, secagg:K",
         ),
         out: Path = typer.Option(Path("runs/train"), help="run folder"),
     ) -> None:
         """Federated training on a partition of a dataset; prints and saves test accuracy per round."""
-        from fedleak.cli.common import out_dir, say
         from fedleak.audit.train import run_training
+        from fedleak.cli.common import out_dir, say
 
         out_dir(out)
         run_training(
-            dataset=dataset, model=model, clients=clients, rounds=rounds, fraction=fraction, mode=mode,
-            local_epochs=local_epochs, batch_size=batch_size, lr=lr, partition=partition,
-            test_fraction=test_fraction, samples=samples, seed=seed, device=device, defenses=defense, out=out,
+            dataset=dataset,
+            model=model,
+            clients=clients,
+            rounds=rounds,
+            fraction=fraction,
+            mode=mode,
+            local_epochs=local_epochs,
+            batch_size=batch_size,
+            lr=lr,
+            partition=partition,
+            test_fraction=test_fraction,
+            samples=samples,
+            seed=seed,
+            device=device,
+            defenses=defense,
+            out=out,
             echo=say,
         )

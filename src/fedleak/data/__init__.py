@@ -1,10 +1,10 @@
 """Named datasets, the field's file formats, and client partitions.
 
-    >>> import fedleak
-    >>> ds = fedleak.data.load("digits")
-    >>> x, y = ds.tensors([0, 1])
-    >>> tuple(x.shape), ds.spec.num_classes
-    ((2, 1, 8, 8), 10)
+>>> import fedleak
+>>> ds = fedleak.data.load("digits")
+>>> x, y = ds.tensors([0, 1])
+>>> tuple(x.shape), ds.spec.num_classes
+((2, 1, 8, 8), 10)
 """
 
 from fedleak.data.dataset import Dataset, DataSpec

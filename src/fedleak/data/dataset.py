@@ -117,9 +117,11 @@ class Dataset:
         return self.subset(perm[n_second:].sort().values), self.subset(perm[:n_second].sort().values)
 
 
-def image_spec(name: str, raw: Tensor, class_names: Sequence[str], stats_from: Tensor | None = None) -> DataSpec:
+def image_spec(
+    name: str, raw: Tensor, class_names: Sequence[str], stats_from: Tensor | None = None
+) -> DataSpec:
     """A DataSpec for (N, C, H, W) images with per-channel mean/std measured on the data."""
-    x = (stats_from if stats_from is not None else raw)
+    x = stats_from if stats_from is not None else raw
     x = x.float().div(255.0) if x.dtype == torch.uint8 else x.float()
     sample = x[: min(len(x), 20000)]
     mean = sample.mean(dim=(0, 2, 3))

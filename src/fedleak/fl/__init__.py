@@ -1,11 +1,11 @@
 """The federated simulation. What leaves a client is a :class:`ClientUpdate`; ``fl`` knows no attack.
 
-    >>> import fedleak
-    >>> data = fedleak.data.load("digits")
-    >>> model = fedleak.models.build("lenet", data.spec, seed=0)
-    >>> update = fedleak.fl.client_update(model, data.subset([3, 17]))   # what the server receives
-    >>> sorted(update.payload)[:2]
-    ['body.0.bias', 'body.0.weight']
+>>> import fedleak
+>>> data = fedleak.data.load("digits")
+>>> model = fedleak.models.build("lenet", data.spec, seed=0)
+>>> update = fedleak.fl.client_update(model, data.subset([3, 17]))   # what the server receives
+>>> sorted(update.payload)[:2]
+['body.0.bias', 'body.0.weight']
 """
 
 from fedleak.fl.client import UpdateTransform, client_update, parameter_names

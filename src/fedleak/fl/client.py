@@ -1,14 +1,14 @@
 """A client's round: from the global model and its local data to the :class:`ClientUpdate` it sends.
 
-    >>> import fedleak
-    >>> data = fedleak.data.load("digits")
-    >>> model = fedleak.models.build("mlp", data.spec, seed=0)
-    >>> u = fedleak.fl.client_update(model, data.subset([3, 17]))          # FedSGD: one gradient
-    >>> u.kind, u.num_samples, u.batch_size
-    ('gradient', 2, 2)
-    >>> u = fedleak.fl.client_update(model, data.subset(range(40)), local_steps=5, batch_size=8, lr=0.1)
-    >>> u.kind, u.local_steps
-    ('delta', 5)
+>>> import fedleak
+>>> data = fedleak.data.load("digits")
+>>> model = fedleak.models.build("mlp", data.spec, seed=0)
+>>> u = fedleak.fl.client_update(model, data.subset([3, 17]))          # FedSGD: one gradient
+>>> u.kind, u.num_samples, u.batch_size
+('gradient', 2, 2)
+>>> u = fedleak.fl.client_update(model, data.subset(range(40)), local_steps=5, batch_size=8, lr=0.1)
+>>> u.kind, u.local_steps
+('delta', 5)
 """
 
 from __future__ import annotations

@@ -11,7 +11,26 @@ from fedleak.metrics.privacy import (
 from fedleak.metrics.roc import auc, balanced_accuracy, roc_curve, roc_report, tpr_at_fpr
 from fedleak.metrics.text import exact_match, match_sequences, rouge_l, rouge_n, text_scores, token_accuracy
 
-__all__ = ["image_scores", "match", "mse", "psnr", "ssim",
-           "auc", "balanced_accuracy", "roc_curve", "roc_report", "tpr_at_fpr",
-           "audit_privacy", "clopper_pearson", "epsilon_lower_bound", "one_run_lower_bound", "scores_lower_bound",
-           "exact_match", "match_sequences", "rouge_l", "rouge_n", "text_scores", "token_accuracy"]
+__all__ = [
+    "image_scores",
+    "match",
+    "mse",
+    "psnr",
+    "ssim",
+    "auc",
+    "balanced_accuracy",
+    "roc_curve",
+    "roc_report",
+    "tpr_at_fpr",
+    "audit_privacy",
+    "clopper_pearson",
+    "epsilon_lower_bound",
+    "one_run_lower_bound",
+    "scores_lower_bound",
+    "exact_match",
+    "match_sequences",
+    "rouge_l",
+    "rouge_n",
+    "text_scores",
+    "token_accuracy",
+]

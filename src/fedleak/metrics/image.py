@@ -84,4 +84,9 @@ def image_scores(recon: Tensor, original: Tensor) -> dict[str, Tensor]:
     """Per-original MSE, PSNR and SSIM after matching; both in [0, 1] pixel space. ``perm`` is the matching."""
     perm = match(recon, original)
     r = recon[perm].to(original.device)
-    return {"perm": perm, "mse": mse(r, original).float(), "psnr": psnr(r, original), "ssim": ssim(r, original)}
+    return {
+        "perm": perm,
+        "mse": mse(r, original).float(),
+        "psnr": psnr(r, original),
+        "ssim": ssim(r, original),
+    }

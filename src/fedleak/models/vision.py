@@ -56,7 +56,9 @@ def _norm(channels: int, norm: str) -> nn.Module:
 
 
 class ConvNet(nn.Module):
-    def __init__(self, in_shape: tuple[int, ...], num_classes: int, width: int = 64, norm: str = "bn") -> None:
+    def __init__(
+        self, in_shape: tuple[int, ...], num_classes: int, width: int = 64, norm: str = "bn"
+    ) -> None:
         super().__init__()
         c, w = in_shape[0], width
         widths = [c, w, 2 * w, 2 * w, 4 * w, 4 * w, 4 * w]
@@ -84,7 +86,9 @@ class BasicBlock(nn.Module):
         self.bn2 = _norm(cout, norm)
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or cin != cout:
-            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), _norm(cout, norm))
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(cin, cout, 1, stride=stride, bias=False), _norm(cout, norm)
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = torch.relu(self.bn1(self.conv1(x)))
@@ -94,7 +98,12 @@ class BasicBlock(nn.Module):
 
 class ResNet(nn.Module):
     def __init__(
-        self, in_shape: tuple[int, ...], num_classes: int, blocks: list[int], widths: list[int], norm: str = "bn"
+        self,
+        in_shape: tuple[int, ...],
+        num_classes: int,
+        blocks: list[int],
+        widths: list[int],
+        norm: str = "bn",
     ) -> None:
         super().__init__()
         self.stem = nn.Sequential(

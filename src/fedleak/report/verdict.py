@@ -63,9 +63,9 @@ def privacy_phrase(priv: PrivacyNumbers) -> str:
     if priv.epsilon is None:
         return ""
     if priv.epsilon >= 1e300:  # infinity, as results.json stores it
-        return "the accountant proves no finite ε"
+        return "the accountant guarantees no finite ε"
     delta = f", δ = {priv.delta:g}" if priv.delta is not None else ""
-    return f"the accountant proves ε = {priv.epsilon:.2f}{delta}"
+    return f"the accountant guarantees ε = {priv.epsilon:.2f}{delta}"
 
 
 def violation_message(s: ScenarioNumbers) -> str | None:
