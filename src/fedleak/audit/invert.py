@@ -10,13 +10,13 @@ at once -> PSNR / SSIM / label accuracy -> ``results.json`` and ``reconstruction
 
 from __future__ import annotations
 
-import io
 import statistics
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from fedleak.audit.figures import reconstruction_png
 from fedleak.errors import FedleakInputError
 from fedleak.runio import atomic_write_bytes, atomic_write_json
 
@@ -233,7 +233,13 @@ def run_inversion(
     _echo_table(result, echo)
     if out is not None:
         out = Path(out)
-        atomic_write_bytes(out / "reconstructions.png", reconstruction_png(pairs, f"{attack} on {model}"))
+        shown = pairs[:32]
+        png = reconstruction_png(
+            torch.stack([o for o, _, _ in shown]),
+            torch.stack([r for _, r, _ in shown]),
+            [p for _, _, p in shown],
+        )
+        atomic_write_bytes(out / "reconstructions.png", png)
         atomic_write_json(out / "results.json", result)
         echo(f"wrote {out / 'results.json'} and {out / 'reconstructions.png'}")
     return result
@@ -254,34 +260,3 @@ def _echo_table(result: dict, echo: Callable[[str], None]) -> None:
         f"PSNR median {s['psnr_median']:.2f} dB, mean {s['psnr_mean']:.2f}, SSIM mean {s['ssim_mean']:.3f}, "
         f"labels {la}, {s['seconds_total']:.1f} s"
     )
-
-
-def reconstruction_png(pairs: list, title: str = "", max_pairs: int = 32, columns: int = 8) -> bytes:
-    """Originals above reconstructions, PSNR under each reconstruction, as PNG bytes."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    pairs = pairs[:max_pairs]
-    cols = min(columns, len(pairs))
-    blocks = (len(pairs) + cols - 1) // cols
-    fig, axes = plt.subplots(2 * blocks, cols, figsize=(1.3 * cols, 2.9 * blocks), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for i, (orig, rec, p) in enumerate(pairs):
-        b, c = divmod(i, cols)
-        for row, img in ((2 * b, orig), (2 * b + 1, rec)):
-            arr = img.float().clamp(0, 1).permute(1, 2, 0).numpy()
-            ax = axes[row][c]
-            if arr.shape[2] == 1:
-                ax.imshow(arr[:, :, 0], cmap="gray", vmin=0, vmax=1)
-            else:
-                ax.imshow(arr)
-        axes[2 * b + 1][c].set_title(f"{p:.1f} dB", fontsize=8, y=-0.28)
-    if title:
-        fig.suptitle(f"{title}: originals (top), reconstructions (bottom)", fontsize=9)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    plt.close(fig)
-    return buf.getvalue()
