@@ -109,3 +109,18 @@ def test_flower_engine_audit_matches_the_local_engine(tmp_path, monkeypatch):
     assert abs(acc[0] - acc[1]) < 0.01
     assert flower["scenarios"][0]["inversion"][0]["summary"]["psnr_median"] > 100
     assert flower["setup"]["engine"] == "flower" and (tmp_path / "flower" / "report.html").exists()
+
+
+def test_audit_text_case_is_recovered_and_reported(tmp_path):
+    cfg = {
+        "federation": {"dataset": "digits", "model": "mlp", "clients": 2, "rounds": 1},
+        "inversion": {"enabled": False},
+        "membership": {"enabled": False},
+        "text": {"enabled": True, "num_records": 2},
+    }
+    results = run_audit(parse_config(cfg), tmp_path / "run", echo=lambda s: None)
+    case = results["scenarios"][0]["text"][0]
+    assert case["summary"]["token_accuracy_median"] >= 0.9
+    assert all(t["recovered_text"] == t["text"] for t in case["targets"])
+    html = (tmp_path / "run" / "report.html").read_text()
+    assert case["targets"][0]["text"].split()[1] in html  # the true record is shown beside the recovered one
