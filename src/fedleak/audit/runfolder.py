@@ -12,14 +12,32 @@ interrupted one. Each stage seeds its own random state, so a resumed run gives t
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import random
-from collections.abc import Callable
+import sys
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from fedleak.errors import FedleakInputError
 from fedleak.runio import atomic_write_json, atomic_write_text, read_json
+
+
+@contextlib.contextmanager
+def stage_progress(name: str) -> Iterator[None]:
+    """A live progress line for one stage on a terminal (rich); one plain line when it ends otherwise."""
+    t0 = time.perf_counter()
+    if sys.stderr.isatty():
+        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), transient=True) as bar:
+            bar.add_task(f"stage {name}", total=None)
+            yield
+    else:
+        yield
+    print(f"stage {name} done in {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
 
 
 def stage_seed(base: int, name: str) -> int:
@@ -68,7 +86,8 @@ class RunFolder:
             np.random.seed(seed)
         except ImportError:  # pragma: no cover
             pass
-        result = fn()
+        with stage_progress(name):
+            result = fn()
         atomic_write_json(out, result)
         return read_json(out)
 
