@@ -47,9 +47,7 @@ def main() -> None:
     model = fedleak.models.build("mlp", data.spec, seed=0)
     x, y = data.subset(range(500)).tensors()
     t0 = time.perf_counter()
-    steps = noisy.train(
-        model, x, y, fedleak.fl.TrainSpec(epochs=5, batch_size=64), torch.Generator().manual_seed(0)
-    )
+    steps = noisy.train(model, x, y, fedleak.fl.TrainSpec(epochs=5, batch_size=64), torch.Generator().manual_seed(0))
     p = noisy.privacy()
     print(
         f"dp-sgd: {steps} steps in {time.perf_counter() - t0:.1f} s; noise {p['noise_multiplier']:.3f}, "

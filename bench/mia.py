@@ -36,10 +36,7 @@ def attacks_table(label: str, **options: object) -> None:
     print(f"{'attack':<16} {'AUC':>6} {'TPR@0.1%':>9} {'TPR@1%':>7} {'TPR@10%':>8} {'seconds':>8}")
     for name, a in r["attacks"].items():
         f = a["tpr_at_fpr"]
-        print(
-            f"{name:<16} {a['auc']:>6.3f} {f['0.001']:>9.3f} {f['0.01']:>7.3f} {f['0.1']:>8.3f}"
-            f" {a['seconds']:>8.1f}"
-        )
+        print(f"{name:<16} {a['auc']:>6.3f} {f['0.001']:>9.3f} {f['0.01']:>7.3f} {f['0.1']:>8.3f} {a['seconds']:>8.1f}")
 
 
 def speed(ks: list[int], model: str, epochs: int, batch_size: int, seed: int = 0) -> None:
@@ -50,9 +47,7 @@ def speed(ks: list[int], model: str, epochs: int, batch_size: int, seed: int = 0
     xt, yt = data.tensors(held)
     spec = TrainSpec(epochs=epochs, batch_size=batch_size, lr=0.1, momentum=0.9)
     for vec in (True, False):  # warm up both paths (lazy initialisation, allocator) before timing
-        train_references(
-            model, data.spec, x, y, balanced_masks(2, len(x)), TrainSpec(steps=3), vectorised=vec
-        )
+        train_references(model, data.spec, x, y, balanced_masks(2, len(x)), TrainSpec(steps=3), vectorised=vec)
     print(
         f"\n## reference training, digits {model}, {epochs} epochs of batch {batch_size} on 500 records each,"
         f" torch threads {torch.get_num_threads()}"
@@ -70,10 +65,7 @@ def speed(ks: list[int], model: str, epochs: int, batch_size: int, seed: int = 0
             secs = time.perf_counter() - t0
             acc = (refs.logits(xt).argmax(-1) == yt).float().mean(1)  # (K,) held-out accuracy per model
             row[name] = (k / secs, float(acc.mean()), refs)
-        dw = max(
-            float((row["vec"][2].params[n] - row["seq"][2].params[n]).abs().max())
-            for n in row["vec"][2].params
-        )
+        dw = max(float((row["vec"][2].params[n] - row["seq"][2].params[n]).abs().max()) for n in row["vec"][2].params)
         print(
             f"{k:>4} {row['vec'][0]:>15.2f} {row['seq'][0]:>15.2f} {row['vec'][0] / row['seq'][0]:>6.1f} "
             f"{row['vec'][1]:>8.3f} {row['seq'][1]:>8.3f} {dw:>9.1e}",
@@ -125,8 +117,7 @@ def main() -> None:
             print(f"\n## CIFAR-10: skipped ({args.cifar} not found; pass --cifar PATH)")
         else:
             attacks_table(
-                f"CIFAR-10, {args.cifar_model}, {args.cifar_members} members,"
-                f" {args.cifar_references} references",
+                f"CIFAR-10, {args.cifar_model}, {args.cifar_members} members, {args.cifar_references} references",
                 dataset=f"imagefolder:{args.cifar}",
                 model=args.cifar_model,
                 members=args.cifar_members,

@@ -266,9 +266,7 @@ def test_pruning_defends_a_fedsgd_update(digits):
 def test_train_cli_defense_reports_privacy_and_refuses_bad_specs(tmp_path, capsys):
     from conftest import run_cli
 
-    code, _, err = run_cli(
-        ["train", "--dataset", "digits", "--defense", "prune:2", "--out", tmp_path / "bad"], capsys
-    )
+    code, _, err = run_cli(["train", "--dataset", "digits", "--defense", "prune:2", "--out", tmp_path / "bad"], capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1 and not (tmp_path / "bad").exists()
     args = [
         "train",

@@ -12,9 +12,7 @@ from fedleak.errors import FedleakInputError
 
 
 def _fake_experiments(monkeypatch, calls):
-    def run_inversion(
-        *, dataset, model, attack, defenses, seed, out, indices=None, iterations=None, echo=print
-    ):
+    def run_inversion(*, dataset, model, attack, defenses, seed, out, indices=None, iterations=None, echo=print):
         calls.append(("invert", tuple(defenses)))
         frac = float(defenses[0].split(":")[1]) if defenses and defenses[0].startswith("prune") else 0.0
         return {
@@ -66,10 +64,7 @@ def test_sweep_grid_table_plot_and_resume(tmp_path, monkeypatch):
     assert ("mia", ("prune:0.5",)) not in calls and row["prune:0.5"].get("auc") is None
     assert ("train", ("prune:0.5",)) in calls
     on_disk = json.loads((tmp_path / "results.json").read_text())
-    assert (
-        on_disk["kind"] == "sweep"
-        and on_disk["rows"] == json.loads((tmp_path / "sweep.json").read_text())["rows"]
-    )
+    assert on_disk["kind"] == "sweep" and on_disk["rows"] == json.loads((tmp_path / "sweep.json").read_text())["rows"]
     assert (tmp_path / "privacy_utility.png").read_bytes()[:4] == b"\x89PNG"
     table = (tmp_path / "sweep.md").read_text().splitlines()
     assert len(table) == 2 + 5 and "psnr_median" in table[0] and "tpr_at_fpr_0.01" in table[0]
@@ -92,16 +87,12 @@ def test_sweep_checks_every_point_before_running(tmp_path, monkeypatch):
     calls: list = []
     _fake_experiments(monkeypatch, calls)
     with pytest.raises(FedleakInputError):
-        sweep_mod.run_sweep(
-            dataset="digits", model="mlp", defenses=["prune:0.5,1.5"], mia="loss", out=tmp_path
-        )
+        sweep_mod.run_sweep(dataset="digits", model="mlp", defenses=["prune:0.5,1.5"], mia="loss", out=tmp_path)
     with pytest.raises(FedleakInputError):
         sweep_mod.run_sweep(dataset="digits", model="mlp", defenses=["prune:0.5"], out=tmp_path)
     assert calls == [] and not (tmp_path / "results.json").exists()
 
 
 def test_slug_is_a_safe_unique_folder_name():
-    names = {
-        sweep_mod.slug(s) for s in ["dp-sgd:epsilon=1,delta=1e-5", "dp-sgd:epsilon=8,delta=1e-5", "none"]
-    }
+    names = {sweep_mod.slug(s) for s in ["dp-sgd:epsilon=1,delta=1e-5", "dp-sgd:epsilon=8,delta=1e-5", "none"]}
     assert len(names) == 3 and all("/" not in n and ":" not in n for n in names)

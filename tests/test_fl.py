@@ -50,9 +50,7 @@ def test_fedavg_runs_the_asked_number_of_steps_and_model_is_untouched():
 
 def test_missing_grant_is_a_clear_error():
     ds = load("digits")
-    u = client_update(
-        build("mlp", ds.spec), ds.subset(range(8)), local_steps=2, threat=ThreatModel(local_lr=False)
-    )
+    u = client_update(build("mlp", ds.spec), ds.subset(range(8)), local_steps=2, threat=ThreatModel(local_lr=False))
     assert u.local_lr is None
     with pytest.raises(FedleakInputError, match="needs local_lr"):
         u.require("local_steps", "local_lr", attack="fedavg")
@@ -70,9 +68,7 @@ def test_weighted_mean_weights_by_sample_count():
 def test_fedavg_on_digits_learns(partition, bound):
     ds = load("digits")
     train, test = ds.split(0.2, seed=0)
-    fed = Federation(
-        build("mlp", ds.spec, seed=0), train, test, FedConfig(clients=10, rounds=20, partition=partition)
-    )
+    fed = Federation(build("mlp", ds.spec, seed=0), train, test, FedConfig(clients=10, rounds=20, partition=partition))
     results = list(fed.run(keep_updates=False))
     assert results[-1].test_accuracy >= bound
     assert results[-1].test_accuracy > results[0].test_accuracy

@@ -135,9 +135,7 @@ def test_flower_wrapper_passes_everything_through_and_sees_each_client(digits, t
     model = build("mlp", data.spec, seed=0)
     plain, wrapped = (
         FedAvg(),
-        AuditingStrategy(
-            FedAvg(), attacks=[("norm", lambda u: _norm(u.payload))], model=model, data_spec=data.spec
-        ),
+        AuditingStrategy(FedAvg(), attacks=[("norm", lambda u: _norm(u.payload))], model=model, data_spec=data.spec),
     )
     arrays = ArrayRecord(model.state_dict())
     cfg = {"lr": 0.1, "batch-size": 8, "local-epochs": 1}
@@ -223,8 +221,7 @@ def test_flower_legacy_secagg_results_become_one_aggregate_view(digits):
     s.inner.configure_fit = lambda rnd, params, cm: cm_instr
     s.configure_fit(1, w0, None)
     updates = [
-        client_update(model, train.subset(range(8 * i, 8 * i + 8)), local_steps=1, batch_size=8)
-        for i in range(3)
+        client_update(model, train.subset(range(8 * i, 8 * i + 8)), local_steps=1, batch_size=8) for i in range(3)
     ]
     agg = weighted_mean(updates)
     summed = ndarrays_to_parameters(
@@ -389,9 +386,7 @@ def test_flower_ray_reference_models_give_the_same_auc_as_in_process(digits, ray
     masks = balanced_masks(8, len(records), seed=3)
     x, y = records.x, records.y
     local = train_references("mlp", data.spec, x, y, masks, spec, seed=3, pool_ids=records.ids)
-    remote = train_references_on_ray(
-        "mlp", data.spec, x, y, masks, spec, seed=3, chunks=2, pool_ids=records.ids
-    )
+    remote = train_references_on_ray("mlp", data.spec, x, y, masks, spec, seed=3, chunks=2, pool_ids=records.ids)
     assert remote.count == 8 and torch.equal(remote.masks, local.masks)
     for k, v in local.params.items():
         assert torch.allclose(remote.params[k], v, atol=1e-5)

@@ -102,10 +102,7 @@ def test_auc_is_near_chance_when_the_model_never_saw_the_members(digits_split):
     model = _fit(fedleak.models.build("mlp:64", data.spec, seed=1), *pop.tensors(), TrainSpec(epochs=40))
     records = Records.of(mem).cat(Records.of(non))  # "members" that are not members: both sets are unseen
     for attack in ("loss", "mentropy"):
-        assert (
-            abs(roc_report(membership_scores(model, records, attack), torch.arange(300) < 150)["auc"] - 0.5)
-            < 0.08
-        )
+        assert abs(roc_report(membership_scores(model, records, attack), torch.arange(300) < 150)["auc"] - 0.5) < 0.08
 
 
 # ---------------------------------------------------------------- LiRA / RMIA
@@ -185,9 +182,7 @@ def test_vectorised_reference_training_matches_sequential_and_checkpoints(tmp_pa
     other = train_references("mlp:16", data.spec, x, y, masks, spec, seed=4, checkpoint_dir=tmp_path)
     assert other.seconds > 0 and not torch.equal(other.params["net.1.weight"], vec.params["net.1.weight"])
     # chunks (as Ray tasks would run them) give the same models
-    parts = [
-        train_references("mlp:16", data.spec, x, y, masks[a : a + 2], spec, seed=3, first=a) for a in (0, 2)
-    ]
+    parts = [train_references("mlp:16", data.spec, x, y, masks[a : a + 2], spec, seed=3, first=a) for a in (0, 2)]
     joined = type(vec).concat(parts)
     assert all(torch.allclose(joined.params[n], vec.params[n], atol=1e-6) for n in vec.params)
 
@@ -196,9 +191,7 @@ def test_reference_membership_by_ids():
     data = fedleak.data.load("digits")
     x, y = data.tensors(range(20))
     masks = balanced_masks(2, 20, seed=0)
-    refs = train_references(
-        "mlp:8", data.spec, x, y, masks, TrainSpec(steps=1), pool_ids=torch.arange(100, 120)
-    )
+    refs = train_references("mlp:8", data.spec, x, y, masks, TrainSpec(steps=1), pool_ids=torch.arange(100, 120))
     got = refs.membership(torch.tensor([105, 999, 100]))
     assert torch.equal(got[:, 0], masks[:, 5]) and not got[:, 1].any() and torch.equal(got[:, 2], masks[:, 0])
 
@@ -308,9 +301,7 @@ def test_mia_command_writes_results_and_plot(tmp_path, capsys):
         capsys,
     )
     d2 = json.loads((out / "results.json").read_text())
-    assert (
-        code == 0 and "loaded" in stdout and d2["auc"] == d["attacks"]["lira"]["auc"] and "attacks" not in d2
-    )
+    assert code == 0 and "loaded" in stdout and d2["auc"] == d["attacks"]["lira"]["auc"] and "attacks" not in d2
 
 
 @pytest.mark.parametrize(
@@ -335,13 +326,9 @@ def test_noisy_shadow_copies_keep_labels_and_redraw_a_fraction_of_features():
 
     data = fedleak.data.load("digits")
     x, y = data.tensors(range(100))
-    nx, ny = noisy_copies(
-        x, y, 500, feature_sampler(data.spec), torch.Generator().manual_seed(0), seeds=5, flip=0.2
-    )
+    nx, ny = noisy_copies(x, y, 500, feature_sampler(data.spec), torch.Generator().manual_seed(0), seeds=5, flip=0.2)
     assert nx.shape == (500, *x.shape[1:])
-    src = [
-        (x == row).flatten(1).float().mean(1).argmax() for row in nx[:50]
-    ]  # the record each copy came from
+    src = [(x == row).flatten(1).float().mean(1).argmax() for row in nx[:50]]  # the record each copy came from
     assert len({int(s) for s in src}) <= 5
     same = torch.stack([(nx[i] == x[s]).float().mean() for i, s in enumerate(src)])
     assert all(int(ny[i]) == int(y[s]) for i, s in enumerate(src))

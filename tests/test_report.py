@@ -47,9 +47,7 @@ def inversion_png(n: int, seed: int) -> bytes:
     rng = np.random.default_rng(seed)
     originals = rng.random((n, 8, 8, 3))
     rebuilt = originals + rng.normal(0, 0.1, originals.shape)
-    grid = np.concatenate(
-        [np.concatenate(list(originals), axis=1), np.concatenate(list(rebuilt), axis=1)], axis=0
-    )
+    grid = np.concatenate([np.concatenate(list(originals), axis=1), np.concatenate(list(rebuilt), axis=1)], axis=0)
     return _png(np.kron(grid, np.ones((6, 6, 1))))
 
 
@@ -118,9 +116,7 @@ def inversion_case(defense: str, psnrs: list[float], with_image: bool = True) ->
 
 
 def training(final: float) -> dict:
-    rounds = [
-        {"round": r, "test_accuracy": final * (0.7 + 0.06 * r), "test_loss": 2.0 / r} for r in range(1, 6)
-    ]
+    rounds = [{"round": r, "test_accuracy": final * (0.7 + 0.06 * r), "test_loss": 2.0 / r} for r in range(1, 6)]
     return {"rounds": rounds, "final_test_accuracy": final}
 
 
@@ -469,9 +465,7 @@ def test_compose_verdict_states_the_numbers_and_the_cost_of_each_defense():
     assert lines[0].startswith(
         "Without a defense, an honest-but-curious server rebuilt 9 of 10 client images (median PSNR 31.0 dB"
     )
-    assert (
-        "AUC 0.71 (lira on the final model) and TPR 8.0% at 1% FPR (guessing: AUC 0.50, TPR 1%)." in lines[0]
-    )
+    assert "AUC 0.71 (lira on the final model) and TPR 8.0% at 1% FPR (guessing: AUC 0.50, TPR 1%)." in lines[0]
     assert "83.0% test accuracy." in lines[0]
     assert "With prune:0.99, the server rebuilt 0 of 10 client images (median PSNR 11.2 dB)" in lines[1]
     assert "TPR 1.2% at 1% FPR (lira on the final model)" in lines[1]
@@ -637,12 +631,7 @@ def test_cli_report_prints_the_path_and_exits_2_on_bad_input(tmp_path, capsys, f
     assert code == 0 and out.strip() == str(tmp_path / "x.html")
     assert (tmp_path / "x.html").read_text().startswith("<!doctype html>")
     code, out, err = run_cli(["report", tmp_path / "missing"], capsys)
-    assert (
-        code == 2
-        and "does not exist" in err
-        and len(err.strip().splitlines()) == 1
-        and "Traceback" not in err
-    )
+    assert code == 2 and "does not exist" in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
 
 def test_report_does_not_import_torch(tmp_path):

@@ -81,9 +81,7 @@ def test_text_models_take_ids_and_soft_one_hot_alike(demo, spec):
 
 def test_text_models_refuse_images():
     with pytest.raises(FedleakInputError, match="text dataset"):
-        fedleak.models.build(
-            "transformer", DataSpec("img", "image", (1, 8, 8), 2, ("a", "b"), (0.0,), (1.0,))
-        )
+        fedleak.models.build("transformer", DataSpec("img", "image", (1, 8, 8), 2, ("a", "b"), (0.0,), (1.0,)))
 
 
 # ---------------------------------------------------------------- metrics
@@ -111,9 +109,7 @@ def test_token_set_is_exact_for_one_record_and_a_batch(demo, spec, batch):
     model = fedleak.models.build(spec, demo.spec, seed=0)
     picks = [list(range(i, i + batch)) for i in (0, 40, 80)]
     ups = [fedleak.fl.client_update(model, demo.subset(p)) for p in picks]
-    ups.append(
-        fedleak.fl.client_update(model, demo.subset(picks[0]), local_steps=3, batch_size=batch, lr=0.1)
-    )
+    ups.append(fedleak.fl.client_update(model, demo.subset(picks[0]), local_steps=3, batch_size=batch, lr=0.1))
     recs = invert_text(ups, attack="tokens")
     for p, rec in zip([*picks, picks[0]], recs, strict=True):
         used = set(demo.raw[p].flatten().tolist())
@@ -145,12 +141,8 @@ def test_tag_recovers_records_fedsgd(demo):
 def test_tag_same_seed_same_result(demo):
     model = fedleak.models.build(SMALL, demo.spec, seed=1)
     u = fedleak.fl.client_update(model, demo.subset([5]))
-    a = invert_text(u, attack="tag", iterations=5, restarts=1, refine=1, swaps=False, seed=3, init="random")[
-        0
-    ]
-    b = invert_text(u, attack="tag", iterations=5, restarts=1, refine=1, swaps=False, seed=3, init="random")[
-        0
-    ]
+    a = invert_text(u, attack="tag", iterations=5, restarts=1, refine=1, swaps=False, seed=3, init="random")[0]
+    b = invert_text(u, attack="tag", iterations=5, restarts=1, refine=1, swaps=False, seed=3, init="random")[0]
     assert torch.equal(a.tokens, b.tokens) and a.distance == b.distance
 
 
@@ -192,9 +184,7 @@ def test_cli_text_tokens_writes_results_and_table(tmp_path, capsys):
     assert code == 0, err
     r = json.loads((out / "results.json").read_text())
     assert r["kind"] == "inversion" and r["attack"] == "tokens" and r["dataset"] == "demo-records"
-    assert len(r["targets"]) == 4 and {"index", "label", "text", "recovered_text", "seconds"} <= set(
-        r["targets"][0]
-    )
+    assert len(r["targets"]) == 4 and {"index", "label", "text", "recovered_text", "seconds"} <= set(r["targets"][0])
     assert r["summary"]["token_set_exact_rate"] == 1.0 and r["summary"]["label_accuracy"] == 1.0
     assert "| index |" in (out / "reconstructions.md").read_text()
 

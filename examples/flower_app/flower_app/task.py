@@ -29,9 +29,7 @@ def load_data(partition_id: int, num_partitions: int, seed: int = 0) -> tuple[to
     return pixels, torch.tensor(y[mine], dtype=torch.long)
 
 
-def train(
-    net: Net, x: torch.Tensor, y: torch.Tensor, epochs: int, batch_size: int, lr: float, seed: int
-) -> float:
+def train(net: Net, x: torch.Tensor, y: torch.Tensor, epochs: int, batch_size: int, lr: float, seed: int) -> float:
     """Minibatch SGD; returns the last batch's loss."""
     opt = torch.optim.SGD(net.parameters(), lr=lr)
     g = torch.Generator().manual_seed(seed)

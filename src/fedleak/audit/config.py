@@ -83,9 +83,7 @@ class Membership(_Strict):
     clients: int | None = Field(None, ge=1)
     lr: float | None = Field(None, gt=0)
     batch_size: int | None = Field(None, ge=1)
-    test_fraction: float | None = Field(
-        None, gt=0, lt=1
-    )  # held-out share: the non-members and the population
+    test_fraction: float | None = Field(None, gt=0, lt=1)  # held-out share: the non-members and the population
 
 
 class Text(_Strict):
@@ -122,11 +120,7 @@ def _drop_none(d: Any) -> Any:
 def _allowed_keys(model: type[BaseModel], loc: tuple) -> list[str]:
     for part in loc[:-1]:
         field = model.model_fields.get(str(part))
-        if (
-            field is None
-            or not isinstance(field.annotation, type)
-            or not issubclass(field.annotation, BaseModel)
-        ):
+        if field is None or not isinstance(field.annotation, type) or not issubclass(field.annotation, BaseModel):
             return []
         model = field.annotation
     return list(model.model_fields)

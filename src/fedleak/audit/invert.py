@@ -31,9 +31,7 @@ def choose_positions(n: int, indices: Sequence[int] | None, num_images: int | No
     if indices is not None:
         bad = [i for i in indices if not 0 <= i < n]
         if bad:
-            raise FedleakInputError(
-                f"--indices: {bad[0]} is out of range (the dataset has {n} records, 0..{n - 1})"
-            )
+            raise FedleakInputError(f"--indices: {bad[0]} is out of range (the dataset has {n} records, 0..{n - 1})")
         if len(set(indices)) != len(indices):
             raise FedleakInputError("--indices: each index at most once")
         return list(indices)
@@ -50,9 +48,7 @@ def _pretrain(net, data, exclude: list[int], rounds: int, seed: int, echo) -> No
     from fedleak.fl import FedConfig, Federation
 
     rest = sorted(set(range(len(data))) - set(exclude))
-    pick = torch.tensor(rest)[
-        torch.randperm(len(rest), generator=torch.Generator().manual_seed(seed + 1))[:5000]
-    ]
+    pick = torch.tensor(rest)[torch.randperm(len(rest), generator=torch.Generator().manual_seed(seed + 1))[:5000]]
     train, test = data.subset(pick.sort().values).split(0.2, seed=seed)
     fed = Federation(net, train, test, FedConfig(clients=10, rounds=rounds, seed=seed))
     for r in fed.run(keep_updates=False):
@@ -104,8 +100,7 @@ def run_inversion(
     data = load(dataset)
     if data.spec.modality != "image":
         raise FedleakInputError(
-            f"{dataset} holds {data.spec.modality} records; image inversion needs images "
-            "(for text use --modality text)"
+            f"{dataset} holds {data.spec.modality} records; image inversion needs images (for text use --modality text)"
         )
     positions = choose_positions(len(data), indices, num_images if num_images else batch_size, seed)
     if batch_size > len(positions):
@@ -200,9 +195,7 @@ def run_inversion(
         "ssim_mean": statistics.fmean(t["ssim"] for t in targets),
         "mse_mean": statistics.fmean(t["mse"] for t in targets),
         "label_accuracy": (
-            sum(t["label"] == t["recovered_label"] for t in with_label) / len(with_label)
-            if with_label
-            else None
+            sum(t["label"] == t["recovered_label"] for t in with_label) / len(with_label) if with_label else None
         ),
         "recovered_above_50db": sum(p > 50 for p in psnrs) / len(psnrs),
         "seconds_total": seconds_total,

@@ -116,9 +116,7 @@ def attack_target(
                 " more reference models (IN/OUT pairs); use --references 16"
             )
     records = Records.of(members).cat(Records.of(nonmembers))
-    is_member = torch.cat(
-        [torch.ones(len(members), dtype=torch.bool), torch.zeros(len(nonmembers), dtype=torch.bool)]
-    )
+    is_member = torch.cat([torch.ones(len(members), dtype=torch.bool), torch.zeros(len(nonmembers), dtype=torch.bool)])
 
     def progress(label: str, done: int, total: int) -> None:
         echo(f"  {label}: {done}/{total} models trained")
@@ -166,9 +164,7 @@ def attack_target(
     return {"attacks": out, "references": refs_info, "scores": scored, "is_member": is_member}
 
 
-def attack_update(
-    update: Any, members: Dataset, nonmembers: Dataset, signal: str | None = None
-) -> dict[str, Any]:
+def attack_update(update: Any, members: Dataset, nonmembers: Dataset, signal: str | None = None) -> dict[str, Any]:
     """Membership in one client's data from the update it sent (the server's view): roc_report + signal."""
     import torch
 
@@ -231,9 +227,7 @@ def _table(attacks: dict[str, dict]) -> str:
     return "\n".join(rows)
 
 
-def _target_digest(
-    dataset: str, model: str, train_spec: Any, members: Dataset, seed: int, defense: str
-) -> str:
+def _target_digest(dataset: str, model: str, train_spec: Any, members: Dataset, seed: int, defense: str) -> str:
     import hashlib
     import json
     from dataclasses import asdict
@@ -350,9 +344,7 @@ def run_mia(
         reference_trainer=reference_trainer,
     )
     attacks = found["attacks"]
-    headline = next((a for a in HEADLINE_ORDER if a in attacks), None) or max(
-        attacks, key=lambda a: attacks[a]["auc"]
-    )
+    headline = next((a for a in HEADLINE_ORDER if a in attacks), None) or max(attacks, key=lambda a: attacks[a]["auc"])
     head = attacks[headline]
     result: dict[str, Any] = {
         "kind": "membership",

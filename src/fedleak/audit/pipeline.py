@@ -71,9 +71,7 @@ def validate(config: AuditConfig) -> None:
             raise FedleakInputError(f"inversion.rounds {bad_rounds}: rounds run from 1 to {fed.rounds}")
         bad_clients = [c for c in config.inversion.clients if not 0 <= c < fed.clients]
         if bad_clients:
-            raise FedleakInputError(
-                f"inversion.clients {bad_clients}: clients are numbered 0 to {fed.clients - 1}"
-            )
+            raise FedleakInputError(f"inversion.clients {bad_clients}: clients are numbered 0 to {fed.clients - 1}")
     if config.membership.enabled:
         from fedleak.attacks.membership import ATTACKS as MIA
 
@@ -88,9 +86,7 @@ def validate(config: AuditConfig) -> None:
         try:
             import fedleak.flower  # noqa: F401
         except ImportError as e:
-            raise FedleakInputError(
-                f"engine = 'flower' needs Flower: pip install 'fedleak[flower]' ({e})"
-            ) from None
+            raise FedleakInputError(f"engine = 'flower' needs Flower: pip install 'fedleak[flower]' ({e})") from None
 
 
 def run_audit(

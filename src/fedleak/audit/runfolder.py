@@ -54,9 +54,7 @@ class RunFolder:
             raise FedleakInputError(f"--out {self.path} is a file; give a folder")
         if resume:
             if not cfg.exists():
-                raise FedleakInputError(
-                    f"--resume: {self.path} holds no started run; drop --resume to start one"
-                )
+                raise FedleakInputError(f"--resume: {self.path} holds no started run; drop --resume to start one")
             if cfg.read_text() != config_text:
                 raise FedleakInputError(
                     f"--resume: {self.path} was started with a different config; use a new --out or the same config"

@@ -296,9 +296,7 @@ def inversion_stage(
         truth_px = records.pixels()
         scores = image_scores(rec.pixels.cpu(), truth_px)
         perm = scores["perm"]
-        rec_labels = (
-            rec.labels[perm].tolist() if rec.labels is not None and len(rec.labels) == len(perm) else None
-        )
+        rec_labels = rec.labels[perm].tolist() if rec.labels is not None and len(rec.labels) == len(perm) else None
         for i in range(len(truth_px)):
             targets.append(
                 {
@@ -321,9 +319,7 @@ def inversion_stage(
         torch.cat([p[1] for p in pictures]),
         torch.cat([p[2] for p in pictures]),
         labels=[names[t["label"]] for t in targets],
-        recovered_labels=[
-            ("?" if t["recovered_label"] is None else names[t["recovered_label"]]) for t in targets
-        ],
+        recovered_labels=[("?" if t["recovered_label"] is None else names[t["recovered_label"]]) for t in targets],
     )
     psnrs = torch.tensor([t["psnr"] for t in targets])
     labelled = [t for t in targets if t["recovered_label"] is not None]
@@ -384,9 +380,7 @@ def membership_stage(run: RunFolder, config: AuditConfig, defense: str, trained:
     records = Records.of(members).cat(Records.of(non_members))
     is_member = torch.cat([torch.ones(n, dtype=torch.bool), torch.zeros(n, dtype=torch.bool)])
     fcfg = federation.config
-    train_spec = TrainSpec(
-        epochs=min(60, fcfg.rounds * fcfg.local_epochs), batch_size=fcfg.batch_size, lr=fcfg.lr
-    )
+    train_spec = TrainSpec(epochs=min(60, fcfg.rounds * fcfg.local_epochs), batch_size=fcfg.batch_size, lr=fcfg.lr)
     ctx = MembershipContext(
         model,
         records,
@@ -445,9 +439,7 @@ def membership_stage(run: RunFolder, config: AuditConfig, defense: str, trained:
         truth = torch.cat([torch.ones(k, dtype=torch.bool), torch.zeros(k, dtype=torch.bool)])
         signal = "loss-drop" if update.kind == "delta" else "gradient-alignment"
         rep = roc_report(update_scores(update, x, y, signal), truth)
-        echo(
-            f"[{defense}] membership in client {m.client}'s data from its round-{last} update: AUC {rep['auc']:.3f}"
-        )
+        echo(f"[{defense}] membership in client {m.client}'s data from its round-{last} update: AUC {rep['auc']:.3f}")
         out.append(
             {
                 "target": f"client:{m.client}",
@@ -486,17 +478,13 @@ def scenario(run: RunFolder, config: AuditConfig, defense: str, echo) -> dict:  
     if config.membership.enabled:
         mtrained = trained
         if config.membership.dataset is not None:
-            mtrained = run.stage(
-                f"train-mia-{slug}", lambda: train_stage(run, config, defense, echo, membership=True)
-            )
+            mtrained = run.stage(f"train-mia-{slug}", lambda: train_stage(run, config, defense, echo, membership=True))
             result["membership_training"] = {
                 "dataset": config.membership.dataset,
                 "rounds": mtrained["rounds"],
                 "final_test_accuracy": mtrained["final_test_accuracy"],
             }
-            result["privacy"] = (
-                mtrained["privacy"] if mtrained["privacy"].get("epsilon") else result["privacy"]
-            )
+            result["privacy"] = mtrained["privacy"] if mtrained["privacy"].get("epsilon") else result["privacy"]
         mia = run.stage(f"membership-{slug}", lambda: membership_stage(run, config, defense, mtrained, echo))
         result["membership"] = mia["entries"]
         if mia["empirical"]:
@@ -523,9 +511,7 @@ def text_case(run: RunFolder, config: AuditConfig, echo) -> dict:  # noqa: ANN00
         echo=lambda s: None,
     )
     summary = res.get("summary", {})
-    echo(
-        f"[none] text {t.attack}: median token accuracy {summary.get('token_accuracy_median', float('nan')):.2f}"
-    )
+    echo(f"[none] text {t.attack}: median token accuracy {summary.get('token_accuracy_median', float('nan')):.2f}")
     return {
         "attack": t.attack,
         "dataset": t.dataset,

@@ -89,9 +89,7 @@ def _central(spec: str) -> bool:
     return not (p.transforms or p.aggregator is not None or p.secagg)
 
 
-def _row(
-    family: str, spec: str, inv: dict | None, mia: dict | None, train: dict | None, seconds: float
-) -> dict:
+def _row(family: str, spec: str, inv: dict | None, mia: dict | None, train: dict | None, seconds: float) -> dict:
     row: dict[str, Any] = {"defense": spec, "family": family}
     if mia is not None:
         tgt = mia.get("target") or {}

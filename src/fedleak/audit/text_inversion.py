@@ -47,9 +47,7 @@ def side_by_side(targets: list[dict], title: str = "") -> str:
     lines += ["| index | label | token acc. | true text | recovered text |", "|---:|---:|---:|---|---|"]
     for t in targets:
         acc = "-" if t.get("token_accuracy") is None else f"{t['token_accuracy']:.2f}"
-        lines.append(
-            f"| {t['index']} | {t['label']} | {acc} | {cell(t['text'])} | {cell(t['recovered_text'])} |"
-        )
+        lines.append(f"| {t['index']} | {t['label']} | {acc} | {cell(t['text'])} | {cell(t['recovered_text'])} |")
     return "\n".join(lines)
 
 
@@ -96,9 +94,7 @@ def run_text_inversion(
     dev = resolve_device(device)
     dplan = defense_plan(list(defenses))
     if getattr(dplan, "secagg", None) and int(dplan.secagg) > 1:
-        raise FedleakInputError(
-            "text inversion does not support secure aggregation yet; drop --defense secagg"
-        )
+        raise FedleakInputError("text inversion does not support secure aggregation yet; drop --defense secagg")
     data = load(dataset)
     if data.spec.modality != "text":
         raise FedleakInputError(

@@ -11,9 +11,7 @@ from fedleak.errors import FedleakInputError
 from fedleak.runio import atomic_write_json
 
 
-def train_test_split(
-    data: Dataset, test_fraction: float, samples: int = 0, seed: int = 0
-) -> tuple[Dataset, Dataset]:
+def train_test_split(data: Dataset, test_fraction: float, samples: int = 0, seed: int = 0) -> tuple[Dataset, Dataset]:
     """A seeded subset of ``samples`` records (0: all), then a seeded train/test split."""
     if not 0 < test_fraction < 1:
         raise FedleakInputError(f"--test-fraction {test_fraction}: must be between 0 and 1")
@@ -98,9 +96,7 @@ def run_training(
                 "seconds": r.seconds,
             }
         )
-        echo(
-            f"round {r.round:>3}  test accuracy {r.test_accuracy:.4f}  loss {r.test_loss:.4f}  ({r.seconds:.2f} s)"
-        )
+        echo(f"round {r.round:>3}  test accuracy {r.test_accuracy:.4f}  loss {r.test_loss:.4f}  ({r.seconds:.2f} s)")
     result = {
         "kind": "train",
         "dataset": dataset,

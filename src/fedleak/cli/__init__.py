@@ -32,9 +32,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {msg} (see `fedleak {_subcommand(argv)}--help`)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(
-            "interrupted; run files written so far are complete (use --resume where offered)", file=sys.stderr
-        )
+        print("interrupted; run files written so far are complete (use --resume where offered)", file=sys.stderr)
         return 130
     return 0
 

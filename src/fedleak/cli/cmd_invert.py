@@ -10,34 +10,20 @@ import typer
 def register(app: typer.Typer) -> None:
     @app.command("invert")
     def invert(
-        dataset: str = typer.Option(
-            ..., help="dataset spec, e.g. digits or imagefolder:PATH (see `fedleak datasets`)"
-        ),
-        model: str = typer.Option(
-            "lenet", help="model spec: lenet[:init=torch], convnet[:W], resnet20, mlp[:H]"
-        ),
+        dataset: str = typer.Option(..., help="dataset spec, e.g. digits or imagefolder:PATH (see `fedleak datasets`)"),
+        model: str = typer.Option("lenet", help="model spec: lenet[:init=torch], convnet[:W], resnet20, mlp[:H]"),
         attack: str = typer.Option("idlg", help="dlg, idlg, ig, fedavg, analytic, imprint (text: tag, ...)"),
         modality: str = typer.Option("image", help="image or text"),
         indices: str = typer.Option(None, help="dataset indices to attack, e.g. 0,5000,10000"),
-        num_images: int = typer.Option(
-            None, help="attack a seeded sample of N records (instead of --indices)"
-        ),
+        num_images: int = typer.Option(None, help="attack a seeded sample of N records (instead of --indices)"),
         batch_size: int = typer.Option(1, help="records per client update B"),
-        local_steps: int = typer.Option(
-            None, help="FedAvg: local SGD steps S (default 5 for --attack fedavg)"
-        ),
+        local_steps: int = typer.Option(None, help="FedAvg: local SGD steps S (default 5 for --attack fedavg)"),
         local_lr: float = typer.Option(0.1, help="FedAvg: local learning rate"),
         iterations: int = typer.Option(None, help="optimiser steps (L-BFGS: calls of step, as DLG's code)"),
-        restarts: int = typer.Option(
-            None, help="random restarts, batched; the best by the attack's objective"
-        ),
+        restarts: int = typer.Option(None, help="random restarts, batched; the best by the attack's objective"),
         trained_rounds: int = typer.Option(0, help="attack the model after T FedAvg rounds (0: untrained)"),
-        defense: list[str] = typer.Option(
-            None, help="defense spec, repeatable: prune:0.9, secagg:4, dp-sgd:..."
-        ),
-        grant: str = typer.Option(
-            None, help="threat model grants, e.g. labels or all (default: all but labels)"
-        ),
+        defense: list[str] = typer.Option(None, help="defense spec, repeatable: prune:0.9, secagg:4, dp-sgd:..."),
+        grant: str = typer.Option(None, help="threat model grants, e.g. labels or all (default: all but labels)"),
         seed: int = typer.Option(0, help="seed for the model, the chosen records and the attack"),
         device: str = typer.Option("cpu", help="cpu, cuda, cuda:N or auto"),
         out: Path = typer.Option(Path("runs/invert"), help="run folder"),

@@ -19,21 +19,13 @@ def register(app: typer.Typer) -> None:
         members: int = typer.Option(500, help="M records train the target; M more are held-out non-members"),
         population: int = typer.Option(0, help="cap the attacker's population records (0: all the rest)"),
         references: int = typer.Option(16, help="K reference / shadow models (LiRA, RMIA, Shokri), >= 2"),
-        shadow_data: str = typer.Option(
-            "population", help="Shokri's shadow data: population, noisy, synthetic"
-        ),
-        epochs: int = typer.Option(
-            50, help="target (and reference) training epochs; the default fits the data"
-        ),
+        shadow_data: str = typer.Option("population", help="Shokri's shadow data: population, noisy, synthetic"),
+        epochs: int = typer.Option(50, help="target (and reference) training epochs; the default fits the data"),
         lr: float = typer.Option(0.1, help="SGD learning rate"),
         momentum: float = typer.Option(0.9, help="SGD momentum"),
         batch_size: int = typer.Option(64, help="minibatch size"),
-        defense: list[str] = typer.Option(
-            [], help="defense spec for the target's training, e.g. dp-sgd:epsilon=8"
-        ),
-        sequential: bool = typer.Option(
-            False, help="train reference models one after another (for comparison)"
-        ),
+        defense: list[str] = typer.Option([], help="defense spec for the target's training, e.g. dp-sgd:epsilon=8"),
+        sequential: bool = typer.Option(False, help="train reference models one after another (for comparison)"),
         backend: str = typer.Option("local", help="where reference models train: local or ray (Ray tasks)"),
         ray_address: str = typer.Option(None, help="with --backend ray: an existing cluster, e.g. HEAD:6379"),
         seed: int = typer.Option(0, help="seed for the split, the models and the attacks"),

@@ -10,9 +10,7 @@ import typer
 def register(app: typer.Typer) -> None:
     @app.command("report")
     def report(
-        run_dir: Path = typer.Argument(
-            ..., help="run folder holding results.json (from audit, demo, invert, mia)"
-        ),
+        run_dir: Path = typer.Argument(..., help="run folder holding results.json (from audit, demo, invert, mia)"),
         out: Path = typer.Option(None, help="where to write the report (default RUN_DIR/report.html)"),
     ) -> None:
         """Write one self-contained report.html (pictures embedded, no scripts) and print its path."""

@@ -10,18 +10,12 @@ import typer
 def register(app: typer.Typer) -> None:
     @app.command("train")
     def train(
-        dataset: str = typer.Option(
-            ..., help="dataset spec, e.g. digits or imagefolder:PATH (see `fedleak datasets`)"
-        ),
-        model: str = typer.Option(
-            "mlp", help="model spec: lenet, convnet[:W], resnet18, resnet20, mlp[:H1,H2]"
-        ),
+        dataset: str = typer.Option(..., help="dataset spec, e.g. digits or imagefolder:PATH (see `fedleak datasets`)"),
+        model: str = typer.Option("mlp", help="model spec: lenet, convnet[:W], resnet18, resnet20, mlp[:H1,H2]"),
         clients: int = typer.Option(10, help="number of clients N"),
         rounds: int = typer.Option(10, help="federated rounds R"),
         fraction: float = typer.Option(1.0, help="fraction of clients sampled each round"),
-        mode: str = typer.Option(
-            "fedavg", help="fedavg (local SGD, send w1 - w0) or fedsgd (send one gradient)"
-        ),
+        mode: str = typer.Option("fedavg", help="fedavg (local SGD, send w1 - w0) or fedsgd (send one gradient)"),
         local_epochs: int = typer.Option(1, help="FedAvg local epochs E"),
         batch_size: int = typer.Option(32, help="local batch size B"),
         lr: float = typer.Option(0.1, help="local learning rate"),

@@ -26,9 +26,7 @@ def int_list(text: str | None, option: str) -> list[int] | None:
     try:
         return [int(t) for t in text.split(",") if t.strip()]
     except ValueError:
-        raise FedleakInputError(
-            f"{option} {text!r}: give comma-separated integers, e.g. 0,5000,10000"
-        ) from None
+        raise FedleakInputError(f"{option} {text!r}: give comma-separated integers, e.g. 0,5000,10000") from None
 
 
 def is_terminal() -> bool:

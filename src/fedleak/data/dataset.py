@@ -70,8 +70,7 @@ class Dataset:
             self.indices = torch.arange(len(self.labels))
         if len(self.raw) != len(self.labels):
             raise FedleakInputError(
-                f"{self.spec.name}: {len(self.raw)} records but {len(self.labels)} labels; "
-                "give one label per record"
+                f"{self.spec.name}: {len(self.raw)} records but {len(self.labels)} labels; give one label per record"
             )
 
     def __len__(self) -> int:
@@ -117,9 +116,7 @@ class Dataset:
         return self.subset(perm[n_second:].sort().values), self.subset(perm[:n_second].sort().values)
 
 
-def image_spec(
-    name: str, raw: Tensor, class_names: Sequence[str], stats_from: Tensor | None = None
-) -> DataSpec:
+def image_spec(name: str, raw: Tensor, class_names: Sequence[str], stats_from: Tensor | None = None) -> DataSpec:
     """A DataSpec for (N, C, H, W) images with per-channel mean/std measured on the data."""
     x = stats_from if stats_from is not None else raw
     x = x.float().div(255.0) if x.dtype == torch.uint8 else x.float()

@@ -76,9 +76,7 @@ def _decode(name: str, data: bytes, source: Path) -> np.ndarray:
             im = im.convert("L") if im.mode in ("L", "1", "I;16", "I", "F") else im.convert("RGB")
             return np.asarray(im)
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
-        raise FedleakInputError(
-            f"{source}: image {name} cannot be decoded ({e}); remove or replace it"
-        ) from None
+        raise FedleakInputError(f"{source}: image {name} cannot be decoded ({e}); remove or replace it") from None
 
 
 def _decode_imagefolder(path: Path) -> dict[str, np.ndarray]:
@@ -96,9 +94,7 @@ def _decode_imagefolder(path: Path) -> dict[str, np.ndarray]:
     if not by_class:
         raise FedleakInputError(f"{path}: no images found; expected ROOT/<class>/<image> (jpg, png, ...)")
     if len(depths) > 1:
-        raise FedleakInputError(
-            f"{path}: images lie at different folder depths; keep one ROOT/<class>/<image>"
-        )
+        raise FedleakInputError(f"{path}: images lie at different folder depths; keep one ROOT/<class>/<image>")
     class_keys = sorted(by_class)
     class_names = [k.rsplit("/", 1)[-1] for k in class_keys]
     if len(set(class_names)) != len(class_names):
@@ -248,9 +244,7 @@ def load_idx(path: str, name: str = "mnist") -> Dataset:
         if fi and fl:
             x, y = _read_idx(fi), _read_idx(fl)
             if len(x) != len(y):
-                raise FedleakInputError(
-                    f"{name}: {fi.name} has {len(x)} images but {fl.name} {len(y)} labels"
-                )
+                raise FedleakInputError(f"{name}: {fi.name} has {len(x)} images but {fl.name} {len(y)} labels")
             xs.append(x)
             ys.append(y)
     if not xs:
@@ -289,17 +283,13 @@ def load_npz(path: str) -> Dataset:
     elif x.ndim == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
         x = x.transpose(0, 3, 1, 2)
     if x.ndim != 4:
-        raise FedleakInputError(
-            f"npz: x has shape {x.shape}; use (N, F), (N, H, W), (N, C, H, W) or (N, H, W, C)"
-        )
+        raise FedleakInputError(f"npz: x has shape {x.shape}; use (N, F), (N, H, W), (N, C, H, W) or (N, H, W, C)")
     if x.dtype == np.uint8:
         raw = torch.from_numpy(np.ascontiguousarray(x))
     else:
         xf = x.astype(np.float32)
         if xf.min() < 0 or xf.max() > 1:
-            raise FedleakInputError(
-                f"npz: float images must lie in [0, 1] (found {xf.min():.3g}..{xf.max():.3g})"
-            )
+            raise FedleakInputError(f"npz: float images must lie in [0, 1] (found {xf.min():.3g}..{xf.max():.3g})")
         raw = torch.from_numpy(np.ascontiguousarray(xf))
     return Dataset(image_spec(f"npz:{path}", raw, class_names), raw, y_t)
 
@@ -336,16 +326,12 @@ def load_csv(path: str, label: str | None = None) -> Dataset:
         )
     bad = [i for i, r in enumerate(body) if len(r) != len(header)]
     if bad:
-        raise FedleakInputError(
-            f"csv: {p} line {bad[0] + 2} has {len(body[bad[0]])} fields, the header {len(header)}"
-        )
+        raise FedleakInputError(f"csv: {p} line {bad[0] + 2} has {len(body[bad[0]])} fields, the header {len(header)}")
     feats = [i for i in range(len(header)) if i != col]
     try:
         x = np.array([[float(r[i]) for i in feats] for r in body], dtype=np.float32)
     except ValueError as e:
-        raise FedleakInputError(
-            f"csv: {p} has a non-numeric feature value ({e}); encode it as numbers"
-        ) from None
+        raise FedleakInputError(f"csv: {p} has a non-numeric feature value ({e}); encode it as numbers") from None
     y_raw = np.array([r[col].strip() for r in body])
     try:
         y_num = y_raw.astype(np.int64)

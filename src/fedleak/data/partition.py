@@ -27,12 +27,8 @@ def iid(labels: Tensor, num_clients: int, seed: int = 0) -> list[Tensor]:
     return [torch.as_tensor(np.sort(p), dtype=torch.long) for p in np.array_split(perm, num_clients)]
 
 
-@PARTITIONS.register(
-    "dirichlet", "label proportions per client drawn from Dirichlet(alpha); small alpha = skewed"
-)
-def dirichlet(
-    labels: Tensor, num_clients: int, seed: int = 0, alpha: float = 0.5, min_size: int = 2
-) -> list[Tensor]:
+@PARTITIONS.register("dirichlet", "label proportions per client drawn from Dirichlet(alpha); small alpha = skewed")
+def dirichlet(labels: Tensor, num_clients: int, seed: int = 0, alpha: float = 0.5, min_size: int = 2) -> list[Tensor]:
     if alpha <= 0:
         raise FedleakInputError(f"dirichlet:{alpha}: alpha must be positive (e.g. dirichlet:0.5)")
     rng = np.random.default_rng(seed)
@@ -51,9 +47,7 @@ def dirichlet(
     return [torch.as_tensor(sorted(p), dtype=torch.long) for p in parts]
 
 
-@PARTITIONS.register(
-    "shards", "McMahan et al.: sort by label, cut 2N shards (or K per client), deal them out"
-)
+@PARTITIONS.register("shards", "McMahan et al.: sort by label, cut 2N shards (or K per client), deal them out")
 def shards(labels: Tensor, num_clients: int, seed: int = 0, per_client: int = 2) -> list[Tensor]:
     rng = np.random.default_rng(seed)
     y = np.asarray(labels)
@@ -64,9 +58,7 @@ def shards(labels: Tensor, num_clients: int, seed: int = 0, per_client: int = 2)
     pieces = np.array_split(order, n_shards)
     deal = rng.permutation(n_shards)
     return [
-        torch.as_tensor(
-            np.sort(np.concatenate([pieces[s] for s in deal[k * per_client : (k + 1) * per_client]]))
-        )
+        torch.as_tensor(np.sort(np.concatenate([pieces[s] for s in deal[k * per_client : (k + 1) * per_client]])))
         for k in range(num_clients)
     ]
 
@@ -76,9 +68,7 @@ def partition(labels: Tensor, spec: str, num_clients: int, seed: int = 0) -> lis
     name, args, _ = parse_spec(spec)
     fn = PARTITIONS.get(name)
     if num_clients < 1 or num_clients > len(labels):
-        raise FedleakInputError(
-            f"--clients {num_clients}: need between 1 and {len(labels)} clients for this data"
-        )
+        raise FedleakInputError(f"--clients {num_clients}: need between 1 and {len(labels)} clients for this data")
     try:
         if name == "dirichlet":
             return fn(labels, num_clients, seed, alpha=float(args[0]) if args else 0.5)

@@ -38,9 +38,9 @@ def _bundled(fn: Callable[[], Dataset]) -> Callable[..., Dataset]:
 DATASETS.register("digits", "scikit-learn digits, 1,797 grey 8x8 images, 10 classes (bundled)")(
     DatasetEntry(_bundled(bundled.load_digits), False, "bundled")
 )
-DATASETS.register(
-    "breast-cancer", "scikit-learn Wisconsin breast cancer, 569 x 30 table, 2 classes (bundled)"
-)(DatasetEntry(_bundled(bundled.load_breast_cancer), False, "bundled"))
+DATASETS.register("breast-cancer", "scikit-learn Wisconsin breast cancer, 569 x 30 table, 2 classes (bundled)")(
+    DatasetEntry(_bundled(bundled.load_breast_cancer), False, "bundled")
+)
 DATASETS.register("lfw-faces", "scikit-image lfw_subset, 200 grey 25x25 images, face / non-face (bundled)")(
     DatasetEntry(_bundled(bundled.load_lfw_faces), False, "bundled")
 )

@@ -80,9 +80,7 @@ class DefensePlan:
         ``defenses``, ``notes``; with both DP-SGD and client-DP, the client-level block is under
         ``client_level``.
         """
-        blocks = [
-            b.privacy() for b in (self.trainer, self.aggregator) if b is not None and hasattr(b, "privacy")
-        ]
+        blocks = [b.privacy() for b in (self.trainer, self.aggregator) if b is not None and hasattr(b, "privacy")]
         if not blocks:
             out: dict[str, Any] = {"epsilon": None, "delta": None, "accountant": None, "level": None}
             extra = ["no differential-privacy defense: no formal guarantee"] if self.specs else []

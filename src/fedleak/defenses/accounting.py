@@ -69,9 +69,7 @@ def calibrate_noise(
     from opacus.accountants.utils import get_noise_multiplier
 
     if target_epsilon <= 0 or not 0 < delta < 1:
-        raise FedleakInputError(
-            f"epsilon={target_epsilon}, delta={delta}: need epsilon > 0 and 0 < delta < 1"
-        )
+        raise FedleakInputError(f"epsilon={target_epsilon}, delta={delta}: need epsilon > 0 and 0 < delta < 1")
     try:
         with warnings.catch_warnings():  # "optimal order is the largest alpha" while bisecting: harmless
             warnings.simplefilter("ignore")

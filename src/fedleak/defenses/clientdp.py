@@ -69,9 +69,7 @@ class ClientDPAggregator:
             "epsilon": eps if self.ledger else None,
             "delta": self.delta,
             "accountant": self.accountant,
-            "epsilon_by_accountant": {
-                a: self.ledger.worst(self.delta, a)[0] for a in ACCOUNTANTS if a != "gdp"
-            }
+            "epsilon_by_accountant": {a: self.ledger.worst(self.delta, a)[0] for a in ACCOUNTANTS if a != "gdp"}
             if self.ledger
             else {},
             "noise_multiplier": self.noise,

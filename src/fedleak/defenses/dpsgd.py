@@ -52,14 +52,10 @@ def prepare_model(model: nn.Module) -> tuple[nn.Module, list[str]]:
     fixed = ModuleValidator.fix(model)
     errors = ModuleValidator.validate(fixed, strict=False)
     if errors:
-        raise FedleakInputError(
-            f"dp-sgd: Opacus cannot train this model ({errors[0]}); choose mlp, lenet or norm=gn"
-        )
+        raise FedleakInputError(f"dp-sgd: Opacus cannot train this model ({errors[0]}); choose mlp, lenet or norm=gn")
     if spec:
         fixed.fedleak_spec = spec + ("," if ":" in spec else ":") + "norm=gn"  # type: ignore[attr-defined]
-    return fixed, [
-        "BatchNorm replaced by GroupNorm (Opacus ModuleValidator.fix): DP-SGD cannot use batch statistics"
-    ]
+    return fixed, ["BatchNorm replaced by GroupNorm (Opacus ModuleValidator.fix): DP-SGD cannot use batch statistics"]
 
 
 def _device_generator(generator: torch.Generator, device: torch.device) -> torch.Generator:
@@ -91,13 +87,9 @@ class DPSGDTrainer:
     def __post_init__(self) -> None:
         check_accountant(self.accountant)
         if (self.noise is None) == (self.target_epsilon is None):
-            raise FedleakInputError(
-                "dp-sgd: give noise=Z or epsilon=E (with delta=D), not both and not neither"
-            )
+            raise FedleakInputError("dp-sgd: give noise=Z or epsilon=E (with delta=D), not both and not neither")
         if self.clip <= 0 or (self.noise is not None and self.noise < 0) or not 0 < self.delta < 1:
-            raise FedleakInputError(
-                "dp-sgd: need clip > 0, noise >= 0 and 0 < delta < 1, e.g. dp-sgd:noise=1,clip=1"
-            )
+            raise FedleakInputError("dp-sgd: need clip > 0, noise >= 0 and 0 < delta < 1, e.g. dp-sgd:noise=1,clip=1")
 
     def noise_for(self, sample_rate: float, steps: int) -> float:
         """The noise multiplier for one call of ``steps`` steps at ``sample_rate``."""
@@ -117,9 +109,7 @@ class DPSGDTrainer:
                 "through DefensePlan.prepare(model) first"
             )
 
-    def train(
-        self, model: nn.Module, x: Tensor, y: Tensor, spec: TrainSpec, generator: torch.Generator
-    ) -> int:
+    def train(self, model: nn.Module, x: Tensor, y: Tensor, spec: TrainSpec, generator: torch.Generator) -> int:
         """Opacus DP-SGD on (x, y) in place; returns the optimiser steps taken (Poisson batches)."""
         from opacus import PrivacyEngine
         from torch.utils.data import DataLoader, TensorDataset
@@ -170,9 +160,7 @@ class DPSGDTrainer:
         self.ledger.add(fingerprint(x, y), z, q, steps)
         return steps
 
-    def gradient(
-        self, model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator
-    ) -> dict[str, Tensor]:
+    def gradient(self, model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator) -> dict[str, Tensor]:
         """One noisy batch gradient: per-sample gradients (Opacus) clipped to C, summed, plus N(0, (zC)^2),
         divided by the batch size."""
         from opacus import GradSampleModule

@@ -35,9 +35,7 @@ def secure_sum(updates: list[ClientUpdate]) -> ClientUpdate:
     if not updates:
         raise FedleakInputError("secure aggregation needs at least one client update")
     if len({u.kind for u in updates}) != 1 or len({tuple(u.payload) for u in updates}) != 1:
-        raise FedleakInputError(
-            "secure aggregation: all updates must be of one kind over the same parameters"
-        )
+        raise FedleakInputError("secure aggregation: all updates must be of one kind over the same parameters")
     first = updates[0]
     payload = {k: torch.stack([u.payload[k] for u in updates]).sum(0) for k in first.payload}
     counts = [u.num_samples for u in updates]
@@ -62,9 +60,7 @@ def secure_groups(updates: list[ClientUpdate], k: int) -> list[ClientUpdate]:
     if k < 1:
         raise FedleakInputError(f"secagg:{k}: K must be at least 1")
     if len(updates) < k:
-        raise FedleakInputError(
-            f"secagg:{k}: only {len(updates)} clients took part; lower K or sample more clients"
-        )
+        raise FedleakInputError(f"secagg:{k}: only {len(updates)} clients took part; lower K or sample more clients")
     groups = [updates[i : i + k] for i in range(0, len(updates) - len(updates) % k, k)]
     groups[-1] = groups[-1] + updates[len(groups) * k :]
     return [secure_sum(g) for g in groups]

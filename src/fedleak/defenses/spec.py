@@ -29,15 +29,11 @@ DEFENSES: Registry[Builder] = Registry("defense")
 def parse_defense(spec: str) -> tuple[str, list[str], dict[str, str]]:
     name, args, kwargs = parse_spec(spec)
     if not name:
-        raise FedleakInputError(
-            f"--defense {spec!r}: give a defense name, e.g. prune:0.9 or dp-sgd:epsilon=8"
-        )
+        raise FedleakInputError(f"--defense {spec!r}: give a defense name, e.g. prune:0.9 or dp-sgd:epsilon=8")
     return name, args, kwargs
 
 
-def _options(
-    name: str, args: list[str], kwargs: dict[str, str], allowed: tuple[str, ...], positional: int
-) -> None:
+def _options(name: str, args: list[str], kwargs: dict[str, str], allowed: tuple[str, ...], positional: int) -> None:
     if len(args) > positional:
         raise FedleakInputError(
             f"--defense {name}: too many values {','.join(args)}; one spec takes one setting "
@@ -46,8 +42,7 @@ def _options(
     for k in kwargs:
         if k not in allowed:
             raise FedleakInputError(
-                f"--defense {name}: unknown option {k!r}{suggest(k, allowed)}; "
-                f"options are {', '.join(allowed)}"
+                f"--defense {name}: unknown option {k!r}{suggest(k, allowed)}; options are {', '.join(allowed)}"
             )
 
 
@@ -65,9 +60,7 @@ def _num(name: str, key: str, text: str | None, kind: type = float, default: Any
 def _value(name: str, args: list[str], kwargs: dict[str, str], key: str, kind: type = float) -> Any:
     text = args[0] if args else kwargs.get(key)
     if text is None:
-        raise FedleakInputError(
-            f"--defense {name}: give a value, e.g. {name}:{'0.9' if kind is float else '8'}"
-        )
+        raise FedleakInputError(f"--defense {name}: give a value, e.g. {name}:{'0.9' if kind is float else '8'}")
     return _num(name, key, text, kind)
 
 
@@ -76,9 +69,7 @@ def _only_one(plan: DefensePlan, attr: str, name: str) -> None:
         raise FedleakInputError(f"--defense {name}: only one defense of this kind per run")
 
 
-@DEFENSES.register(
-    "dp-sgd", "sample-level DP-SGD (Opacus): noise=Z,clip=C or epsilon=E,delta=D; accountant=rdp|prv"
-)
+@DEFENSES.register("dp-sgd", "sample-level DP-SGD (Opacus): noise=Z,clip=C or epsilon=E,delta=D; accountant=rdp|prv")
 def _dp_sgd(plan: DefensePlan, args: list[str], kwargs: dict[str, str]) -> None:
     from fedleak.defenses.dpsgd import DPSGDTrainer
 
@@ -94,9 +85,7 @@ def _dp_sgd(plan: DefensePlan, args: list[str], kwargs: dict[str, str]) -> None:
     )
 
 
-@DEFENSES.register(
-    "client-dp", "client-level DP-FedAvg: clip each update to C, Gaussian noise Z*C on the sum"
-)
+@DEFENSES.register("client-dp", "client-level DP-FedAvg: clip each update to C, Gaussian noise Z*C on the sum")
 def _client_dp(plan: DefensePlan, args: list[str], kwargs: dict[str, str]) -> None:
     from fedleak.defenses.clientdp import ClientDPAggregator
 
@@ -110,9 +99,7 @@ def _client_dp(plan: DefensePlan, args: list[str], kwargs: dict[str, str]) -> No
     )
 
 
-@DEFENSES.register(
-    "prune", "zero the fraction P of smallest-magnitude entries of each update tensor: prune:P"
-)
+@DEFENSES.register("prune", "zero the fraction P of smallest-magnitude entries of each update tensor: prune:P")
 def _prune(plan: DefensePlan, args: list[str], kwargs: dict[str, str]) -> None:
     from fedleak.defenses.update import Prune
 
@@ -157,9 +144,7 @@ def _clip(plan: DefensePlan, args: list[str], kwargs: dict[str, str]) -> None:
     plan.transforms.append(Clip(c))
 
 
-@DEFENSES.register(
-    "secagg", "secure aggregation: the server sees only the sum of K clients' updates: secagg:K"
-)
+@DEFENSES.register("secagg", "secure aggregation: the server sees only the sum of K clients' updates: secagg:K")
 def _secagg(plan: DefensePlan, args: list[str], kwargs: dict[str, str]) -> None:
     _options("secagg", args, kwargs, ("k",), 1)
     _only_one(plan, "secagg", "secagg")

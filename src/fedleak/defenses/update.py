@@ -93,8 +93,7 @@ def quantize_tensor(t: Tensor, bits: int, generator: torch.Generator | None = No
 def gaussian_noise(payload: Payload, sigma: float, generator: torch.Generator) -> Payload:
     """Add i.i.d. N(0, sigma^2) to every entry (drawn on the CPU from ``generator``, then moved)."""
     return {
-        k: v + sigma * torch.randn(v.shape, generator=generator, dtype=v.dtype).to(v.device)
-        for k, v in payload.items()
+        k: v + sigma * torch.randn(v.shape, generator=generator, dtype=v.dtype).to(v.device) for k, v in payload.items()
     }
 
 
@@ -118,9 +117,7 @@ class Quantize:
 
     def __call__(self, update: ClientUpdate, generator: torch.Generator) -> ClientUpdate:
         g = generator if self.stochastic else None
-        return update.replace(
-            payload={k: quantize_tensor(v, self.bits, g) for k, v in update.payload.items()}
-        )
+        return update.replace(payload={k: quantize_tensor(v, self.bits, g) for k, v in update.payload.items()})
 
 
 @dataclass(frozen=True)

@@ -31,15 +31,11 @@ class LocalTrainer(Protocol):
     """How a client computes what it sends. The default is :class:`SGDTrainer`; a defense such as DP-SGD hands
     the client another value with the same two methods."""
 
-    def train(
-        self, model: nn.Module, x: Tensor, y: Tensor, spec: TrainSpec, generator: torch.Generator
-    ) -> int:
+    def train(self, model: nn.Module, x: Tensor, y: Tensor, spec: TrainSpec, generator: torch.Generator) -> int:
         """Train ``model`` in place on (x, y) (FedAvg); return the number of optimiser steps taken."""
         ...
 
-    def gradient(
-        self, model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator
-    ) -> dict[str, Tensor]:
+    def gradient(self, model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator) -> dict[str, Tensor]:
         """The gradient a FedSGD client sends for the batch (x, y), per parameter name."""
         ...
 
@@ -47,9 +43,7 @@ class LocalTrainer(Protocol):
 def make_optimizer(model: nn.Module, spec: TrainSpec) -> torch.optim.Optimizer:
     if spec.optimizer == "adam":
         return torch.optim.Adam(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
-    return torch.optim.SGD(
-        model.parameters(), lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay
-    )
+    return torch.optim.SGD(model.parameters(), lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay)
 
 
 def minibatches(n: int, spec: TrainSpec, generator: torch.Generator):  # noqa: ANN201
@@ -89,14 +83,10 @@ def batch_gradient(model: nn.Module, x: Tensor, y: Tensor) -> dict[str, Tensor]:
 class SGDTrainer:
     """The honest client: plain minibatch SGD for FedAvg, the plain batch gradient for FedSGD."""
 
-    def train(
-        self, model: nn.Module, x: Tensor, y: Tensor, spec: TrainSpec, generator: torch.Generator
-    ) -> int:
+    def train(self, model: nn.Module, x: Tensor, y: Tensor, spec: TrainSpec, generator: torch.Generator) -> int:
         return sgd_train(model, x, y, spec, generator)
 
-    def gradient(
-        self, model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator
-    ) -> dict[str, Tensor]:
+    def gradient(self, model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator) -> dict[str, Tensor]:
         return batch_gradient(model, x, y)
 
 

@@ -74,9 +74,7 @@ def weighted_mean(updates: list[ClientUpdate], generator: torch.Generator | None
     """FedAvg's aggregate: the payloads averaged with weights proportional to each client's sample count."""
     weights = torch.tensor([float(u.num_samples or 1) for u in updates])
     weights = weights / weights.sum()
-    return {
-        k: sum(w * u.payload[k] for w, u in zip(weights, updates, strict=True)) for k in updates[0].payload
-    }
+    return {k: sum(w * u.payload[k] for w, u in zip(weights, updates, strict=True)) for k in updates[0].payload}
 
 
 class Federation:
@@ -101,9 +99,7 @@ class Federation:
     ) -> None:
         config.validate()
         self.model, self.train, self.test, self.config = model, train, test, config
-        self.threat = threat or ThreatModel(
-            labels=True
-        )  # the simulation keeps everything; attacks take views
+        self.threat = threat or ThreatModel(labels=True)  # the simulation keeps everything; attacks take views
         self.transforms, self.trainer = list(transforms), trainer
         self.aggregator = aggregator or weighted_mean
         self.parts = partition(train.labels, config.partition, config.clients, config.seed)
@@ -151,9 +147,7 @@ class Federation:
         agg = self.aggregator(updates, g)
         self.apply(agg, updates)
         acc, loss = evaluate(self.model, self.test_x, self.test_y)
-        return RoundResult(
-            self.round, acc, loss, sampled, updates if keep_updates else [], time.perf_counter() - t0
-        )
+        return RoundResult(self.round, acc, loss, sampled, updates if keep_updates else [], time.perf_counter() - t0)
 
     @torch.no_grad()
     def apply(self, aggregate: dict[str, Tensor], updates: list[ClientUpdate]) -> None:

@@ -100,7 +100,5 @@ class ThreatModel:
             return cls(False, False, False, False, False)
         bad = [g for g in items if g not in GRANTABLE]
         if bad:
-            raise FedleakInputError(
-                f"unknown grant {bad[0]!r}; choose from {', '.join(GRANTABLE)}, all, none"
-            )
+            raise FedleakInputError(f"unknown grant {bad[0]!r}; choose from {', '.join(GRANTABLE)}, all, none")
         return cls(**{g: g in items for g in GRANTABLE})

@@ -79,9 +79,7 @@ def local_work(
         local_steps=c.local_steps if fedavg else None,
         batch_size=c.batch_size,
         lr=c.lr,
-        seed=c.seed * 1_000_003
-        + rnd * 10_007
-        + pid,  # as fedleak.fl.Federation seeds client pid in round rnd
+        seed=c.seed * 1_000_003 + rnd * 10_007 + pid,  # as fedleak.fl.Federation seeds client pid in round rnd
         train_mode=c.train_mode,
         threat=ThreatModel(labels=True),
         trainer=task.trainer,

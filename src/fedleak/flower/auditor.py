@@ -148,9 +148,7 @@ class Auditor:
         self.seen: dict[int, dict[str, Any]] = {}  # per round: what the server saw (clients or an aggregate)
 
     @classmethod
-    def for_model(
-        cls, model: nn.Module | str | None, data_spec: DataSpec | None = None, **options: Any
-    ) -> Auditor:
+    def for_model(cls, model: nn.Module | str | None, data_spec: DataSpec | None = None, **options: Any) -> Auditor:
         """An auditor that knows the clients' architecture: a torch module (a fedleak model names its spec),
         or a fedleak spec such as ``"mlp"`` with ``data_spec``; None takes every floating array of a reply as
         a parameter."""
@@ -168,13 +166,9 @@ class Auditor:
             model = build(model, data_spec, seed=0)
         names = [n for n, p in model.named_parameters() if p.requires_grad]
         spec = getattr(model, "fedleak_spec", type(model).__name__.lower())
-        return cls(
-            model=spec, names=names, state_names=list(model.state_dict()), data_spec=data_spec, **options
-        )
+        return cls(model=spec, names=names, state_names=list(model.state_dict()), data_spec=data_spec, **options)
 
-    def begin_round(
-        self, rnd: int, sent: Mapping[int | None, tuple[dict[str, Tensor], Mapping[str, Any]]]
-    ) -> None:
+    def begin_round(self, rnd: int, sent: Mapping[int | None, tuple[dict[str, Tensor], Mapping[str, Any]]]) -> None:
         """Remember what the server sent each node this round: (global state, train config)."""
         self.sent[rnd] = {nid: (state, dict(cfg)) for nid, (state, cfg) in sent.items()}
 

@@ -15,9 +15,7 @@ from typing import Any
 from fedleak.fl.server import FedConfig
 
 
-def compare_engines(
-    dataset: str, model: str, config: FedConfig, *, client_cpus: float = 1.0
-) -> dict[str, Any]:
+def compare_engines(dataset: str, model: str, config: FedConfig, *, client_cpus: float = 1.0) -> dict[str, Any]:
     """Run ``config`` on both engines; returns per-round accuracies and seconds of each."""
     from fedleak.data import load
     from fedleak.fl.server import Federation
@@ -27,10 +25,7 @@ def compare_engines(
     data = load(dataset)
     train, test = data.split(0.2, seed=config.seed)
     t0 = time.perf_counter()
-    local = [
-        r.test_accuracy
-        for r in Federation(build(model, data.spec, seed=config.seed), train, test, config).run()
-    ]
+    local = [r.test_accuracy for r in Federation(build(model, data.spec, seed=config.seed), train, test, config).run()]
     t_local = time.perf_counter() - t0
     t0 = time.perf_counter()
     run = run_flower_federation(

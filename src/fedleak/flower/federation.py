@@ -276,9 +276,7 @@ def _message_apps(
             got = [(client_of.get(m.metadata.src_node_id), reply_of(m)) for m in replies if not m.has_error()]
             if not got:
                 return None, None
-            state = fedleak_aggregate(
-                aggregator, self.sent[0], got, self.sent[1], server_round, cfg, auditor.names
-            )
+            state = fedleak_aggregate(aggregator, self.sent[0], got, self.sent[1], server_round, cfg, auditor.names)
             return ArrayRecord(state), MetricRecord({})
 
     n = len(plan[0]) if plan else cfg.clients
@@ -310,9 +308,7 @@ def _message_apps(
         node_of = {}
         for r in grid.send_and_receive(ask, timeout=600):
             if r.has_error():
-                raise RuntimeError(
-                    f"node {r.metadata.src_node_id} did not say its partition: {r.error.reason}"
-                )
+                raise RuntimeError(f"node {r.metadata.src_node_id} did not say its partition: {r.error.reason}")
             node_of[int(r.content["metrics"][PARTITION_KEY])] = r.metadata.src_node_id
         inner.node_of = node_of
         auditor.client_ids.update({nid: p for p, nid in node_of.items()})
@@ -391,9 +387,7 @@ def _legacy_apps(task: ClientTask, auditor: Auditor, recorder: _Recorder) -> tup
     names = list(task.model.state_dict())
     n = max(1, int(round(cfg.fraction * cfg.clients)))
     if n < 3:
-        raise FedleakInputError(
-            f"secure aggregation needs at least 3 clients per round (this config samples {n})"
-        )
+        raise FedleakInputError(f"secure aggregation needs at least 3 clients per round (this config samples {n})")
 
     def evaluate_fn(rnd: int, ndarrays: list, _config: dict) -> tuple[float, dict]:
         acc, loss = recorder(rnd, dict(zip(names, ndarrays, strict=True)))

@@ -122,9 +122,7 @@ def train_references_on_ray(
 
     masks = torch.as_tensor(masks, dtype=torch.bool).cpu()
     if masks.dim() != 2 or masks.shape[1] != len(x) or len(x) != len(y):
-        raise FedleakInputError(
-            f"masks must be (K, {len(x)}) for {len(x)} pool records, got {tuple(masks.shape)}"
-        )
+        raise FedleakInputError(f"masks must be (K, {len(x)}) for {len(x)} pool records, got {tuple(masks.shape)}")
     if task_cpus <= 0:
         raise FedleakInputError(f"task_cpus {task_cpus}: must be > 0")
     ray = _ray()

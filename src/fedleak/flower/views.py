@@ -52,9 +52,7 @@ class WireKeys:
     client: str = "partition-id"  # reply metrics, optional: which client (else the node id)
 
 
-def to_tensors(
-    arrays: Mapping[str, Any] | Sequence[Any], names: Sequence[str] | None = None
-) -> dict[str, Tensor]:
+def to_tensors(arrays: Mapping[str, Any] | Sequence[Any], names: Sequence[str] | None = None) -> dict[str, Tensor]:
     """Named float tensors from a dict of arrays, or a list of arrays in ``names`` order (Flower's legacy
     ``Parameters``). Copies, so that later changes to Flower's records cannot reach an audit."""
     if isinstance(arrays, Mapping):
@@ -173,6 +171,4 @@ def same_arrays(states: Sequence[Mapping[str, Tensor]]) -> bool:
     if len(states) < 2:
         return False
     first = states[0]
-    return all(
-        s.keys() == first.keys() and all(torch.equal(s[k], first[k]) for k in first) for s in states[1:]
-    )
+    return all(s.keys() == first.keys() and all(torch.equal(s[k], first[k]) for k in first) for s in states[1:])

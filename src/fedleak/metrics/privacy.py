@@ -66,9 +66,7 @@ def epsilon_lower_bound(
     return max(0.0, epsilon_from_rates(tpr_lo, fpr_hi, delta))
 
 
-def _cp_bounds(
-    tp: np.ndarray, n_pos: int, fp: np.ndarray, n_neg: int, delta: float, confidence: float
-) -> np.ndarray:
+def _cp_bounds(tp: np.ndarray, n_pos: int, fp: np.ndarray, n_neg: int, delta: float, confidence: float) -> np.ndarray:
     """Vectorised :func:`epsilon_lower_bound` over arrays of TP and FP counts."""
     from scipy.stats import beta
 

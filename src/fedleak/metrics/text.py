@@ -91,9 +91,7 @@ def match_sequences(true: Sequence[Tokens], recovered: Sequence[Tokens], pad_id:
     maximises the summed token accuracy; ROUGE-L breaks ties)."""
     from scipy.optimize import linear_sum_assignment
 
-    score = np.array(
-        [[token_accuracy(t, r, pad_id) + 1e-3 * rouge_l(t, r, pad_id) for r in recovered] for t in true]
-    )
+    score = np.array([[token_accuracy(t, r, pad_id) + 1e-3 * rouge_l(t, r, pad_id) for r in recovered] for t in true])
     rows, cols = linear_sum_assignment(-score)
     out = [0] * len(true)
     for i, j in zip(rows, cols, strict=True):

@@ -38,14 +38,10 @@ def _norm(kwargs: dict[str, str]) -> str:
 
 def _need_image(name: str, in_shape: tuple[int, ...]) -> None:
     if len(in_shape) != 3:
-        raise FedleakInputError(
-            f"model {name!r} takes images (C, H, W), not records of shape {in_shape}; use mlp"
-        )
+        raise FedleakInputError(f"model {name!r} takes images (C, H, W), not records of shape {in_shape}; use mlp")
 
 
-@MODELS.register(
-    "lenet", "DLG's LeNet: 3 sigmoid 5x5 convs of 12 channels + linear; init=dlg (default) or torch"
-)
+@MODELS.register("lenet", "DLG's LeNet: 3 sigmoid 5x5 convs of 12 channels + linear; init=dlg (default) or torch")
 def _lenet(in_shape, num_classes, args, kwargs):  # noqa: ANN001, ANN202
     _need_image("lenet", in_shape)
     init = kwargs.get("init", "dlg")
@@ -116,9 +112,7 @@ def build(spec: str, data: DataSpec, seed: int = 0, device: str | torch.device =
     except ValueError as e:
         if isinstance(e, FedleakInputError):
             raise
-        raise FedleakInputError(
-            f"model spec {spec!r}: {e}; see `fedleak invert --help` for model specs"
-        ) from None
+        raise FedleakInputError(f"model spec {spec!r}: {e}; see `fedleak invert --help` for model specs") from None
     except RuntimeError as e:
         raise FedleakInputError(
             f"model {spec!r} does not take records of shape {tuple(data.shape)} ({str(e)[:60]}); pick another model"

@@ -56,9 +56,7 @@ def _norm(channels: int, norm: str) -> nn.Module:
 
 
 class ConvNet(nn.Module):
-    def __init__(
-        self, in_shape: tuple[int, ...], num_classes: int, width: int = 64, norm: str = "bn"
-    ) -> None:
+    def __init__(self, in_shape: tuple[int, ...], num_classes: int, width: int = 64, norm: str = "bn") -> None:
         super().__init__()
         c, w = in_shape[0], width
         widths = [c, w, 2 * w, 2 * w, 4 * w, 4 * w, 4 * w]
@@ -86,9 +84,7 @@ class BasicBlock(nn.Module):
         self.bn2 = _norm(cout, norm)
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or cin != cout:
-            self.shortcut = nn.Sequential(
-                nn.Conv2d(cin, cout, 1, stride=stride, bias=False), _norm(cout, norm)
-            )
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), _norm(cout, norm))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = torch.relu(self.bn1(self.conv1(x)))

@@ -25,9 +25,7 @@ def load_weights(model: torch.nn.Module, path: str | Path) -> torch.nn.Module:
     try:
         state = load_file(str(p))
     except (SafetensorError, OSError, ValueError) as e:
-        raise FedleakInputError(
-            f"{p} is not a readable safetensors file ({e}); save weights with fedleak"
-        ) from None
+        raise FedleakInputError(f"{p} is not a readable safetensors file ({e}); save weights with fedleak") from None
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]

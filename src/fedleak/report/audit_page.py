@@ -151,8 +151,7 @@ def audit_context(results: dict, run_dir: Path) -> dict[str, Any]:
     server = text(as_dict(as_dict(results.get("setup")).get("threat_model")).get("server"), "curious")
     verdict = given_verdict(results)
     rounds = [
-        (s.defense, as_list(as_dict(r.get("training")).get("rounds")))
-        for s, r in zip(scenarios, raw, strict=True)
+        (s.defense, as_list(as_dict(r.get("training")).get("rounds"))) for s, r in zip(scenarios, raw, strict=True)
     ]
     return {
         "title": "fedleak audit",

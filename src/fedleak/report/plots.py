@@ -107,11 +107,7 @@ def accuracy_png(series: Sequence[tuple[str, list[dict]]]) -> bytes | None:
     """Test accuracy per round, one line per defense; ``series`` holds (defense, training rounds)."""
     lines = []
     for name, rounds in series:
-        pts = [
-            (number(r.get("round")), number(r.get("test_accuracy")))
-            for r in as_list(rounds)
-            if isinstance(r, dict)
-        ]
+        pts = [(number(r.get("round")), number(r.get("test_accuracy"))) for r in as_list(rounds) if isinstance(r, dict)]
         pts = [(x, y) for x, y in pts if x is not None and y is not None]
         if pts:
             lines.append((name, pts))

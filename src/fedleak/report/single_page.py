@@ -46,11 +46,7 @@ def _flat(value: Any) -> bool:
 def run_facts(results: dict) -> list[tuple[str, str]]:
     """(label, value) for the plain top-level fields (attack, model, dataset, seed, defenses, ...) and the
     versions; what the page shows elsewhere (targets, attacks per name, ...) is left out."""
-    rows = [
-        (str(k).replace("_", " "), show(v))
-        for k, v in results.items()
-        if k not in SHOWN_ELSEWHERE and _flat(v)
-    ]
+    rows = [(str(k).replace("_", " "), show(v)) for k, v in results.items() if k not in SHOWN_ELSEWHERE and _flat(v)]
     versions = as_dict(results.get("versions"))
     if versions:
         rows.append(("versions", show(versions)))
@@ -90,9 +86,7 @@ def membership_context(results: dict, run_dir: Path) -> dict[str, Any]:
     """One membership-inference experiment: ROC picture, AUC and TPR at low FPR per attack, target
     accuracy."""
     attack = text(results.get("attack"))
-    ctx = _base(
-        results, run_dir, "Membership inference" + (f": {attack}" if attack and attack != "all" else "")
-    )
+    ctx = _base(results, run_dir, "Membership inference" + (f": {attack}" if attack and attack != "all" else ""))
     ctx["membership"] = membership_view(results, run_dir, default_picture="roc.png")
     return ctx
 

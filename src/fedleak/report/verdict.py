@@ -114,9 +114,7 @@ def baseline_of(scenarios: list[ScenarioNumbers]) -> ScenarioNumbers | None:
     return next((s for s in scenarios if s.undefended), None)
 
 
-def compose_verdict(
-    scenarios: list[ScenarioNumbers], server: str = "curious", violations: bool = True
-) -> list[str]:
+def compose_verdict(scenarios: list[ScenarioNumbers], server: str = "curious", violations: bool = True) -> list[str]:
     """One sentence group per scenario (the undefended one first), then (``violations``) any epsilon lower
     bound above the proven epsilon."""
     if not scenarios:

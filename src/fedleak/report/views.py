@@ -94,9 +94,7 @@ def case_origin(case: dict) -> str:
     ]
     kind, n = text(case.get("update_kind")), number(case.get("num_clients"))
     if kind:
-        parts.append(
-            f"{kind} update" + (f" of {int(n)} client{'s' if n != 1 else ''}" if n is not None else "")
-        )
+        parts.append(f"{kind} update" + (f" of {int(n)} client{'s' if n != 1 else ''}" if n is not None else ""))
     return ", ".join(p for p in parts if p)
 
 
@@ -166,9 +164,7 @@ def text_view(case: Any) -> TextView:
         for t in targets
     ]
     summary = as_dict(case.get("summary"))
-    return TextView(
-        text(case.get("attack"), "text"), summary, rows, summary_extras(summary, TEXT_SUMMARY_SHOWN)
-    )
+    return TextView(text(case.get("attack"), "text"), summary, rows, summary_extras(summary, TEXT_SUMMARY_SHOWN))
 
 
 @dataclass(frozen=True)

@@ -42,9 +42,7 @@ class ImprintBlock(nn.Module):
     """x -> x + reshape(W1 relu(W0 flat(x) + b0)): W0's rows all equal the measurement, -b0 the thresholds,
     W1's columns all equal one small random vector (so every bin gets the same gradient factor)."""
 
-    def __init__(
-        self, in_shape: tuple[int, ...], thresholds: Tensor, scale: float = 1e-3, seed: int = 0
-    ) -> None:
+    def __init__(self, in_shape: tuple[int, ...], thresholds: Tensor, scale: float = 1e-3, seed: int = 0) -> None:
         super().__init__()
         d, k = math.prod(in_shape), len(thresholds)
         self.in_shape = tuple(in_shape)

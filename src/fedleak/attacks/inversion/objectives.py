@@ -51,9 +51,7 @@ def cosine_distance(
 
 
 @DISTANCES.register("tag", "squared L2 + alpha * L1 distance (TAG, Deng et al. 2021)")
-def tag_distance(
-    grads: Sequence[Tensor], target: Sequence[Tensor], batch_dims: int = 0, alpha: float = 0.01
-) -> Tensor:
+def tag_distance(grads: Sequence[Tensor], target: Sequence[Tensor], batch_dims: int = 0, alpha: float = 0.01) -> Tensor:
     """TAG's distance: sum over parameters of |g - t|^2 + alpha * |g - t|_1."""
     out = 0
     for g, t in zip(grads, target, strict=True):

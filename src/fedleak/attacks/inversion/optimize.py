@@ -113,9 +113,7 @@ def make_config(preset: str, **options: object) -> MatchConfig:
     names = {f.name for f in fields(MatchConfig)}
     bad = sorted(set(options) - names)
     if bad:
-        raise FedleakInputError(
-            f"attack {preset!r} has no option {bad[0]!r}; options: {', '.join(sorted(names))}"
-        )
+        raise FedleakInputError(f"attack {preset!r} has no option {bad[0]!r}; options: {', '.join(sorted(names))}")
     cfg = replace(PRESETS[preset], **{k: v for k, v in options.items() if v is not None})  # type: ignore[arg-type]
     cfg.validate()
     return cfg
@@ -150,9 +148,7 @@ class GradientMatching:
         u0 = updates[0]
         for u in updates:
             if u.data_spec is None:
-                raise FedleakInputError(
-                    f"attack {self.name!r} needs the data format (data_spec) of the update"
-                )
+                raise FedleakInputError(f"attack {self.name!r} needs the data format (data_spec) of the update")
             if (u.model, u.num_samples, u.num_clients, u.kind) != (
                 u0.model,
                 u0.num_samples,
@@ -162,9 +158,7 @@ class GradientMatching:
                 raise FedleakInputError("updates attacked together must share model, num_samples and kind")
         if cfg.replay == "fedavg":
             if u0.kind != "delta":
-                raise FedleakInputError(
-                    f"attack {self.name!r} inverts FedAvg updates (w1 - w0); this is a gradient"
-                )
+                raise FedleakInputError(f"attack {self.name!r} inverts FedAvg updates (w1 - w0); this is a gradient")
             u0.require("num_samples", "local_steps", "local_lr", "batch_size", attack=self.name)
         else:
             if u0.kind != "gradient":
@@ -297,9 +291,7 @@ class GradientMatching:
         values = vmap(objective, in_dims=(0, 0, theta_dim, 0))
         nx = N * int(torch.tensor(shape).prod())
 
-        def evaluate(
-            x: Tensor, y: Tensor | None, rows: Tensor | None = None
-        ) -> tuple[Tensor, Tensor, Tensor | None]:
+        def evaluate(x: Tensor, y: Tensor | None, rows: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
             """(objective, d/dx, d/dy or None) for all problems, or for the problems ``rows``, in one
             vectorised call."""
             pick = (lambda t: t) if rows is None else (lambda t: t.index_select(0, rows))

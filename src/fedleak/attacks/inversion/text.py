@@ -158,9 +158,7 @@ class _Case:
         self.meta = (u0.local_steps, u0.local_lr, u0.batch_size)
         self.batch = u0.num_samples or (len(u0.labels) if u0.labels is not None else None)
         if self.batch is None:
-            raise FedleakInputError(
-                "attack 'tag' needs num_samples (or labels), which this view does not grant"
-            )
+            raise FedleakInputError("attack 'tag' needs num_samples (or labels), which this view does not grant")
         if self.kind == "delta":
             u0.require("local_steps", "local_lr", "batch_size", attack="tag")
         self.length = int(u0.data_spec.shape[0])
@@ -225,17 +223,13 @@ class _Case:
 
     # ------------------------------------------------------------ the distance of one candidate batch
 
-    def distance(
-        self, onehot: Tensor, e: Tensor, y: Tensor, target: dict[str, Tensor], scale: Tensor
-    ) -> Tensor:
+    def distance(self, onehot: Tensor, e: Tensor, y: Tensor, target: dict[str, Tensor], scale: Tensor) -> Tensor:
         params = {**self.shared, self.emb: e}
         if self.kind == "gradient":
             g = fedsgd_gradient(self.module, params, self.consts, onehot, y)
         else:
             steps, lr, bs = self.meta
-            g = fedavg_delta(
-                self.module, params, self.consts, onehot, y, local_steps=steps, local_lr=lr, batch_size=bs
-            )
+            g = fedavg_delta(self.module, params, self.consts, onehot, y, local_steps=steps, local_lr=lr, batch_size=bs)
         return tag_distance(
             [g[n] * scale for n in self.names], [target[n] * scale for n in self.names], alpha=self.opts.alpha
         )
@@ -388,9 +382,7 @@ def _same_case(a: ClientUpdate, b: ClientUpdate) -> bool:
     )
 
 
-@TEXT_ATTACKS.register(
-    "tag", "full sequences: TAG gradient matching over the token set, then discrete refinement"
-)
+@TEXT_ATTACKS.register("tag", "full sequences: TAG gradient matching over the token set, then discrete refinement")
 def tag_attack(updates: Sequence[ClientUpdate], **options: object) -> list[TextReconstruction]:
     known = set(TagOptions.__dataclass_fields__)
     bad = [k for k in options if k not in known]

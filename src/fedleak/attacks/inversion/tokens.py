@@ -32,9 +32,7 @@ def embedding_name(model: nn.Module, vocab_size: int | None) -> str:
 def token_set(payload: dict[str, Tensor], name: str, rel_tol: float = 0.0) -> Tensor:
     """Sorted ids of the embedding rows whose update is non-zero (above ``rel_tol`` x the largest row)."""
     rows = payload[name].detach().abs().amax(dim=1)
-    return (
-        (rows > rel_tol * rows.max()).nonzero().flatten().cpu() if rows.max() > 0 else torch.zeros(0).long()
-    )
+    return (rows > rel_tol * rows.max()).nonzero().flatten().cpu() if rows.max() > 0 else torch.zeros(0).long()
 
 
 def set_scores(true_ids: Tensor, recovered: Tensor, pad_id: int = 0) -> dict[str, float]:

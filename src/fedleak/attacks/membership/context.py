@@ -49,9 +49,7 @@ class Records:
             return obj
         if isinstance(obj, Dataset):
             if obj.spec.modality == "text" and obj.labels.dim() != 1:
-                raise FedleakInputError(
-                    f"{obj.spec.name}: membership inference needs one class label per record"
-                )
+                raise FedleakInputError(f"{obj.spec.name}: membership inference needs one class label per record")
             x, y = obj.tensors()
             return cls(x, y, obj.indices.clone())
         if isinstance(obj, (tuple, list)) and len(obj) in (2, 3):
@@ -105,9 +103,7 @@ class MembershipContext:
         if self.model_spec is None and isinstance(self.target, nn.Module):
             self.model_spec = getattr(self.target, "fedleak_spec", None)
         if self.device is None:
-            self.device = (
-                next(self.target.parameters()).device if isinstance(self.target, nn.Module) else "cpu"
-            )
+            self.device = next(self.target.parameters()).device if isinstance(self.target, nn.Module) else "cpu"
         self.device = resolve_device(self.device)
 
     # -- target outputs

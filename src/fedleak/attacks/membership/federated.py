@@ -45,9 +45,7 @@ def _model(update: ClientUpdate, state: dict[str, Tensor]) -> nn.Module:
 @UPDATE_SIGNALS.register("loss-drop", "loss at w0 minus loss at w0 + delta (FedAvg deltas)")
 def loss_drop(update: ClientUpdate, x: Tensor, y: Tensor) -> Tensor:
     if update.kind != "delta":
-        raise FedleakInputError(
-            "loss-drop needs a FedAvg update (w1 - w0); use gradient-alignment for FedSGD"
-        )
+        raise FedleakInputError("loss-drop needs a FedAvg update (w1 - w0); use gradient-alignment for FedSGD")
     w0 = update.global_state
     w1 = {k: (v + update.payload[k].to(v.device)) if k in update.payload else v for k, v in w0.items()}
     if update.buffers:
@@ -58,9 +56,7 @@ def loss_drop(update: ClientUpdate, x: Tensor, y: Tensor) -> Tensor:
     return before - after
 
 
-@UPDATE_SIGNALS.register(
-    "gradient-alignment", "cosine of each record's gradient at w0 with the sent gradient"
-)
+@UPDATE_SIGNALS.register("gradient-alignment", "cosine of each record's gradient at w0 with the sent gradient")
 def gradient_alignment(update: ClientUpdate, x: Tensor, y: Tensor, batch_size: int = 256) -> Tensor:
     net = _model(update, update.global_state)
     params = {n: p.detach() for n, p in net.named_parameters() if n in update.payload}

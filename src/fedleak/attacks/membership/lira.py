@@ -90,9 +90,7 @@ def _lira(online: bool):  # noqa: ANN202
     return run
 
 
-attack(
-    "lira", "LiRA online: per-record IN/OUT Gaussians of the scaled logit (Carlini et al. 2022)", "online"
-)(_lira(True))
-attack("lira-offline", "LiRA offline: one-sided test against OUT reference models only", "online")(
-    _lira(False)
+attack("lira", "LiRA online: per-record IN/OUT Gaussians of the scaled logit (Carlini et al. 2022)", "online")(
+    _lira(True)
 )
+attack("lira-offline", "LiRA offline: one-sided test against OUT reference models only", "online")(_lira(False))

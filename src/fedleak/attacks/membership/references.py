@@ -120,10 +120,7 @@ class ReferenceModels:
 
         many = vmap(one, in_dims=(0, 0, None))
         dev = self.device
-        outs = [
-            many(self.params, self.buffers, x[i : i + batch_size].to(dev))
-            for i in range(0, len(x), batch_size)
-        ]
+        outs = [many(self.params, self.buffers, x[i : i + batch_size].to(dev)) for i in range(0, len(x), batch_size)]
         return torch.cat(outs, dim=1)
 
     def model(self, k: int) -> nn.Module:
@@ -138,9 +135,7 @@ class ReferenceModels:
     def membership(self, ids: Tensor) -> Tensor:
         """(K, n) bool: which models trained on the records with these ``pool_ids`` (unknown ids: none)."""
         if self.pool_ids is None:
-            raise FedleakInputError(
-                "these reference models carry no pool_ids; pass the in/out masks explicitly"
-            )
+            raise FedleakInputError("these reference models carry no pool_ids; pass the in/out masks explicitly")
         where = {int(v): i for i, v in enumerate(self.pool_ids.tolist())}
         pos = torch.tensor([where.get(int(v), -1) for v in ids.tolist()], dtype=torch.long)
         out = torch.zeros(self.count, len(pos), dtype=torch.bool)
@@ -268,9 +263,7 @@ def _fingerprint(
     model_spec: str, data_spec: DataSpec, x: Tensor, y: Tensor, spec: TrainSpec, seed: int, train_mode: bool
 ) -> str:
     h = hashlib.sha256()
-    h.update(
-        json.dumps([model_spec, asdict(data_spec), asdict(spec), seed, train_mode], default=str).encode()
-    )
+    h.update(json.dumps([model_spec, asdict(data_spec), asdict(spec), seed, train_mode], default=str).encode())
     h.update(x.detach().cpu().contiguous().float().numpy().tobytes())
     h.update(y.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()[:16]
@@ -308,9 +301,7 @@ def _load_chunk(path: Path, digest: str, device: torch.device) -> tuple[dict, di
     return params, buffers
 
 
-def _init_models(
-    model_spec: str, data_spec: DataSpec, seeds: list[int], device: torch.device
-) -> list[nn.Module]:
+def _init_models(model_spec: str, data_spec: DataSpec, seeds: list[int], device: torch.device) -> list[nn.Module]:
     from fedleak.models import build
 
     return [build(model_spec, data_spec, seed=s, device=device) for s in seeds]
@@ -332,8 +323,7 @@ def _train_vectorised(
         for n, _ in base.named_parameters()
     }
     buffers = {
-        n: torch.stack([dict(m.named_buffers())[n].detach() for m in models]).clone()
-        for n, _ in base.named_buffers()
+        n: torch.stack([dict(m.named_buffers())[n].detach() for m in models]).clone() for n, _ in base.named_buffers()
     }
     plan, step_sizes = _batch_plan(masks.cpu(), spec, seeds)
     plan = plan.to(x.device)
@@ -386,12 +376,9 @@ def _train_sequential(
         trainer.train(m, x[own], y[own], spec, torch.Generator().manual_seed(sd))
     base = models[0]
     params = {
-        n: torch.stack([dict(m.named_parameters())[n].detach() for m in models])
-        for n, _ in base.named_parameters()
+        n: torch.stack([dict(m.named_parameters())[n].detach() for m in models]) for n, _ in base.named_parameters()
     }
-    buffers = {
-        n: torch.stack([dict(m.named_buffers())[n].detach() for m in models]) for n, _ in base.named_buffers()
-    }
+    buffers = {n: torch.stack([dict(m.named_buffers())[n].detach() for m in models]) for n, _ in base.named_buffers()}
     return params, buffers
 
 
@@ -422,9 +409,7 @@ def train_references(
     dev = resolve_device(device)
     masks = torch.as_tensor(masks, dtype=torch.bool).cpu()
     if masks.dim() != 2 or masks.shape[1] != len(x) or len(x) != len(y):
-        raise FedleakInputError(
-            f"masks must be (K, {len(x)}) for {len(x)} pool records, got {tuple(masks.shape)}"
-        )
+        raise FedleakInputError(f"masks must be (K, {len(x)}) for {len(x)} pool records, got {tuple(masks.shape)}")
     if int(masks.sum(1).min()) < 1:
         raise FedleakInputError("every reference model needs at least one training record")
     x, y = x.to(dev), y.to(dev)

@@ -77,6 +77,4 @@ def _rmia(online: bool):  # noqa: ANN202
 attack("rmia", "RMIA online: likelihood ratio against population records (Zarifzadeh et al. 2024)", "online")(
     _rmia(True)
 )
-attack("rmia-offline", "RMIA offline: OUT reference models only, with the `a` approximation", "online")(
-    _rmia(False)
-)
+attack("rmia-offline", "RMIA offline: OUT reference models only, with the `a` approximation", "online")(_rmia(False))

@@ -114,9 +114,7 @@ SHADOW_DATA: Registry[ShadowSource] = Registry("shadow data source")
 
 
 @SHADOW_DATA.register("population", "records from the data distribution that the target never saw")
-def _population(
-    ctx, generator: torch.Generator, count: int | None = None, **_: object
-) -> tuple[Tensor, Tensor]:  # noqa: ANN001
+def _population(ctx, generator: torch.Generator, count: int | None = None, **_: object) -> tuple[Tensor, Tensor]:  # noqa: ANN001
     pop = ctx.need_population("Shokri's attack with --shadow-data population", least=4)
     return pop.x, pop.y
 

@@ -141,9 +141,7 @@ def shokri_scores(
     sx, sy = sx.to(ctx.device), sy.to(ctx.device)
     size = shadow_size or min(len(ctx.records) // 2, int(0.8 * len(sx)))
     size = max(1, min(size, len(sx) - 1))
-    masks = balanced_masks(
-        k, len(sx), seed=ctx.seed + 3, fraction=0.5 if 2 * size == len(sx) else size / len(sx)
-    )
+    masks = balanced_masks(k, len(sx), seed=ctx.seed + 3, fraction=0.5 if 2 * size == len(sx) else size / len(sx))
     refs = ctx._memo(
         f"shadows_{shadow_data}_{k}_{size}", lambda: ctx.train(sx, sy, masks, f"shadow-{shadow_data}", 20_000)
     )
@@ -163,6 +161,4 @@ def shokri_scores(
     return clf.score(attack_features(ctx.target_logits(), features), ctx.records.y.to(feats.device))
 
 
-attack("shokri", "Shokri et al. 2017: shadow models and one attack classifier per class", "shadow")(
-    shokri_scores
-)
+attack("shokri", "Shokri et al. 2017: shadow models and one attack classifier per class", "shadow")(shokri_scores)
