@@ -18,19 +18,16 @@ in the clear) and attacks that.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
 from typing import Any
 
 from flwr.common import EvaluateIns, EvaluateRes, FitIns, FitRes, Parameters, Scalar, parameters_to_ndarrays
 from flwr.server.client_manager import ClientManager
 from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import Strategy
-from torch import nn
 
-from fedleak.data.dataset import DataSpec
-from fedleak.fl.update import ClientUpdate, ThreatModel
-from fedleak.flower.auditor import AttackLike, Auditor, Finding, Reply
-from fedleak.flower.views import PayloadHow, WireKeys, to_tensors
+from fedleak.flower.auditor import Reply
+from fedleak.flower.views import to_tensors
+from fedleak.flower.wrapping import AuditingWrapper
 
 log = logging.getLogger("fedleak.flower")
 
@@ -45,55 +42,8 @@ def _node(proxy: ClientProxy) -> int | None:
         return None
 
 
-class LegacyAuditingStrategy(Strategy):
+class LegacyAuditingStrategy(AuditingWrapper, Strategy):
     """Wraps a legacy strategy; same arguments and records as :class:`fedleak.flower.AuditingStrategy`."""
-
-    def __init__(
-        self,
-        inner: Strategy,
-        attacks: Iterable[AttackLike] | Mapping[str, Any] | None = None,
-        record: bool = True,
-        *,
-        model: nn.Module | str | None = None,
-        data_spec: DataSpec | None = None,
-        threat: ThreatModel | None = None,
-        payload: PayloadHow = "auto",
-        keys: WireKeys = WireKeys(),
-        select: Any = None,
-        secure_aggregation: bool | None = None,
-        client_ids: Mapping[int, int] | None = None,
-        auditor: Auditor | None = None,
-    ) -> None:
-        self.inner = inner
-        self.auditor = auditor or Auditor.for_model(
-            model,
-            data_spec,
-            attacks=attacks,
-            record=record,
-            select=select,
-            threat=threat,
-            payload=payload,
-            keys=keys,
-            secure_aggregation=secure_aggregation,
-            client_ids=client_ids,
-        )
-
-    def __getattr__(self, name: str) -> Any:
-        inner = self.__dict__.get("inner")
-        if inner is None:
-            raise AttributeError(name)
-        return getattr(inner, name)
-
-    def __repr__(self) -> str:
-        return f"LegacyAuditingStrategy({self.inner!r})"
-
-    @property
-    def findings(self) -> list[Finding]:
-        return self.auditor.findings
-
-    @property
-    def views(self) -> list[ClientUpdate]:
-        return self.auditor.views
 
     def _tensors(self, parameters: Parameters) -> dict:
         return to_tensors(parameters_to_ndarrays(parameters), self.auditor.state_names)

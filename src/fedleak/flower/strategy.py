@@ -25,12 +25,10 @@ from typing import Any
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
-from torch import nn
 
-from fedleak.data.dataset import DataSpec
-from fedleak.fl.update import ClientUpdate, ThreatModel
-from fedleak.flower.auditor import AttackLike, Auditor, Finding, Reply
-from fedleak.flower.views import PayloadHow, WireKeys, to_tensors
+from fedleak.flower.auditor import Reply
+from fedleak.flower.views import to_tensors
+from fedleak.flower.wrapping import AuditingWrapper
 
 log = logging.getLogger("fedleak.flower")
 
@@ -68,7 +66,7 @@ def reply_of(msg: Message, array_key: str = "arrays") -> Reply:
     )
 
 
-class AuditingStrategy(Strategy):
+class AuditingStrategy(AuditingWrapper, Strategy):
     """Wraps a Message-API strategy; :attr:`findings` (and :attr:`views` with ``record=True``) fill as rounds
        end.
 
@@ -79,53 +77,6 @@ class AuditingStrategy(Strategy):
     which metadata attacks may use. ``secure_aggregation``: None detects an aggregate (identical arrays in
     every reply). ``client_ids``: node id -> client index, when the server knows it.
     """
-
-    def __init__(
-        self,
-        inner: Strategy,
-        attacks: Iterable[AttackLike] | Mapping[str, Any] | None = None,
-        record: bool = True,
-        *,
-        model: nn.Module | str | None = None,
-        data_spec: DataSpec | None = None,
-        threat: ThreatModel | None = None,
-        payload: PayloadHow = "auto",
-        keys: WireKeys = WireKeys(),
-        select: Any = None,
-        secure_aggregation: bool | None = None,
-        client_ids: Mapping[int, int] | None = None,
-        auditor: Auditor | None = None,
-    ) -> None:
-        self.inner = inner
-        self.auditor = auditor or Auditor.for_model(
-            model,
-            data_spec,
-            attacks=attacks,
-            record=record,
-            select=select,
-            threat=threat,
-            payload=payload,
-            keys=keys,
-            secure_aggregation=secure_aggregation,
-            client_ids=client_ids,
-        )
-
-    def __getattr__(self, name: str) -> Any:
-        inner = self.__dict__.get("inner")
-        if inner is None:
-            raise AttributeError(name)
-        return getattr(inner, name)
-
-    def __repr__(self) -> str:
-        return f"AuditingStrategy({self.inner!r})"
-
-    @property
-    def findings(self) -> list[Finding]:
-        return self.auditor.findings
-
-    @property
-    def views(self) -> list[ClientUpdate]:
-        return self.auditor.views
 
     def summary(self) -> None:
         log.info("fedleak AuditingStrategy: %d attack(s) on every training reply", len(self.auditor.attacks))
