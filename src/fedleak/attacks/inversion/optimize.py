@@ -80,31 +80,23 @@ class MatchConfig:
                 raise FedleakInputError(msg)
 
 
+_IG = MatchConfig(
+    distance="cosine",
+    optimizer="adam",
+    iterations=2000,
+    tv=1e-4,
+    signed=True,
+    boxed=True,
+    lr_decay=True,
+    restarts=1,
+    dtype="float32",
+)
+
 PRESETS: dict[str, MatchConfig] = {
     "dlg": MatchConfig(distance="l2", optimizer="lbfgs", labels="joint"),
     "idlg": MatchConfig(distance="l2", optimizer="lbfgs", labels="analytic"),
-    "ig": MatchConfig(
-        distance="cosine",
-        optimizer="adam",
-        iterations=2000,
-        tv=1e-4,
-        signed=True,
-        boxed=True,
-        lr_decay=True,
-        restarts=1,
-        dtype="float32",
-    ),
-    "fedavg": MatchConfig(
-        distance="cosine",
-        optimizer="adam",
-        iterations=2000,
-        tv=1e-4,
-        signed=True,
-        boxed=True,
-        lr_decay=True,
-        replay="fedavg",
-        dtype="float32",
-    ),
+    "ig": _IG,
+    "fedavg": replace(_IG, replay="fedavg"),  # Inverting Gradients matching a replay of S local steps
 }
 
 
