@@ -41,13 +41,19 @@ def _need_image(name: str, in_shape: tuple[int, ...]) -> None:
         raise FedleakInputError(f"model {name!r} takes images (C, H, W), not records of shape {in_shape}; use mlp")
 
 
-@MODELS.register("lenet", "DLG's LeNet: 3 sigmoid 5x5 convs of 12 channels + linear; init=dlg (default) or torch")
+@MODELS.register(
+    "lenet",
+    "DLG's LeNet: 3 sigmoid 5x5 convs of 12 channels + linear; init=dlg (default) or torch; "
+    "input=pixels (default: sees [0, 1] pixels, as DLG's code) or normalised",
+)
 def _lenet(in_shape, num_classes, args, kwargs):  # noqa: ANN001, ANN202
     _need_image("lenet", in_shape)
-    init = kwargs.get("init", "dlg")
+    init, inputs = kwargs.get("init", "dlg"), kwargs.get("input", "pixels")
     if init not in ("dlg", "torch"):
         raise FedleakInputError(f"lenet:init={init}: choose dlg (uniform(-0.5, 0.5)) or torch")
-    return vision.LeNet(in_shape, num_classes, dlg_init=init == "dlg")
+    if inputs not in ("pixels", "normalised"):
+        raise FedleakInputError(f"lenet:input={inputs}: choose pixels or normalised")
+    return vision.LeNet(in_shape, num_classes, dlg_init=init == "dlg", pixels=inputs == "pixels")
 
 
 @MODELS.register("convnet", "Inverting Gradients' ConvNet; convnet:WIDTH (default 64), norm=bn|gn|none")
@@ -119,5 +125,7 @@ def build(spec: str, data: DataSpec, seed: int = 0, device: str | torch.device =
         ) from None
     finally:
         torch.random.set_rng_state(state)
+    if hasattr(model, "set_input_stats") and data.mean:
+        model.set_input_stats(data.mean, data.std)  # models that see pixels undo the normalisation themselves
     model.fedleak_spec = spec  # type: ignore[attr-defined]  # so a ClientUpdate can name it
     return model.to(dev)

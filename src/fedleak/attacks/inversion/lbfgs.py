@@ -67,6 +67,11 @@ class BatchedLBFGS:
         self.total_iters = 0  # an upper bound on every problem's history length, known without a sync
         self.loss = torch.full((p,), float("inf"), **kw)
         self.rows = torch.arange(p, device=z.device)
+        self.frozen = torch.zeros(p, dtype=torch.bool, device=z.device)  # dropped problems: never evaluated again
+
+    def freeze(self, mask: Tensor) -> None:
+        """Stop the problems in ``mask`` for good: they keep their iterate and cost nothing from now on."""
+        self.frozen = self.frozen | mask
 
     def _direction(self, g: Tensor, active: Tensor) -> Tensor:
         """Update the history with (s, y) where curvature allows, then -H g for each problem.
@@ -135,9 +140,15 @@ class BatchedLBFGS:
     @torch.no_grad()
     def step(self, closure: Closure) -> Tensor:
         """One ``LBFGS.step``; returns each problem's loss at the start of the step."""
-        loss, g = closure(self.z, None)
+        if self.frozen.any():
+            rows = (~self.frozen).nonzero().flatten()
+            part_loss, part_g = closure(self.z.index_select(0, rows), rows)
+            loss = self.loss.index_copy(0, rows, part_loss.to(self.loss.dtype))
+            g = torch.zeros_like(self.z).index_copy(0, rows, part_g.to(self.z.dtype))
+        else:
+            loss, g = closure(self.z, None)
         orig_loss = loss
-        active = ~(g.abs().amax(1) <= self.tol_grad)
+        active = ~(g.abs().amax(1) <= self.tol_grad) & ~self.frozen
         for it in range(self.max_iter):
             self.n_iter += active.long()
             first = self.n_iter == 1
