@@ -2,16 +2,34 @@
 trained vectorised vs one after another (models per second, the ratio, and each path's accuracy per model).
 
     python bench/mia.py [--cifar PATH] [--ks 4,16,64] [--skip-attacks] [--skip-speed] [--skip-cifar]
+                        [--tabular SPEC] [--skip-tabular] [--art-python /tmp/artvenv/bin/python]
 
 Settings: digits/mlp (500 members, 16 references), breast-cancer/mlp (150 members) and, when the CIFAR-10
 tarball is there, CIFAR-10 with convnet (a modest member count so that it runs in minutes on 2 cores).
-The slow and the fast reference trainers run in the same process, on the same masks, so the ratio holds on a
-noisy machine.
+The slow and the fast reference trainers run in the same process, on the same masks, alternating, and each
+path's time is the best of ``--speed-repeats`` runs, so the ratio holds on a noisy machine.
+
+The tabular section runs the protocol of the classic tabular benchmark (Shokri et al.'s Location data as ML
+Privacy Meter and ART run it: an MLP with 128 hidden units fitted to 100% on 1,000 members, 1,000 non-members,
+3,010 population records; LiRA and RMIA online with 16 reference models, a loss threshold, Shokri's attack with
+4 shadow models) on any labelled table or image dataset spec, and prints fedleak's figures next to the figures
+published for Location on the project's machine (issue 4). Location itself is not bundled (no download here);
+give it as ``--tabular csv:location.csv?label=NAME`` (NAME: the class column). The default is the 10,000
+MNIST test digits (784 features, 10 classes; the protocol draws its 5,010 records from them, the rest is
+unused), real data that works offline: its figures are not the Location figures, only the same protocol.
+With ``--art-python`` (a Python with adversarial-robustness-toolbox and scikit-learn, no torch) the same split
+and target go to ``bench/art_shadow.py``: ART's ShadowModels (4 shadows) and MembershipInferenceBlackBox
+(random forest) on the same work as fedleak's Shokri attack.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
+import os
+import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -19,10 +37,23 @@ import torch
 
 import fedleak
 from fedleak.attacks.membership import balanced_masks, train_references
-from fedleak.audit.mia import run_mia
+from fedleak.audit.mia import run_mia, split_membership
 from fedleak.fl import TrainSpec
 
-DEFAULT_CIFAR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10-train-jpeg.tar.gz"
+HERE = Path(__file__).resolve().parent
+DEFAULT_CIFAR = HERE.parent.parent / "shared" / "data" / "cifar10-train-jpeg.tar.gz"
+DEFAULT_TABULAR = f"mnist:{HERE.parent.parent / 'shared' / 'data' / 'mnist-test'}"
+
+# Issue 4: measured on the project's machine on Shokri et al.'s Location data (5,010 records, 446 binary
+# features, 30 classes; MLP 446-128-30 fitted to 100% on 1,000 members; 1,000 non-members; 3,010 population
+# records). (AUC, TPR at 1% FPR, TPR at 0.1% FPR); None where the issue gives no figure.
+PUBLISHED_LOCATION = {
+    "lira": ("ML Privacy Meter LiRA online, 16 refs", (0.990, 0.80, 0.65)),
+    "rmia": ("ML Privacy Meter RMIA online, 16 refs", (0.992, 0.85, None)),
+    "loss": ("loss threshold", (0.92, 0.02, None)),
+    "shokri": ("ART shadow models, 4 shadows, RF", (0.87, None, None)),
+}
+PUBLISHED_SECONDS_PER_REFERENCE = 1.2  # one after another
 
 
 def attacks_table(label: str, **options: object) -> None:
@@ -39,7 +70,7 @@ def attacks_table(label: str, **options: object) -> None:
         print(f"{name:<16} {a['auc']:>6.3f} {f['0.001']:>9.3f} {f['0.01']:>7.3f} {f['0.1']:>8.3f} {a['seconds']:>8.1f}")
 
 
-def speed(ks: list[int], model: str, epochs: int, batch_size: int, seed: int = 0) -> None:
+def speed(ks: list[int], model: str, epochs: int, batch_size: int, seed: int = 0, repeats: int = 3) -> None:
     data = fedleak.data.load("digits")
     perm = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
     pool, held = perm[:1000], perm[1000:]
@@ -48,28 +79,201 @@ def speed(ks: list[int], model: str, epochs: int, batch_size: int, seed: int = 0
     spec = TrainSpec(epochs=epochs, batch_size=batch_size, lr=0.1, momentum=0.9)
     for vec in (True, False):  # warm up both paths (lazy initialisation, allocator) before timing
         train_references(model, data.spec, x, y, balanced_masks(2, len(x)), TrainSpec(steps=3), vectorised=vec)
+    steps = epochs * math.ceil(500 / batch_size)  # SGD steps per model (500 records each)
     print(
-        f"\n## reference training, digits {model}, {epochs} epochs of batch {batch_size} on 500 records each,"
-        f" torch threads {torch.get_num_threads()}"
+        f"\n## reference training, digits {model}, {epochs} epochs of batch {batch_size} on 500 records each"
+        f" ({steps} steps), torch threads {torch.get_num_threads()}, best of {repeats} runs per path;"
+        " ms/step: milliseconds per SGD step per model"
     )
     print(
-        f"{'K':>4} {'vectorised m/s':>15} {'sequential m/s':>15} {'ratio':>6} {'acc vec':>8} {'acc seq':>8} "
-        f"{'max |dw|':>9}"
+        f"{'K':>4} {'vectorised m/s':>15} {'sequential m/s':>15} {'ratio':>6} {'vec ms/step':>12} "
+        f"{'seq ms/step':>12} {'acc vec':>8} {'acc seq':>8} {'max |dw|':>9}"
     )
     for k in ks:
         masks = balanced_masks(k, len(x), seed=seed)
+        best = {"vec": math.inf, "seq": math.inf}
         row = {}
-        for name, vec in (("vec", True), ("seq", False)):
-            t0 = time.perf_counter()
-            refs = train_references(model, data.spec, x, y, masks, spec, seed=seed, vectorised=vec)
-            secs = time.perf_counter() - t0
-            acc = (refs.logits(xt).argmax(-1) == yt).float().mean(1)  # (K,) held-out accuracy per model
-            row[name] = (k / secs, float(acc.mean()), refs)
-        dw = max(float((row["vec"][2].params[n] - row["seq"][2].params[n]).abs().max()) for n in row["vec"][2].params)
+        for _ in range(max(1, repeats)):  # alternate the paths so that both see the same load
+            for name, vec in (("vec", True), ("seq", False)):
+                t0 = time.perf_counter()
+                refs = train_references(model, data.spec, x, y, masks, spec, seed=seed, vectorised=vec)
+                best[name] = min(best[name], time.perf_counter() - t0)
+                row[name] = refs
+        acc = {n: float((r.logits(xt).argmax(-1) == yt).float().mean(1).mean()) for n, r in row.items()}
+        dw = max(float((row["vec"].params[n] - row["seq"].params[n]).abs().max()) for n in row["vec"].params)
+        ms = {n: 1e3 * best[n] / (k * steps) for n in best}  # per model and SGD step
         print(
-            f"{k:>4} {row['vec'][0]:>15.2f} {row['seq'][0]:>15.2f} {row['vec'][0] / row['seq'][0]:>6.1f} "
-            f"{row['vec'][1]:>8.3f} {row['seq'][1]:>8.3f} {dw:>9.1e}",
+            f"{k:>4} {k / best['vec']:>15.2f} {k / best['seq']:>15.2f} {best['seq'] / best['vec']:>6.1f} "
+            f"{ms['vec']:>12.3f} {ms['seq']:>12.3f} {acc['vec']:>8.3f} {acc['seq']:>8.3f} {dw:>9.1e}",
             flush=True,
+        )
+
+
+def _short(spec: str) -> str:
+    """'mnist:/a/b/mnist-test' -> 'mnist-test'; 'csv:loc.csv?label=y' -> 'loc.csv'; 'digits' -> 'digits'."""
+    name, _, path = spec.partition("?")[0].partition(":")
+    return Path(path).name or name if path else name
+
+
+def export_for_art(
+    path: Path, spec: str, members: int, population: int, seed: int, model: str, target_file: Path, train: dict
+) -> None:
+    """The split (flattened float32 inputs as the model sees them) and the target's softmax outputs on the
+    members and non-members, for bench/art_shadow.py (which runs without torch)."""
+    import numpy as np
+
+    from fedleak.models import build, load_weights
+    from fedleak.registry import parse_spec
+
+    data = fedleak.data.load(spec)
+    mem, non, pop = split_membership(data, members, seed, population)
+    target = load_weights(build(model, data.spec, seed=seed), target_file).eval()
+    name, args, kwargs = parse_spec(model)
+    arrays = {}
+    for key, part in (("members", mem), ("nonmembers", non), ("population", pop)):
+        x, y = part.tensors()
+        arrays[f"x_{key}"] = x.flatten(1).float().numpy()
+        arrays[f"y_{key}"] = y.numpy()
+        if key != "population":
+            with torch.no_grad():
+                arrays[f"p_{key}"] = torch.softmax(target(x).float(), -1).numpy()
+    meta = {
+        "dataset": spec,
+        "model": model,
+        "hidden": [int(a) for a in args] or [128] if name == "mlp" else None,
+        "act": kwargs.get("act", "tanh"),
+        "num_classes": data.spec.num_classes,
+        "seed": seed,
+        **train,
+    }
+    np.savez(path, meta=np.array(json.dumps(meta)), **arrays)
+
+
+def run_art(art_python: str, npz: Path, shadows: int) -> dict:
+    script = HERE / "art_shadow.py"
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    done = subprocess.run(
+        [art_python, str(script), str(npz), "--shadows", str(shadows), "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"{script.name} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def tabular(
+    spec: str,
+    members: int,
+    population: int,
+    model: str,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    references: int,
+    shadows: int,
+    device: str,
+    seed: int = 0,
+    art_python: str | None = None,
+    art_export: Path | None = None,
+) -> None:
+    """The classic tabular protocol (see the module docstring) on ``spec``, beside the Location figures."""
+    data = fedleak.data.load(spec)
+    features, classes = math.prod(data.spec.shape), data.spec.num_classes
+    common = dict(
+        dataset=spec,
+        model=model,
+        members=members,
+        population=population,
+        epochs=epochs,
+        lr=lr,
+        batch_size=batch_size,
+        seed=seed,
+        device=device,
+        echo=lambda line: None,
+    )
+    main = run_mia(attack="loss,lira,rmia", references=references, **common)  # type: ignore[arg-type]
+    with tempfile.TemporaryDirectory() as tmp:
+        # Shokri with its own shadow count (run_mia gives Shokri --references shadow models); same seed and
+        # options, so the same split and the same target (checked below)
+        shok = run_mia(attack="shokri", references=shadows, out=tmp, **common)  # type: ignore[arg-type]
+        art = None
+        if art_python or art_export:
+            npz = art_export or Path(tmp) / "split.npz"
+            train = {"epochs": epochs, "lr": lr, "batch_size": batch_size, "momentum": 0.9}
+            target_file = next(Path(tmp).glob("target-*.safetensors"))
+            export_for_art(npz, spec, members, population, seed, model, target_file, train)
+            if art_python:
+                art = run_art(art_python, npz, shadows)
+    t, split, refs = main["target"], main["split"], main["references"]
+    same_target = abs(t["test_loss"] - shok["target"]["test_loss"]) < 1e-6
+    # one after another, for the published "about 1.2 s per reference model": 2 models on halves of the pool
+    mem, non, pop = split_membership(data, members, seed, population)
+    px = torch.cat([part.tensors()[0] for part in (mem, non, pop)])
+    py = torch.cat([part.tensors()[1] for part in (mem, non, pop)])
+    tspec = TrainSpec(epochs=epochs, batch_size=batch_size, lr=lr, momentum=0.9)
+    t0 = time.perf_counter()
+    train_references(model, data.spec, px, py, balanced_masks(2, len(px), seed=seed + 1), tspec, vectorised=False)
+    seq_per_model = (time.perf_counter() - t0) / 2
+
+    where = f"fedleak on {_short(spec)}"
+    print(
+        f"\n## tabular protocol on {spec} ({len(data)} records, {features} features, {classes} classes;"
+        f" Location: 5,010 records, 446 features, 30 classes)"
+    )
+    print(
+        f"target {model}, {epochs} epochs of batch {batch_size}, lr {lr}, momentum 0.9: train accuracy "
+        f"{t['train_accuracy']:.3f}, test accuracy {t['test_accuracy']:.3f}; {split['members']} members, "
+        f"{split['nonmembers']} non-members, {split['population']} population records"
+        + ("" if same_target else "  [WARNING: the Shokri run's target differs]")
+    )
+    if t["train_accuracy"] < 1.0:
+        print("WARNING: the target does not fit its members to 100%, the protocol's premise; raise --tabular-epochs")
+    print(
+        f"reference models: {refs['count']} in {refs['seconds']:.1f} s vectorised = "
+        f"{refs['seconds'] / refs['count']:.2f} s per model; one after another {seq_per_model:.2f} s per model "
+        f"(published on Location: about {PUBLISHED_SECONDS_PER_REFERENCE} s per model, one after another)"
+    )
+    head = f"{'attack':<40} {'where':<36} {'AUC':>6} {'TPR@1%':>7} {'TPR@0.1%':>9} {'seconds':>8}"
+    print(head)
+    print("-" * len(head))
+
+    def num(v: float | None, width: int) -> str:
+        return f"{'-':>{width}}" if v is None else f"{v:>{width}.3f}"
+
+    def line(label: str, who: str, auc: float, t1: float | None, t01: float | None, secs: float | None) -> None:
+        sec = f"{'-':>8}" if secs is None else f"{secs:>8.1f}"
+        print(f"{label:<40} {who:<36} {num(auc, 6)} {num(t1, 7)} {num(t01, 9)} {sec}")
+
+    attacks = {**main["attacks"], "shokri": {**shok, "seconds": shok["seconds"]}}
+    ours = {
+        "lira": (f"LiRA online, {references} refs", attacks["lira"]["seconds"]),
+        "rmia": (f"RMIA online, {references} refs", attacks["rmia"]["seconds"] + refs["seconds"]),
+        "loss": ("loss threshold", attacks["loss"]["seconds"]),
+        "shokri": (f"Shokri, {shadows} shadows, per-class MLP", attacks["shokri"]["seconds"]),
+    }
+    for key, (pub_label, (auc, t1, t01)) in PUBLISHED_LOCATION.items():
+        line(pub_label, "published on Location", auc, t1, t01, None)
+        label, secs = ours[key]
+        f = attacks[key]["tpr_at_fpr"]
+        line(f"  {label}", where, attacks[key]["auc"], f["0.01"], f["0.001"], secs)
+        if key == "shokri" and art is not None:
+            line(
+                f"  ART shadow models, {art['shadows']} shadows, RF",
+                f"ART {art['art_version']} on {_short(spec)}",
+                art["auc"],
+                art["tpr_at_fpr"]["0.01"],
+                art["tpr_at_fpr"]["0.001"],
+                art["seconds"],
+            )
+    print("seconds: LiRA and RMIA include training the reference models (which they share), Shokri its shadow models")
+    if art is not None:
+        print(
+            f"ART: same split and target outputs; shadows {art['shadow_model']} on the population "
+            f"(member ratio {art['member_ratio']}, {art['shadow_train_records']} records each, train accuracy "
+            f"{art['shadow_train_accuracy']:.3f}, held-out {art['shadow_test_accuracy']:.3f})"
         )
 
 
@@ -85,15 +289,29 @@ def main() -> None:
     ap.add_argument("--cifar-model", default="convnet:8")
     ap.add_argument("--cifar-epochs", type=int, default=15)
     ap.add_argument("--cifar-references", type=int, default=4)
+    ap.add_argument("--tabular", default=DEFAULT_TABULAR, help="dataset spec for the tabular protocol")
+    ap.add_argument("--tabular-members", type=int, default=1000)
+    ap.add_argument("--tabular-population", type=int, default=3010)
+    ap.add_argument("--tabular-model", default="mlp:128")
+    ap.add_argument("--tabular-epochs", type=int, default=50)
+    ap.add_argument("--tabular-lr", type=float, default=0.1)
+    ap.add_argument("--tabular-batch", type=int, default=64)
+    ap.add_argument("--tabular-references", type=int, default=16)
+    ap.add_argument("--tabular-shadows", type=int, default=4)
+    ap.add_argument("--art-python", help="a Python with adversarial-robustness-toolbox: adds ART's shadow attack")
+    ap.add_argument("--art-export", type=Path, help="write the tabular split and target outputs (.npz) here")
+    ap.add_argument("--speed-repeats", type=int, default=3, help="best of this many runs per path")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--skip-attacks", action="store_true")
     ap.add_argument("--skip-speed", action="store_true")
     ap.add_argument("--skip-cifar", action="store_true")
+    ap.add_argument("--skip-tabular", action="store_true")
     args = ap.parse_args()
 
     if not args.skip_speed:
         for b in args.speed_batch.split(","):
-            speed([int(k) for k in args.ks.split(",")], args.speed_model, args.speed_epochs, int(b))
+            ks = [int(k) for k in args.ks.split(",")]
+            speed(ks, args.speed_model, args.speed_epochs, int(b), repeats=args.speed_repeats)
     if not args.skip_attacks:
         attacks_table(
             "digits, mlp, 500 members, 16 references",
@@ -111,6 +329,21 @@ def main() -> None:
             references=16,
             epochs=100,
             device=args.device,
+        )
+    if not args.skip_tabular:
+        tabular(
+            args.tabular,
+            args.tabular_members,
+            args.tabular_population,
+            args.tabular_model,
+            args.tabular_epochs,
+            args.tabular_lr,
+            args.tabular_batch,
+            args.tabular_references,
+            args.tabular_shadows,
+            args.device,
+            art_python=args.art_python,
+            art_export=args.art_export,
         )
     if not args.skip_cifar:
         if not args.cifar.exists():
