@@ -182,7 +182,7 @@ def test_dlg_joint_labels(digits):
     converged = 0
     for i, r in zip(idx, recs, strict=True):
         assert r.label_method == "joint"
-        if float(r.objective[0]) < 1e-5:
+        if float(r.objective[r.best_restart]) < 1e-5:
             converged += 1
             assert int(r.labels[0]) == int(digits.labels[i])
             assert float(psnr(r.pixels, digits.pixels([i]))[0]) > 30
@@ -190,7 +190,9 @@ def test_dlg_joint_labels(digits):
 
 
 def test_ig_restarts_best_by_objective(digits):
-    u = lenet_update(digits, [5])
+    # Inverting Gradients' signed Adam takes steps in normalised units; on DLG's LeNet it does better when the
+    # model sees those units too (the pixel-input LeNet is L-BFGS's setting, DLG's code)
+    u = client_update(fedleak.models.build("lenet:input=normalised", digits.spec, seed=0), digits.subset([5]))
     rec = invert(u, "ig", iterations=100, restarts=2)
     assert len(rec.objective) == 2 and rec.best_restart == int(rec.objective.argmin())
     assert float(psnr(rec.pixels, digits.pixels([5]))[0]) > 30

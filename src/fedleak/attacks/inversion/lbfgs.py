@@ -45,6 +45,7 @@ class BatchedLBFGS:
         tolerance_change: float = 1e-9,
         history_size: int = 100,
         reset_on_ascent: bool = True,
+        history_dtype: torch.dtype | None = None,
     ) -> None:
         self.z = z.detach().clone()
         self.reset_on_ascent = reset_on_ascent
@@ -53,7 +54,9 @@ class BatchedLBFGS:
         self.tol_grad, self.tol_change, self.m = tolerance_grad, tolerance_change, history_size
         p, d = self.z.shape
         kw = {"dtype": z.dtype, "device": z.device}
-        self.SY_hist = torch.zeros(p, 2 * self.m, d, **kw)  # steps s (first m slots), gradient changes y
+        # the curvature pairs (s_i, y_i) by ring slot; the history may be kept in float32 (as PyTorch keeps
+        # it for float32 parameters): it is read twice per inner iteration and dominates the memory traffic
+        self.H = torch.zeros(p, self.m, 2, d, dtype=history_dtype or z.dtype, device=z.device)
         self.SY = torch.zeros(p, self.m, self.m, **kw)  # s_i . y_j by ring slot
         self.YY = torch.zeros(p, self.m, self.m, **kw)  # y_i . y_j
         self.count = torch.zeros(p, dtype=torch.long, device=z.device)  # valid history entries
@@ -85,15 +88,21 @@ class BatchedLBFGS:
         s = self.d * self.t[:, None]
         ys = (y * s).sum(1)
         add = active & (ys > 1e-10)
-        m = self.m
-        hist = self.SY_hist.view(-1, self.SY_hist.shape[-1])  # one pass over the history per product
-        flat_s = self.rows * 2 * m + self.head
-        flat_y = flat_s + m
-        hist.index_copy_(0, flat_s, torch.where(add[:, None], s, hist.index_select(0, flat_s)))
-        hist.index_copy_(0, flat_y, torch.where(add[:, None], y, hist.index_select(0, flat_y)))
-        # the new pair's row and column of S'Y and Y'Y (by ring slot)
-        prods = torch.bmm(self.SY_hist, torch.stack([s, y], 2))  # (P, 2m, 2)
-        sy_row, sy_col, yy_new = prods[:, m:, 0], prods[:, :m, 1], prods[:, m:, 1]
+        m, p = self.m, g.shape[0]
+        k = min(m, self.total_iters)  # slots ever written: the ring fills from slot 0, one pair per iteration
+        slot = self.H.view(p * m, 2, -1)  # write the new pair at each adding problem's head
+        flat = self.rows * m + self.head
+        new = torch.stack([s, y], 1).to(self.H.dtype)
+        slot.index_copy_(0, flat, torch.where(add[:, None, None], new, slot.index_select(0, flat)))
+        hist = self.H[:, :k].reshape(p, 2 * k, -1)  # s_0, y_0, s_1, y_1, ... (a view)
+        # one pass over the history: every product with s, y (the new pair) and g
+        prods = torch.bmm(hist, torch.stack([s, y, g], 2).to(hist.dtype)).to(g.dtype).view(p, k, 2, 3)
+        pad = (0, m - k)
+        sy_row = torch.nn.functional.pad(prods[:, :, 1, 0], pad)  # s_new . y_j
+        sy_col = torch.nn.functional.pad(prods[:, :, 0, 1], pad)  # s_i . y_new
+        yy_new = torch.nn.functional.pad(prods[:, :, 1, 1], pad)  # y_j . y_new
+        s_g = torch.nn.functional.pad(prods[:, :, 0, 2], pad)
+        y_g = torch.nn.functional.pad(prods[:, :, 1, 2], pad)
         onehot = torch.nn.functional.one_hot(self.head, m).to(g.dtype) * add[:, None].to(g.dtype)
         keep = 1 - onehot
         self.SY = (
@@ -126,15 +135,15 @@ class BatchedLBFGS:
         diag = torch.diagonal(sy, dim1=1, dim2=2) * valid
         r = torch.triu(sy) * valid[:, :, None] * valid[:, None, :] + eye * (1 - valid)[:, None, :]
         gam = self.h_diag
-        hg_ = torch.bmm(self.SY_hist, g[:, :, None])[..., 0]  # S'g and Y'g
-        a = torch.gather(hg_[:, :m], 1, order)[..., None]
-        b = gam[:, None, None] * torch.gather(hg_[:, m:], 1, order)[..., None]
+        # positions past count (slots left from before a reset) are masked out so that they add nothing
+        a = (torch.gather(s_g, 1, order) * valid)[..., None]
+        b = gam[:, None, None] * (torch.gather(y_g, 1, order) * valid)[..., None]
         u = torch.linalg.solve_triangular(r, a, upper=True)
-        inner = diag[:, :, None] * u + gam[:, None, None] * torch.bmm(yyo, u) - b
+        inner = (diag[:, :, None] * u + gam[:, None, None] * torch.bmm(yyo, u) - b) * valid[..., None]
         p1 = torch.linalg.solve_triangular(r.transpose(1, 2), inner, upper=False)
         p1s, us = torch.gather(p1[..., 0], 1, back), torch.gather(u[..., 0], 1, back)  # back to slot order
-        coef = torch.cat([p1s, -gam[:, None] * us], 1)[:, None, :]
-        hg = gam[:, None] * g + torch.bmm(coef, self.SY_hist)[:, 0]
+        coef = torch.stack([p1s[:, :k], -gam[:, None] * us[:, :k]], 2).reshape(p, 1, 2 * k)
+        hg = gam[:, None] * g + torch.bmm(coef.to(hist.dtype), hist)[:, 0].to(g.dtype)
         return -hg
 
     @torch.no_grad()

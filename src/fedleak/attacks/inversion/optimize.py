@@ -209,6 +209,12 @@ class GradientMatching:
                 method = "analytic"
         return _Problem(module, names, consts, theta, shared, target, labels, method, n, u0.num_clients)
 
+    def _start(self, r: int, xshape: tuple, yshape: tuple | None, dtype: torch.dtype) -> tuple[Tensor, Tensor | None]:
+        """Restart r's dummy records (N(0, 1) in model-input space) and, for joint labels, soft labels."""
+        gen = torch.Generator().manual_seed(self.config.seed * 1_000_003 + r)
+        x = torch.randn(xshape, generator=gen, dtype=dtype)
+        return x, None if yshape is None else torch.randn(yshape, generator=gen, dtype=dtype)
+
     def _mean_probs(self, module, consts, thetas, spec, clients, dtype, dev) -> list[Tensor]:  # noqa: ANN001
         """The model's mean softmax output on the attacker's own inputs (64 seeded N(0, 1) records in
         model-input space, in the client's mode), per target, for counting labels."""
@@ -278,10 +284,12 @@ class GradientMatching:
         P = T * R
         shape = tuple(spec.shape)
         C = spec.num_classes
-        gen = torch.Generator().manual_seed(cfg.seed)
-        x0 = torch.randn((P, N, *shape), generator=gen, dtype=dtype).to(dev)
+        # restart r starts every target from the same draw (seeded by seed and r), so that a target attacked
+        # alone or among others is the same problem from the same start
         joint = prob.labels is None
-        y0 = torch.randn((P, N, C), generator=gen, dtype=dtype).to(dev) if joint else None
+        starts = [self._start(r, (N, *shape), (N, C) if joint else None, dtype) for r in range(R)]
+        x0 = torch.stack([starts[r][0] for r in range(R)] * T).to(dev)
+        y0 = torch.stack([starts[r][1] for r in range(R)] * T).to(dev) if joint else None
         hard = None if joint else prob.labels.repeat_interleave(R, 0)  # type: ignore[union-attr]
         expand = torch.arange(T, device=dev).repeat_interleave(R)
         target = [t[expand] for t in prob.target]
@@ -367,6 +375,7 @@ class GradientMatching:
             max_iter=cfg.max_iter,
             tolerance_grad=cfg.tolerance_grad,
             tolerance_change=cfg.tolerance_change,
+            history_dtype=dtype,  # float32 replays: the history in float32, as PyTorch keeps it
         )
         select = max(1, round(cfg.select_at * cfg.iterations)) if R > 1 else -1
         for it in range(cfg.iterations):
