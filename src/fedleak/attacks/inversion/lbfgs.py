@@ -76,6 +76,15 @@ class BatchedLBFGS:
         """Stop the problems in ``mask`` for good: they keep their iterate and cost nothing from now on."""
         self.frozen = self.frozen | mask
 
+    def _put(self, mat: Tensor, dim: int, vec: Tensor, add: Tensor) -> Tensor:
+        """``mat`` with its row (dim 1) or column (dim 2) at each problem's head slot set to ``vec`` where
+        ``add``."""
+        p, m = vec.shape
+        shape = (p, 1, m) if dim == 1 else (p, m, 1)
+        idx = self.head.view(p, 1, 1).expand(shape)
+        new = torch.where(add[:, None], vec, torch.gather(mat, dim, idx).view(p, m))
+        return mat.scatter(dim, idx, new.view(shape))
+
     def _direction(self, g: Tensor, active: Tensor) -> Tensor:
         """Update the history with (s, y) where curvature allows, then -H g for each problem.
 
@@ -95,26 +104,19 @@ class BatchedLBFGS:
         new = torch.stack([s, y], 1).to(self.H.dtype)
         slot.index_copy_(0, flat, torch.where(add[:, None, None], new, slot.index_select(0, flat)))
         hist = self.H[:, :k].reshape(p, 2 * k, -1)  # s_0, y_0, s_1, y_1, ... (a view)
-        # one pass over the history: every product with s, y (the new pair) and g
-        prods = torch.bmm(hist, torch.stack([s, y, g], 2).to(hist.dtype)).to(g.dtype).view(p, k, 2, 3)
+        # one pass over the history: every product with s, y (the new pair) and g; as (3, D) x (D, 2k), the
+        # shape that a BLAS streams fastest (about twice (2k, D) x (D, 3) on one core)
+        vecs = torch.stack([s, y, g], 1).to(hist.dtype)
+        prods = torch.bmm(vecs, hist.transpose(1, 2)).to(g.dtype).view(p, 3, k, 2)
         pad = (0, m - k)
-        sy_row = torch.nn.functional.pad(prods[:, :, 1, 0], pad)  # s_new . y_j
-        sy_col = torch.nn.functional.pad(prods[:, :, 0, 1], pad)  # s_i . y_new
-        yy_new = torch.nn.functional.pad(prods[:, :, 1, 1], pad)  # y_j . y_new
-        s_g = torch.nn.functional.pad(prods[:, :, 0, 2], pad)
-        y_g = torch.nn.functional.pad(prods[:, :, 1, 2], pad)
-        onehot = torch.nn.functional.one_hot(self.head, m).to(g.dtype) * add[:, None].to(g.dtype)
-        keep = 1 - onehot
-        self.SY = (
-            self.SY * keep[:, :, None] * keep[:, None, :]
-            + onehot[:, :, None] * sy_row[:, None, :]
-            + sy_col[:, :, None] * onehot[:, None, :] * keep[:, :, None]
-        )
-        self.YY = (
-            self.YY * keep[:, :, None] * keep[:, None, :]
-            + onehot[:, :, None] * yy_new[:, None, :]
-            + yy_new[:, :, None] * onehot[:, None, :] * keep[:, :, None]
-        )
+        sy_row = torch.nn.functional.pad(prods[:, 0, :, 1], pad)  # s_new . y_j
+        sy_col = torch.nn.functional.pad(prods[:, 1, :, 0], pad)  # s_i . y_new
+        yy_new = torch.nn.functional.pad(prods[:, 1, :, 1], pad)  # y_j . y_new
+        s_g = torch.nn.functional.pad(prods[:, 2, :, 0], pad)
+        y_g = torch.nn.functional.pad(prods[:, 2, :, 1], pad)
+        # the new pair's row and column of S'Y and Y'Y, written at each adding problem's head slot
+        self.SY = self._put(self._put(self.SY, 1, sy_row, add), 2, sy_col, add)
+        self.YY = self._put(self._put(self.YY, 1, yy_new, add), 2, yy_new, add)
         self.head = torch.where(add, (self.head + 1) % m, self.head)
         self.count = torch.where(add, (self.count + 1).clamp(max=m), self.count)
         yy = torch.where(add, (y * y).sum(1), torch.ones_like(ys))
