@@ -2,7 +2,8 @@
 trained vectorised vs one after another (models per second, the ratio, and each path's accuracy per model).
 
     python bench/mia.py [--cifar PATH] [--ks 4,16,64] [--skip-attacks] [--skip-speed] [--skip-cifar]
-                        [--tabular SPEC] [--skip-tabular] [--art-python /tmp/artvenv/bin/python]
+                        [--tabular SPEC] [--tabular-seeds 0,1,2] [--skip-tabular]
+                        [--art-python /tmp/artvenv/bin/python]
 
 Settings: digits/mlp (500 members, 16 references), breast-cancer/mlp (150 members) and, when the CIFAR-10
 tarball is there, CIFAR-10 with convnet (a modest member count so that it runs in minutes on 2 cores).
@@ -19,7 +20,8 @@ MNIST test digits (784 features, 10 classes; the protocol draws its 5,010 record
 unused), real data that works offline: its figures are not the Location figures, only the same protocol.
 With ``--art-python`` (a Python with adversarial-robustness-toolbox and scikit-learn, no torch) the same split
 and target go to ``bench/art_shadow.py``: ART's ShadowModels (4 shadows) and MembershipInferenceBlackBox
-(random forest) on the same work as fedleak's Shokri attack.
+(random forest) on the same work as fedleak's Shokri attack. ``--tabular-seeds 0,1,2`` runs the protocol once
+per seed (its own split, target and models) and ends with the AUCs by seed.
 """
 
 from __future__ import annotations
@@ -178,8 +180,9 @@ def tabular(
     seed: int = 0,
     art_python: str | None = None,
     art_export: Path | None = None,
-) -> None:
-    """The classic tabular protocol (see the module docstring) on ``spec``, beside the Location figures."""
+) -> dict[str, float | None]:
+    """The classic tabular protocol (see the module docstring) on ``spec``, beside the Location figures;
+    returns each attack's AUC (and ART's) for the summary over seeds."""
     data = fedleak.data.load(spec)
     features, classes = math.prod(data.spec.shape), data.spec.num_classes
     common = dict(
@@ -252,7 +255,7 @@ def tabular(
         "lira": (f"LiRA online, {references} refs", attacks["lira"]["seconds"]),
         "rmia": (f"RMIA online, {references} refs", attacks["rmia"]["seconds"] + refs["seconds"]),
         "loss": ("loss threshold", attacks["loss"]["seconds"]),
-        "shokri": (f"Shokri, {shadows} shadows, per-class MLP", attacks["shokri"]["seconds"]),
+        "shokri": (f"Shokri, {shadows} shadows, boosted trees", attacks["shokri"]["seconds"]),
     }
     for key, (pub_label, (auc, t1, t01)) in PUBLISHED_LOCATION.items():
         line(pub_label, "published on Location", auc, t1, t01, None)
@@ -275,6 +278,7 @@ def tabular(
             f"(member ratio {art['member_ratio']}, {art['shadow_train_records']} records each, train accuracy "
             f"{art['shadow_train_accuracy']:.3f}, held-out {art['shadow_test_accuracy']:.3f})"
         )
+    return {**{key: attacks[key]["auc"] for key in ours}, "art": None if art is None else art["auc"]}
 
 
 def main() -> None:
@@ -298,6 +302,7 @@ def main() -> None:
     ap.add_argument("--tabular-batch", type=int, default=64)
     ap.add_argument("--tabular-references", type=int, default=16)
     ap.add_argument("--tabular-shadows", type=int, default=4)
+    ap.add_argument("--tabular-seeds", default="0", help="seeds of the tabular protocol (split, target, models)")
     ap.add_argument("--art-python", help="a Python with adversarial-robustness-toolbox: adds ART's shadow attack")
     ap.add_argument("--art-export", type=Path, help="write the tabular split and target outputs (.npz) here")
     ap.add_argument("--speed-repeats", type=int, default=3, help="best of this many runs per path")
@@ -331,20 +336,30 @@ def main() -> None:
             device=args.device,
         )
     if not args.skip_tabular:
-        tabular(
-            args.tabular,
-            args.tabular_members,
-            args.tabular_population,
-            args.tabular_model,
-            args.tabular_epochs,
-            args.tabular_lr,
-            args.tabular_batch,
-            args.tabular_references,
-            args.tabular_shadows,
-            args.device,
-            art_python=args.art_python,
-            art_export=args.art_export,
-        )
+        seeds = [int(v) for v in args.tabular_seeds.split(",")]
+        aucs, export = {}, args.art_export
+        for seed in seeds:
+            aucs[seed] = tabular(
+                args.tabular,
+                args.tabular_members,
+                args.tabular_population,
+                args.tabular_model,
+                args.tabular_epochs,
+                args.tabular_lr,
+                args.tabular_batch,
+                args.tabular_references,
+                args.tabular_shadows,
+                args.device,
+                seed=seed,
+                art_python=args.art_python,
+                art_export=export if export is None or len(seeds) == 1 else export.with_stem(f"{export.stem}-{seed}"),
+            )
+        if len(seeds) > 1:
+            print(f"\n## tabular protocol, AUC by seed ({_short(args.tabular)})")
+            print(f"{'seed':>4} {'LiRA':>6} {'RMIA':>6} {'loss':>6} {'Shokri':>7} {'ART':>6}")
+            for seed, a in aucs.items():
+                art = "     -" if a["art"] is None else f"{a['art']:>6.3f}"
+                print(f"{seed:>4} {a['lira']:>6.3f} {a['rmia']:>6.3f} {a['loss']:>6.3f} {a['shokri']:>7.3f} {art}")
     if not args.skip_cifar:
         if not args.cifar.exists():
             print(f"\n## CIFAR-10: skipped ({args.cifar} not found; pass --cifar PATH)")

@@ -187,6 +187,28 @@ def test_vectorised_reference_training_matches_sequential_and_checkpoints(tmp_pa
     assert all(torch.allclose(joined.params[n], vec.params[n], atol=1e-6) for n in vec.params)
 
 
+@pytest.mark.parametrize("model,chain", [("mlp:16,8,act=relu", True), ("lenet", False)])
+def test_vectorised_training_with_and_without_the_batched_matmul_path_matches_sequential(model, chain):
+    from fedleak.attacks.membership.references import _stacked_chain
+
+    data = fedleak.data.load("digits")
+    x, y = data.tensors(range(60))
+    net = fedleak.models.build(model, data.spec)
+    assert (_stacked_chain(net, [n for n, _ in net.named_parameters()]) is not None) == chain
+    masks = balanced_masks(3, 60, seed=1)
+    masks[0, :7] = True  # ragged: model 0 has more records and more steps
+    spec = TrainSpec(epochs=2, batch_size=8, lr=0.05, momentum=0.9, weight_decay=1e-3)
+    vec = train_references(model, data.spec, x, y, masks, spec, seed=5)
+    seq = train_references(model, data.spec, x, y, masks, spec, seed=5, vectorised=False)
+    for n in vec.params:
+        assert torch.allclose(vec.params[n], seq.params[n], atol=1e-5), n
+    adam = TrainSpec(steps=7, batch_size=16, lr=1e-2, optimizer="adam")
+    vec = train_references(model, data.spec, x, y, masks, adam, seed=5)
+    seq = train_references(model, data.spec, x, y, masks, adam, seed=5, vectorised=False)
+    for n in vec.params:
+        assert torch.allclose(vec.params[n], seq.params[n], atol=1e-5), n
+
+
 def test_reference_membership_by_ids():
     data = fedleak.data.load("digits")
     x, y = data.tensors(range(20))
@@ -197,6 +219,29 @@ def test_reference_membership_by_ids():
 
 
 # ---------------------------------------------------------------- Shokri's synthesis, federated
+
+
+def test_shokri_classifiers_beat_chance_and_repeat_by_seed(digits_split, overfit_target):
+    from fedleak.errors import FedleakInputError
+
+    data, mem, non, pop = digits_split
+    records = Records.of(mem).cat(Records.of(non))
+    common = dict(
+        population=pop,
+        references=4,
+        model_spec="mlp:64",
+        data_spec=data.spec,
+        train_spec=TrainSpec(epochs=60, batch_size=64, lr=0.1, momentum=0.9),
+        seed=0,
+    )
+    truth = torch.arange(300) < 150
+    gbt = membership_scores(overfit_target, records, "shokri", **common)
+    assert torch.equal(gbt, membership_scores(overfit_target, records, "shokri", **common))
+    assert roc_report(gbt, truth)["auc"] > 0.55
+    mlp = membership_scores(overfit_target, records, "shokri", classifier="per-class-mlp", **common)
+    assert roc_report(mlp, truth)["auc"] > 0.55
+    with pytest.raises(FedleakInputError, match="classifier"):
+        membership_scores(overfit_target, records, "shokri", classifier="svm", **common)
 
 
 def test_hill_climbing_finds_records_the_target_puts_in_their_class(overfit_target, digits_split):

@@ -1,11 +1,13 @@
 """Reference (shadow) models, trained K at a time as one vectorised computation.
 
 LiRA, RMIA and Shokri's attack all train many models of the target's architecture on subsets of a data pool.
-Here the K models' parameters are stacked along a leading axis and trained together: each step runs the K
-forward passes as one ``torch.func.vmap`` of ``functional_call``, one backward, and one functional SGD/Adam
-update of the stacked tensors. Model k's initialisation and batch order depend only on ``(seed, k)``, so the
-vectorised path, the sequential path (the plain :class:`fedleak.fl.SGDTrainer`, one model after another) and
-any chunking (e.g. chunks run as Ray tasks) give the same models up to float noise.
+Here the K models' parameters are stacked along a leading axis (one flat (K, P) tensor) and trained together:
+each step runs the K forward passes as one ``torch.func.vmap`` of ``functional_call`` (for plain MLPs, as
+batched matmuls: the same arithmetic without vmap's per-operation dispatch), one backward, and one functional
+SGD/Adam update of the flat tensor. The batch plan of all K models is built up front. Model k's
+initialisation and batch order depend only on ``(seed, k)``, so the vectorised path, the sequential path (the
+plain :class:`fedleak.fl.SGDTrainer`, one model after another) and any chunking (e.g. chunks run as Ray tasks)
+give the same models up to float noise.
 
     >>> import fedleak
     >>> from fedleak.fl import TrainSpec
@@ -162,7 +164,11 @@ class ReferenceModels:
 
 
 def _batch_plan(masks: Tensor, spec: TrainSpec, seeds: list[int]) -> tuple[Tensor, list[int]]:
-    """Pool indices (K, S, B) (-1 = padding) and the real batch size at each step (when all models agree)."""
+    """Pool indices (K, S, B) (-1 = padding) and the real batch size at each step (when all models agree).
+
+    Model k draws one ``randperm`` per epoch from its own generator, as ``fl.local.minibatches`` does (so the
+    sequential path sees the same batches); the rest is tensor work per model: its epochs' permutations map to
+    pool indices in one gather, are padded to whole batches and cut into batches by one reshape."""
     k = masks.shape[0]
     sizes = masks.sum(1).tolist()
     b = max(1, min(spec.batch_size, min(sizes)))
@@ -173,23 +179,22 @@ def _batch_plan(masks: Tensor, spec: TrainSpec, seeds: list[int]) -> tuple[Tenso
         own = masks[j].nonzero().flatten()
         n = len(own)
         bj = max(1, min(spec.batch_size, n))
-        total = spec.steps if spec.steps is not None else spec.epochs * ((n + bj - 1) // bj)
+        per_epoch = (n + bj - 1) // bj
+        total = spec.steps if spec.steps is not None else spec.epochs * per_epoch
+        epochs = (total + per_epoch - 1) // per_epoch
         g = torch.Generator().manual_seed(seeds[j])
-        batches: list[Tensor] = []
-        while len(batches) < total:  # the same draws as fl.local.minibatches
-            perm = torch.randperm(n, generator=g)
-            for i in range(0, n, bj):
-                if len(batches) >= total:
-                    break
-                idx = own[perm[i : i + bj]]
-                batches.append(F.pad(idx, (0, b - len(idx)), value=-1))
-        rows.append(torch.stack(batches) if batches else torch.full((0, b), -1, dtype=torch.long))
+        if epochs == 0:
+            rows.append(torch.full((0, b), -1, dtype=torch.long))
+            continue
+        perms = torch.stack([torch.randperm(n, generator=g) for _ in range(epochs)])  # the same draws
+        idx = F.pad(own[perms], (0, per_epoch * bj - n), value=-1)  # (epochs, per_epoch * bj)
+        batches = idx.view(epochs * per_epoch, bj)[:total]
+        rows.append(F.pad(batches, (0, b - bj), value=-1) if bj < b else batches)
     steps = max(len(r) for r in rows)
     plan = torch.full((k, steps, b), -1, dtype=torch.long)
     for j, r in enumerate(rows):
         plan[j, : len(r)] = r
-    real = (plan >= 0).sum(2)  # (K, S)
-    step_sizes = [int(real[:, s].max()) for s in range(steps)]
+    step_sizes = (plan >= 0).sum(2).amax(0).tolist() if steps else []
     return plan, step_sizes
 
 
@@ -307,6 +312,53 @@ def _init_models(model_spec: str, data_spec: DataSpec, seeds: list[int], device:
     return [build(model_spec, data_spec, seed=s, device=device) for s in seeds]
 
 
+_ACTIVATIONS: dict[type, Callable[[Tensor], Tensor]] = {
+    nn.Tanh: torch.tanh,
+    nn.ReLU: torch.relu,
+    nn.Sigmoid: torch.sigmoid,
+}
+
+
+def _stacked_chain(base: nn.Module, names: list[str]) -> Callable[[dict[str, Tensor], Tensor], Tensor] | None:
+    """For a plain chain of Flatten / Linear / Tanh / ReLU / Sigmoid layers without buffers (fedleak's ``mlp``;
+    its layers in ``base.net`` or ``base`` itself a Sequential): the K models' forward pass on stacked
+    parameters as batched matmuls, without vmap's per-operation dispatch. None for anything else (and the
+    caller checks the result against ``functional_call`` once before it trusts it)."""
+    seq = base if isinstance(base, nn.Sequential) else getattr(base, "net", None)
+    if not isinstance(seq, nn.Sequential) or any(True for _ in base.buffers()):
+        return None
+    prefix = "" if seq is base else "net."
+    ops: list[tuple] = []
+    used: list[str] = []
+    for name, m in seq.named_children():
+        if isinstance(m, nn.Flatten) and m.start_dim == 1 and m.end_dim == -1:
+            ops.append(("flatten",))
+        elif isinstance(m, nn.Linear):
+            w, b = f"{prefix}{name}.weight", f"{prefix}{name}.bias" if m.bias is not None else None
+            ops.append(("linear", w, b))
+            used += [w] + ([b] if b else [])
+        elif type(m) in _ACTIVATIONS:
+            ops.append(("act", _ACTIVATIONS[type(m)]))
+        else:
+            return None
+    if sorted(used) != sorted(names):
+        return None
+
+    def forward(p: dict[str, Tensor], xb: Tensor) -> Tensor:  # xb (K, b, *shape) -> (K, b, C)
+        h = xb
+        for op in ops:
+            if op[0] == "flatten":
+                h = h.flatten(2)
+            elif op[0] == "linear":
+                wt = p[op[1]].transpose(1, 2)
+                h = torch.bmm(h, wt) if op[2] is None else torch.baddbmm(p[op[2]].unsqueeze(1), h, wt)
+            else:
+                h = op[1](h)
+        return h
+
+    return forward
+
+
 def _train_vectorised(
     models: list[nn.Module],
     x: Tensor,
@@ -316,48 +368,63 @@ def _train_vectorised(
     seeds: list[int],
     train_mode: bool,
 ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """All K models as one flat (K, P) parameter tensor: each step takes views of it for the forward pass,
+    gets one flat gradient back and updates it with one optimiser step on one tensor (a handful of kernels
+    whatever the number of parameter tensors)."""
     base = models[0]
     base.train(train_mode)
-    params = {
-        n: torch.stack([dict(m.named_parameters())[n].detach() for m in models]).clone().requires_grad_(True)
-        for n, _ in base.named_parameters()
-    }
+    k = masks.shape[0]
+    names = [n for n, _ in base.named_parameters()]
+    stacked = [torch.stack([dict(m.named_parameters())[n].detach() for m in models]) for n in names]
+    shapes, numels = [t.shape[1:] for t in stacked], [t[0].numel() for t in stacked]
+    flat = torch.cat([t.reshape(k, -1) for t in stacked], 1).requires_grad_(True)  # (K, P), a copy
+    del stacked
     buffers = {
         n: torch.stack([dict(m.named_buffers())[n].detach() for m in models]).clone() for n, _ in base.named_buffers()
     }
+
+    def unflatten(f: Tensor) -> dict[str, Tensor]:
+        return {n: t.view(k, *shape) for n, t, shape in zip(names, f.split(numels, 1), shapes, strict=True)}
+
     plan, step_sizes = _batch_plan(masks.cpu(), spec, seeds)
+    # per step: does any model have a short (padded) batch within the step's size?
+    width = torch.arange(plan.shape[2]).view(1, 1, -1) < torch.tensor(step_sizes, dtype=torch.long).view(1, -1, 1)
+    padded = ((plan < 0) & width).any(2).any(0).tolist()
     plan = plan.to(x.device)
-    opt = _StackedOptimizer(params, spec)
+    opt = _StackedOptimizer({"flat": flat}, spec)
 
     def one(p: dict[str, Tensor], b: dict[str, Tensor], xb: Tensor) -> Tensor:
         return functional_call(base, (p, b), (xb,))
 
     many = vmap(one, in_dims=(0, 0, 0))
-    k = masks.shape[0]
-    padded = (plan < 0).any(2).any(0).tolist()  # per step: does any model have a short batch?
+
+    def forward(f: Tensor, xb: Tensor) -> Tensor:
+        return many(unflatten(f), buffers, xb)
+
+    chain = _stacked_chain(base, names)
+    if chain is not None and step_sizes:  # batched matmuls for plain MLPs, if they agree with functional_call
+        with torch.no_grad():
+            probe = x[plan[:, 0, : step_sizes[0]].clamp_min(0)]
+            if torch.allclose(chain(unflatten(flat), probe), forward(flat, probe), rtol=1e-4, atol=1e-5):
+                forward = lambda f, xb: chain(unflatten(f), xb)  # noqa: E731
     for s, size in enumerate(step_sizes):
         idx = plan[:, s, :size]
         ragged = padded[s]
         if ragged:
             valid = idx >= 0
             idx = idx.clamp_min(0)
-        xb, yb = x[idx], y[idx]
-        out = many(params, buffers, xb)  # (K, b, C)
+        out, yb = forward(flat, x[idx]), y[idx]  # (K, b, C), (K, b)
         if not ragged:  # the common case: mean cross-entropy per model, summed over models
-            loss = F.cross_entropy(out.flatten(0, 1), yb.flatten(), reduction="sum") / idx.shape[1]
-            grads = torch.autograd.grad(loss, list(params.values()))
-            opt.step(params, dict(zip(params, grads, strict=True)), None)
+            loss = F.cross_entropy(out.flatten(0, 1), yb.flatten(), reduction="sum") / size
+            (grad,) = torch.autograd.grad(loss, flat)
+            opt.step({"flat": flat}, {"flat": grad}, None)
             continue
         loss = F.cross_entropy(out.flatten(0, 1), yb.flatten(), reduction="none").view(k, -1)
-        if ragged:
-            w = valid.to(loss.dtype)
-            per_model = (loss * w).sum(1) / w.sum(1).clamp_min(1)
-            active = valid.any(1)
-        else:
-            per_model, active = loss.mean(1), None
-        grads = torch.autograd.grad(per_model.sum(), list(params.values()))
-        opt.step(params, dict(zip(params, grads, strict=True)), active)
-    return {n: p.detach() for n, p in params.items()}, buffers
+        w = valid.to(loss.dtype)
+        per_model = (loss * w).sum(1) / w.sum(1).clamp_min(1)
+        (grad,) = torch.autograd.grad(per_model.sum(), flat)
+        opt.step({"flat": flat}, {"flat": grad}, valid.any(1))
+    return {n: t.detach().contiguous() for n, t in unflatten(flat.detach()).items()}, buffers
 
 
 def _train_sequential(
