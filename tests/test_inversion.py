@@ -107,6 +107,37 @@ def test_batched_lbfgs_matches_torch_lbfgs_per_problem():
     assert torch.allclose(opt.z, torch.stack(ref), atol=1e-9)
 
 
+def test_frozen_problems_keep_their_iterate_and_are_never_evaluated():
+    a = torch.tensor([[1.0, 2.0], [3.0, 0.5], [2.0, 2.0]], dtype=torch.float64)
+    seen: list[int] = []
+
+    def f(z, rows):
+        ids = torch.arange(3) if rows is None else rows
+        seen.extend(ids.tolist())
+        return (a[ids] * (z - 1) ** 2).sum(1), 2 * a[ids] * (z - 1)
+
+    opt = BatchedLBFGS(torch.zeros(3, 2, dtype=torch.float64))
+    opt.step(f)
+    opt.freeze(torch.tensor([False, True, False]))
+    held = opt.z[1].clone()
+    seen.clear()
+    for _ in range(3):
+        opt.step(f)
+    assert 1 not in seen and torch.equal(opt.z[1], held)
+    assert torch.allclose(opt.z[[0, 2]], torch.ones(2, 2, dtype=torch.float64), atol=1e-6)
+
+
+def test_restarts_are_pruned_to_each_targets_best(digits):
+    # idlg's preset: 4 restarts, each target keeps its best after 10% of the iterations; the others stop there,
+    # so the chosen restart has the lowest final objective, and every target gets the same starts
+    updates = [lenet_update(digits, [i]) for i in (0, 1)]
+    recs = invert_batch(updates, "idlg", iterations=10)
+    for r in recs:
+        assert len(r.objective) == 4 and r.best_restart == int(r.objective.argmin())
+    alone = invert(updates[1], "idlg", iterations=10)
+    assert torch.allclose(alone.objective, recs[1].objective, rtol=1e-3, atol=1e-9)
+
+
 # --- labels ---------------------------------------------------------------------------------------
 
 

@@ -33,6 +33,15 @@ def test_lenet_has_dlg_architecture_and_init():
     assert torch_init.fc.weight.abs().max() < 0.1
 
 
+def test_lenet_sees_pixels_as_in_dlgs_code():
+    data = load("photos")
+    model = build("lenet", data.spec, seed=0)
+    plain = build("lenet:input=normalised", data.spec, seed=0)  # same weights, fed what it is given
+    x = data.inputs([0, 1])
+    assert torch.allclose(model(x), plain(data.pixels([0, 1])), atol=1e-5)  # normalisation undone inside
+    assert not torch.allclose(model(x), plain(x), atol=1e-3)
+
+
 def test_convnet_width_and_plain_mlp():
     spec = load("photos").spec
     assert build("convnet", spec).fc.in_features == 36 * 64

@@ -121,8 +121,8 @@ class BatchedLBFGS:
         self.count = torch.where(add, (self.count + 1).clamp(max=m), self.count)
         yy = torch.where(add, (y * y).sum(1), torch.ones_like(ys))
         self.h_diag = torch.where(add, ys / yy, self.h_diag)
-        # chronological order of the ring slots (entries past count are unwritten zeros); only the small
-        # (P, m) and (P, m, m) tensors are reordered, the (P, m, D) history is used in slot order
+        # chronological order of the ring slots (slots past count are unwritten, or stale after a reset, and
+        # are masked below); only the small (P, m) and (P, m, m) tensors are reordered, the history is not
         i = torch.arange(m, device=g.device)
         order = (self.head[:, None] - self.count[:, None] + i[None, :]) % m
         back = (i[None, :] - self.head[:, None] + self.count[:, None]) % m  # slot -> chronological position
