@@ -60,7 +60,7 @@ class MatchConfig:
     boxed: bool = False  # clamp dummies to the valid pixel range after each step
     lr_decay: bool = False  # x0.1 at 3/8, 5/8, 7/8 of the iterations
     replay: str = "gradient"  # gradient (FedSGD) or fedavg (S local steps, match w1 - w0)
-    dtype: str = "float32"  # the replay's dtype (L-BFGS keeps its own state in float64)
+    dtype: str = "float32"  # the replay's dtype (L-BFGS keeps its iterate in float64, its history in this)
     max_iter: int = 20  # L-BFGS inner iterations per step (PyTorch's default)
     tolerance_change: float = 1e-9  # L-BFGS: a step ends when the loss or the step changes less (PyTorch's)
     tolerance_grad: float = 1e-7  # L-BFGS: a problem stops when its gradient is this small (PyTorch's)
@@ -356,8 +356,9 @@ class GradientMatching:
         P = T * R
         xshape = x0.shape
         z0 = x0.reshape(P, -1) if y0 is None else torch.cat([x0.reshape(P, -1), y0.reshape(P, -1)], 1)
-        # the optimiser's state (iterate, curvature pairs) is kept in float64 whatever the model's dtype:
-        # float32 replays are fast, and the L-BFGS bookkeeping does not lose the last digits
+        # the iterate, gradients and small matrices are kept in float64 whatever the model's dtype (float32
+        # replays are fast, and the bookkeeping does not lose the last digits); the large curvature history is
+        # kept in the replay's dtype, as PyTorch keeps it
         dtype = x0.dtype
 
         def closure(z: Tensor, rows: Tensor | None) -> tuple[Tensor, Tensor]:
