@@ -280,28 +280,12 @@ def test_membership_in_one_clients_update(digits_split):
 
 def test_mia_command_writes_results_and_plot(tmp_path, capsys):
     out = tmp_path / "mia"
-    code, stdout, _ = run_cli(
-        [
-            "mia",
-            "--dataset",
-            "breast-cancer",
-            "--model",
-            "mlp:64",
-            "--attack",
-            "all",
-            "--members",
-            "150",
-            "--references",
-            "4",
-            "--epochs",
-            "60",
-            "--seed",
-            "0",
-            "--out",
-            out,
-        ],
-        capsys,
-    )
+
+    def mia_args(attack: str) -> list:
+        flags = f"--model mlp:64 --attack {attack} --members 150 --references 4 --epochs 60 --seed 0 --out"
+        return ["mia", "--dataset", "breast-cancer", *flags.split(), out]
+
+    code, stdout, _ = run_cli(mia_args("all"), capsys)
     assert code == 0
     d = json.loads((out / "results.json").read_text())
     for key in (
@@ -323,28 +307,7 @@ def test_mia_command_writes_results_and_plot(tmp_path, capsys):
     assert d["attacks"]["lira"]["auc"] > 0.5 and d["auc"] == d["attacks"][d["headline"]]["auc"]
     assert (out / "roc.png").read_bytes()[:4] == b"\x89PNG" and "lira" in stdout
     # a rerun resumes: the target and the reference models are loaded, the numbers are the same
-    code, stdout, _ = run_cli(
-        [
-            "mia",
-            "--dataset",
-            "breast-cancer",
-            "--model",
-            "mlp:64",
-            "--attack",
-            "lira",
-            "--members",
-            "150",
-            "--references",
-            "4",
-            "--epochs",
-            "60",
-            "--seed",
-            "0",
-            "--out",
-            out,
-        ],
-        capsys,
-    )
+    code, stdout, _ = run_cli(mia_args("lira"), capsys)
     d2 = json.loads((out / "results.json").read_text())
     assert code == 0 and "loaded" in stdout and d2["auc"] == d["attacks"]["lira"]["auc"] and "attacks" not in d2
 

@@ -41,6 +41,24 @@ def choose_positions(n: int, indices: Sequence[int] | None, num_images: int | No
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:count].tolist()
 
 
+def group_positions(positions: list[int], batch_size: int, noun: str = "images") -> list[list[int]]:
+    """The chosen records grouped into updates of ``batch_size`` each, in order; a count that does not split
+    is bad input."""
+    if batch_size < 1:
+        raise FedleakInputError(f"--batch-size {batch_size}: must be at least 1")
+    if batch_size > len(positions):
+        raise FedleakInputError(
+            f"--batch-size {batch_size} is larger than the {len(positions)} {noun} given; "
+            "give more --indices / --num-images or a smaller --batch-size"
+        )
+    if len(positions) % batch_size:
+        raise FedleakInputError(
+            f"{len(positions)} {noun} do not split into updates of --batch-size {batch_size}; "
+            "give a multiple of the batch size"
+        )
+    return [positions[i : i + batch_size] for i in range(0, len(positions), batch_size)]
+
+
 def _pretrain(net, data, exclude: list[int], rounds: int, seed: int, echo) -> None:  # noqa: ANN001
     """T FedAvg rounds (10 clients, batch 32, lr 0.1) on up to 5000 seeded records that are not targets."""
     import torch
@@ -90,8 +108,6 @@ def run_inversion(
     from fedleak.models import build
 
     ATTACKS.get(attack)
-    if batch_size < 1:
-        raise FedleakInputError(f"--batch-size {batch_size}: must be at least 1")
     if trained_rounds < 0 or (local_steps is not None and local_steps < 1) or local_lr <= 0:
         raise FedleakInputError("--trained-rounds must be >= 0, --local-steps >= 1 and --local-lr > 0")
     dev = resolve_device(device)
@@ -103,16 +119,7 @@ def run_inversion(
             f"{dataset} holds {data.spec.modality} records; image inversion needs images (for text use --modality text)"
         )
     positions = choose_positions(len(data), indices, num_images if num_images else batch_size, seed)
-    if batch_size > len(positions):
-        raise FedleakInputError(
-            f"--batch-size {batch_size} is larger than the {len(positions)} images given; "
-            "give more --indices / --num-images or a smaller --batch-size"
-        )
-    if len(positions) % batch_size:
-        raise FedleakInputError(
-            f"{len(positions)} images do not split into updates of --batch-size {batch_size}; "
-            "give a multiple of the batch size"
-        )
+    groups = group_positions(positions, batch_size)
     fedavg = attack in FEDAVG_ATTACKS or local_steps is not None
     steps = (local_steps or DEFAULT_LOCAL_STEPS) if fedavg else None
     k = int(dplan.secagg or 1)
@@ -126,7 +133,6 @@ def run_inversion(
         public = torch.tensor(rest)[torch.randperm(len(rest), generator=g_other)[:1000]]
         nbins = bins or max(512, 8 * batch_size * k)
         net = imprint_model(net, data.spec, bins=nbins, public=data.inputs(public), seed=seed)
-    groups = [positions[i : i + batch_size] for i in range(0, len(positions), batch_size)]
     others = torch.tensor(rest)[torch.randperm(len(rest), generator=g_other)]
     updates = []
     for gi, group in enumerate(groups):

@@ -61,15 +61,7 @@ def build_federation(config: AuditConfig, defense: str, membership: bool = False
     fcfg = _fed_config(config, membership)
     p = plan([] if defense == "none" else [defense]).bind(rounds=fcfg.rounds, clients=fcfg.clients)
     model = p.prepare(build(model_spec, data.spec, seed=config.seed, device=config.device))
-    federation = Federation(
-        model,
-        train,
-        test,
-        fcfg,
-        transforms=p.transforms,
-        trainer=p.trainer,
-        aggregator=p.aggregator,
-    )
+    federation = Federation(model, train, test, fcfg, **p.federation_options)
     return federation, p, data
 
 
@@ -184,10 +176,8 @@ def _run_rounds(config: AuditConfig, federation, p, keep_rounds: set[int]):  # n
             federation.train,
             federation.test,
             federation.config,
-            transforms=p.transforms,
-            trainer=p.trainer,
-            aggregator=p.aggregator,
             secagg=bool(p.secagg),
+            **p.federation_options,
         )
         return list(run.rounds)
     out = []

@@ -76,7 +76,7 @@ def run_text_inversion(
     """
     from fedleak.attacks.inversion.text import TEXT_ATTACKS, invert_text
     from fedleak.attacks.inversion.tokens import set_scores
-    from fedleak.audit.invert import choose_positions
+    from fedleak.audit.invert import choose_positions, group_positions
     from fedleak.data import load
     from fedleak.defenses import plan as defense_plan
     from fedleak.device import resolve_device
@@ -85,8 +85,6 @@ def run_text_inversion(
     from fedleak.models import build
 
     TEXT_ATTACKS.get(attack)
-    if batch_size < 1:
-        raise FedleakInputError(f"--batch-size {batch_size}: must be at least 1")
     if (local_steps is not None and local_steps < 1) or local_lr <= 0:
         raise FedleakInputError("--local-steps must be >= 1 and --local-lr > 0")
     if iterations is not None and iterations < 0:
@@ -102,17 +100,12 @@ def run_text_inversion(
             "(demo-records or text:PATH)"
         )
     positions = choose_positions(len(data), indices, num_images if num_images else batch_size, seed)
-    if len(positions) % batch_size:
-        raise FedleakInputError(
-            f"{len(positions)} records do not split into updates of --batch-size {batch_size}; "
-            "give a multiple of the batch size"
-        )
+    groups = group_positions(positions, batch_size, "records")
     tok = data.extras["tokenizer"]
     net = build(model, data.spec, seed=seed, device=dev)
     prepare = getattr(dplan, "prepare", None)
     if prepare is not None:
         net = prepare(net)
-    groups = [positions[i : i + batch_size] for i in range(0, len(positions), batch_size)]
     updates = [
         client_update(
             net,

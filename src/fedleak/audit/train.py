@@ -75,15 +75,7 @@ def run_training(
     train, test = train_test_split(data, test_fraction, samples, seed)
     torch.manual_seed(seed)
     net = defense_plan.prepare(build(model, data.spec, seed=seed, device=device))
-    fed = Federation(
-        net,
-        train,
-        test,
-        config,
-        transforms=defense_plan.transforms,
-        trainer=defense_plan.trainer,
-        aggregator=defense_plan.aggregator,
-    )
+    fed = Federation(net, train, test, config, **defense_plan.federation_options)
     rows = []
     t0 = time.perf_counter()
     for r in progress(fed.run(keep_updates=False), rounds, "rounds", plain_lines=0):

@@ -93,6 +93,11 @@ class DefensePlan:
         return out
 
     @property
+    def federation_options(self) -> dict[str, Any]:
+        """The plan's parts as ``Federation(...)`` (and the Flower engine) take them as keywords."""
+        return {"transforms": self.transforms, "trainer": self.trainer, "aggregator": self.aggregator}
+
+    @property
     def label(self) -> str:
         return "+".join(self.specs) if self.specs else "none"
 

@@ -381,8 +381,8 @@ class GradientMatching:
         select = max(1, round(cfg.select_at * cfg.iterations)) if R > 1 else -1
         for it in range(cfg.iterations):
             opt.step(closure)
-            if it + 1 == select:  # each target keeps its restart with the lowest objective so far
-                loss = torch.nan_to_num(opt.loss, nan=float("inf")).view(T, R)
+            if it + 1 == select:  # each target keeps its restart with the lowest objective at this point
+                loss = torch.nan_to_num(closure(opt.z, None)[0], nan=float("inf")).view(T, R)
                 keep = torch.nn.functional.one_hot(loss.argmin(1), R).bool().flatten()
                 opt.freeze(~keep)
         z = opt.z.to(dtype)

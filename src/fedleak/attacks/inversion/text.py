@@ -311,6 +311,16 @@ def _solved_starts(case: _Case, opts: TagOptions) -> tuple[Tensor, Tensor, Tenso
     return X, d, d > SOLVED
 
 
+def _swapped(X: Tensor, ra: Tensor, pa: Tensor, rb: Tensor, pb: Tensor) -> Tensor:
+    """Candidates (R, n, b, L): candidate c is X with the tokens at (record ra[c], position pa[c]) and
+    (rb[c], pb[c]) exchanged."""
+    c = X[:, None].repeat(1, len(ra), 1, 1)
+    idx = torch.arange(len(ra), device=X.device)
+    c[:, idx, ra, pa] = X[:, rb, pb]
+    c[:, idx, rb, pb] = X[:, ra, pa]
+    return c
+
+
 def _moves(case: _Case, X: Tensor, rows: Tensor, opts: TagOptions) -> Tensor:
     """Candidate batches (T', C, B, L): the ``candidates`` best replacements per position by the linearised
     change of the distance, then every swap of two positions within a record."""
@@ -332,20 +342,12 @@ def _moves(case: _Case, X: Tensor, rows: Tensor, opts: TagOptions) -> Tensor:
         i, j = torch.triu_indices(L, L, 1, device=case.dev)
         sb = torch.arange(b, device=case.dev).repeat_interleave(len(i))
         si, sj = i.repeat(b), j.repeat(b)
-        c2 = X[:, None].repeat(1, len(sb), 1, 1)
-        cidx = torch.arange(len(sb), device=case.dev)
-        c2[:, cidx, sb, si] = X[:, sb, sj]
-        c2[:, cidx, sb, sj] = X[:, sb, si]
-        parts.append(c2)
+        parts.append(_swapped(X, sb, si, sb, sj))
     if opts.swaps and b > 1:  # exchange the tokens of two records at one position
         p, q = torch.triu_indices(b, b, 1, device=case.dev)
         pos = torch.arange(L, device=case.dev).repeat_interleave(len(p))
         sp, sq = p.repeat(L), q.repeat(L)
-        c3 = X[:, None].repeat(1, len(pos), 1, 1)
-        cidx = torch.arange(len(pos), device=case.dev)
-        c3[:, cidx, sp, pos] = X[:, sq, pos]
-        c3[:, cidx, sq, pos] = X[:, sp, pos]
-        parts.append(c3)
+        parts.append(_swapped(X, sp, pos, sq, pos))
     return torch.cat(parts, 1)
 
 

@@ -359,6 +359,12 @@ def _stacked_chain(base: nn.Module, names: list[str]) -> Callable[[dict[str, Ten
     return forward
 
 
+def _stacked(models: list[nn.Module], kind: str) -> dict[str, Tensor]:
+    """Each named parameter (``kind="parameters"``) or buffer (``"buffers"``) of the models, stacked (K, ...)."""
+    per_model = [dict(getattr(m, f"named_{kind}")()) for m in models]
+    return {n: torch.stack([own[n].detach() for own in per_model]) for n in per_model[0]}
+
+
 def _train_vectorised(
     models: list[nn.Module],
     x: Tensor,
@@ -374,14 +380,12 @@ def _train_vectorised(
     base = models[0]
     base.train(train_mode)
     k = masks.shape[0]
-    names = [n for n, _ in base.named_parameters()]
-    stacked = [torch.stack([dict(m.named_parameters())[n].detach() for m in models]) for n in names]
+    params = _stacked(models, "parameters")
+    names, stacked = list(params), list(params.values())
     shapes, numels = [t.shape[1:] for t in stacked], [t[0].numel() for t in stacked]
     flat = torch.cat([t.reshape(k, -1) for t in stacked], 1).requires_grad_(True)  # (K, P), a copy
-    del stacked
-    buffers = {
-        n: torch.stack([dict(m.named_buffers())[n].detach() for m in models]).clone() for n, _ in base.named_buffers()
-    }
+    del stacked, params
+    buffers = _stacked(models, "buffers")  # stacking copies: the models' own buffers are not touched
 
     def unflatten(f: Tensor) -> dict[str, Tensor]:
         return {n: t.view(k, *shape) for n, t, shape in zip(names, f.split(numels, 1), shapes, strict=True)}
@@ -441,12 +445,7 @@ def _train_sequential(
         m.train(train_mode)
         own = mask.nonzero().flatten().to(x.device)
         trainer.train(m, x[own], y[own], spec, torch.Generator().manual_seed(sd))
-    base = models[0]
-    params = {
-        n: torch.stack([dict(m.named_parameters())[n].detach() for m in models]) for n, _ in base.named_parameters()
-    }
-    buffers = {n: torch.stack([dict(m.named_buffers())[n].detach() for m in models]) for n, _ in base.named_buffers()}
-    return params, buffers
+    return _stacked(models, "parameters"), _stacked(models, "buffers")
 
 
 def train_references(
