@@ -43,15 +43,9 @@ def _fake_experiments(monkeypatch, calls):
 def test_sweep_grid_table_plot_and_resume(tmp_path, monkeypatch):
     calls: list = []
     _fake_experiments(monkeypatch, calls)
-    res = sweep_mod.run_sweep(
-        dataset="digits",
-        model="mlp",
-        defenses=["prune:0.5,0.99", "dp-sgd:epsilon=1,8"],
-        invert="idlg",
-        mia="loss",
-        out=tmp_path,
-        echo=lambda s: None,
-    )
+    grid = {"dataset": "digits", "model": "mlp", "invert": "idlg", "mia": "loss", "out": tmp_path}
+    grid |= {"defenses": ["prune:0.5,0.99", "dp-sgd:epsilon=1,8"], "echo": lambda s: None}
+    res = sweep_mod.run_sweep(**grid)
     specs = [r["defense"] for r in res["rows"]]
     assert specs == ["none", "prune:0.5", "prune:0.99", "dp-sgd:epsilon=1", "dp-sgd:epsilon=8"]
     assert [r["family"] for r in res["rows"]] == ["none", "prune", "prune", "dp-sgd", "dp-sgd"]
@@ -70,16 +64,7 @@ def test_sweep_grid_table_plot_and_resume(tmp_path, monkeypatch):
     assert len(table) == 2 + 5 and "psnr_median" in table[0] and "tpr_at_fpr_0.01" in table[0]
     assert len((tmp_path / "sweep.csv").read_text().strip().splitlines()) == 6
     n = len(calls)
-    sweep_mod.run_sweep(
-        dataset="digits",
-        model="mlp",
-        defenses=["prune:0.5,0.99", "dp-sgd:epsilon=1,8"],
-        invert="idlg",
-        mia="loss",
-        out=tmp_path,
-        resume=True,
-        echo=lambda s: None,
-    )
+    sweep_mod.run_sweep(**grid, resume=True)
     assert len(calls) == n  # every point reused
 
 
