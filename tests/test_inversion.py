@@ -125,6 +125,17 @@ def test_frozen_problems_keep_their_iterate_and_are_never_evaluated():
         opt.step(f)
     assert 1 not in seen and torch.equal(opt.z[1], held)
     assert torch.allclose(opt.z[[0, 2]], torch.ones(2, 2, dtype=torch.float64), atol=1e-6)
+    assert opt.H.shape[0] == 2  # the frozen problem's history left the working set
+    # a second freeze, over all P problems again: only problem 0 goes on
+    opt2 = BatchedLBFGS(torch.zeros(3, 2, dtype=torch.float64))
+    opt2.step(f)
+    opt2.freeze(torch.tensor([False, True, False]))
+    opt2.step(f)
+    held2 = opt2.z[[1, 2]].clone()
+    opt2.freeze(torch.tensor([False, False, True]))
+    seen.clear()
+    losses = opt2.step(f)
+    assert set(seen) == {0} and torch.equal(opt2.z[[1, 2]], held2) and losses.shape == (3,)
 
 
 def test_restarts_are_pruned_to_each_targets_best(digits):

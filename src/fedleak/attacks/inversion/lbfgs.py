@@ -3,6 +3,8 @@
 
 Every problem keeps its own curvature history (a ring buffer), H0 scaling, step size, iteration count and its
 own stopping tests; a problem that has stopped within a ``step`` keeps its iterate while the others go on.
+``freeze`` drops problems for good: their state leaves the working set, so that they cost nothing, not even
+their share of the history products.
 Summing independent problems into one ``torch.optim.LBFGS`` instead couples them through a shared history and
 converges far worse.
 
@@ -35,6 +37,9 @@ class BatchedLBFGS:
     Within a step, only the problems still active are evaluated (``closure(z[rows], rows)``), so problems that
     stop early cost nothing while others go on."""
 
+    # per-problem state, indexed by working row; ``freeze`` shrinks all of them together
+    _STATE = ("x", "H", "SY", "YY", "count", "head", "h_diag", "d", "t", "prev_g", "prev_loss", "n_iter", "loss")
+
     def __init__(
         self,
         z: Tensor,
@@ -47,12 +52,12 @@ class BatchedLBFGS:
         reset_on_ascent: bool = True,
         history_dtype: torch.dtype | None = None,
     ) -> None:
-        self.z = z.detach().clone()
+        self.x = z.detach().clone()  # the working problems' iterates (all of them until ``freeze``)
         self.reset_on_ascent = reset_on_ascent
         self.lr, self.max_iter = lr, max_iter
         self.max_eval = max_eval if max_eval is not None else max_iter * 5 // 4
         self.tol_grad, self.tol_change, self.m = tolerance_grad, tolerance_change, history_size
-        p, d = self.z.shape
+        p, d = self.x.shape
         kw = {"dtype": z.dtype, "device": z.device}
         # the curvature pairs (s_i, y_i) by ring slot; the history may be kept in float32 (as PyTorch keeps
         # it for float32 parameters): it is read twice per inner iteration and dominates the memory traffic
@@ -69,12 +74,37 @@ class BatchedLBFGS:
         self.n_iter = torch.zeros(p, dtype=torch.long, device=z.device)
         self.total_iters = 0  # an upper bound on every problem's history length, known without a sync
         self.loss = torch.full((p,), float("inf"), **kw)
-        self.rows = torch.arange(p, device=z.device)
-        self.frozen = torch.zeros(p, dtype=torch.bool, device=z.device)  # dropped problems: never evaluated again
+        self.rows = torch.arange(p, device=z.device)  # working row -> its own index (for the ring slots)
+        self.work: Tensor | None = None  # working row -> problem, None while every problem works
+        self._all = self.x  # every problem's iterate as of the last ``freeze``
+
+    @property
+    def z(self) -> Tensor:
+        """Every problem's iterate (P, D): the frozen ones where they stopped."""
+        return self.x if self.work is None else self._all.index_copy(0, self.work, self.x)
 
     def freeze(self, mask: Tensor) -> None:
-        """Stop the problems in ``mask`` for good: they keep their iterate and cost nothing from now on."""
-        self.frozen = self.frozen | mask
+        """Stop the problems in ``mask`` (P,) for good: they keep their iterate and leave the working set."""
+        work = self.rows if self.work is None else self.work
+        keep = (~mask.to(work.device)[work]).nonzero().flatten()
+        if len(keep) == len(work):
+            return
+        self._all, self._all_loss = self.z, self._losses(self.loss)
+        for name in self._STATE:
+            setattr(self, name, getattr(self, name).index_select(0, keep))
+        self.work = work.index_select(0, keep)
+        self.rows = torch.arange(len(keep), device=work.device)
+
+    def _losses(self, loss: Tensor) -> Tensor:
+        """Every problem's loss (P,) from the working rows' ``loss``: the frozen ones' as they stopped."""
+        return loss if self.work is None else self._all_loss.index_copy(0, self.work, loss)
+
+    def _evaluate(self, closure: Closure, rows: Tensor | None) -> tuple[Tensor, Tensor]:
+        """The closure on the working rows ``rows`` (None: all), told which problems they are."""
+        x = self.x if rows is None else self.x.index_select(0, rows)
+        if self.work is not None:
+            rows = self.work if rows is None else self.work.index_select(0, rows)
+        return closure(x, rows)
 
     def _put(self, mat: Tensor, dim: int, vec: Tensor, add: Tensor) -> Tensor:
         """``mat`` with its row (dim 1) or column (dim 2) at each problem's head slot set to ``vec`` where
@@ -150,16 +180,13 @@ class BatchedLBFGS:
 
     @torch.no_grad()
     def step(self, closure: Closure) -> Tensor:
-        """One ``LBFGS.step``; returns each problem's loss at the start of the step."""
-        if self.frozen.any():
-            rows = (~self.frozen).nonzero().flatten()
-            part_loss, part_g = closure(self.z.index_select(0, rows), rows)
-            loss = self.loss.index_copy(0, rows, part_loss.to(self.loss.dtype))
-            g = torch.zeros_like(self.z).index_copy(0, rows, part_g.to(self.z.dtype))
-        else:
-            loss, g = closure(self.z, None)
+        """One ``LBFGS.step``; returns each problem's loss at the start of the step (P,)."""
+        if len(self.x) == 0:
+            return self._losses(self.loss)
+        loss, g = self._evaluate(closure, None)
+        loss, g = loss.to(self.loss.dtype), g.to(self.x.dtype)
         orig_loss = loss
-        active = ~(g.abs().amax(1) <= self.tol_grad) & ~self.frozen
+        active = ~(g.abs().amax(1) <= self.tol_grad)
         for it in range(self.max_iter):
             self.n_iter += active.long()
             first = self.n_iter == 1
@@ -186,13 +213,13 @@ class BatchedLBFGS:
                 self.t = torch.where(reset, t_first, self.t)
                 gtd = (g * self.d).sum(1)
             active = active & ~(gtd > -self.tol_change)
-            self.z = self.z + torch.where(active[:, None], self.d * self.t[:, None], torch.zeros_like(self.z))
+            self.x = self.x + torch.where(active[:, None], self.d * self.t[:, None], torch.zeros_like(self.x))
             if it == self.max_iter - 1 or it + 2 > self.max_eval:
                 break
             rows = active.nonzero().flatten()  # one sync per inner iteration: evaluate only active problems
             if len(rows) == 0:
                 break
-            new_loss, new_g = closure(self.z.index_select(0, rows), rows)
+            new_loss, new_g = self._evaluate(closure, rows)
             loss = loss.index_copy(0, rows, new_loss.to(loss.dtype))
             g = g.index_copy(0, rows, new_g.to(g.dtype))
             stop = (
@@ -202,7 +229,7 @@ class BatchedLBFGS:
             )
             active = active & ~stop
         self.loss = loss
-        return orig_loss
+        return self._losses(orig_loss)
 
 
 __all__ = ["BatchedLBFGS"]
