@@ -31,6 +31,7 @@ import json
 import math
 import os
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -59,7 +60,8 @@ PUBLISHED_SECONDS_PER_REFERENCE = 1.2  # one after another
 
 
 def attacks_table(label: str, **options: object) -> None:
-    r = run_mia(attack="all", echo=lambda s: None, **options)  # type: ignore[arg-type]
+    progress = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731  (survives a timeout)
+    r = run_mia(attack="all", echo=progress, **options)  # type: ignore[arg-type]
     t = r["target"]
     refs = r["references"]
     print(

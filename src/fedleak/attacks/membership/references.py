@@ -122,7 +122,11 @@ class ReferenceModels:
 
         many = vmap(one, in_dims=(0, 0, None))
         dev = self.device
-        outs = [many(self.params, self.buffers, x[i : i + batch_size].to(dev)) for i in range(0, len(x), batch_size)]
+        # cuDNN refuses eval-mode BatchNorm with per-model running statistics under vmap
+        # (CUDNN_STATUS_NOT_SUPPORTED, seen on an H200): PyTorch's own kernels run it
+        with torch.backends.cudnn.flags(enabled=False):
+            chunks = [x[i : i + batch_size].to(dev) for i in range(0, len(x), batch_size)]
+            outs = [many(self.params, self.buffers, xb) for xb in chunks]
         return torch.cat(outs, dim=1)
 
     def model(self, k: int) -> nn.Module:
