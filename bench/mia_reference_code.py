@@ -74,23 +74,20 @@ def signals(spec: str, seed: int, args: argparse.Namespace) -> tuple[dict, dict]
     """fedleak's run (its own figures) and the logits every scorer reads, from one target and one set of
     reference models (trained once, then read back from the run's checkpoints)."""
     with tempfile.TemporaryDirectory() as tmp:
-        common = dict(
+        ours = run_mia(
             dataset=spec,
+            attack="loss,lira,lira-offline,rmia,rmia-offline",
             model=args.model,
             members=args.members,
             population=args.population,
+            references=args.references,
             epochs=args.epochs,
             lr=args.lr,
             batch_size=args.batch_size,
             seed=seed,
             device=args.device,
-        )
-        ours = run_mia(
-            attack="loss,lira,lira-offline,rmia,rmia-offline",
-            references=args.references,
             out=tmp,
             echo=lambda s: None,
-            **common,
         )
         data = fedleak.data.load(spec)
         mem, non, pop = split_membership(data, args.members, seed, args.population)
