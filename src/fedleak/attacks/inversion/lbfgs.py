@@ -76,7 +76,7 @@ class BatchedLBFGS:
         self.loss = torch.full((p,), float("inf"), **kw)
         self.rows = torch.arange(p, device=z.device)  # working row -> its own index (for the ring slots)
         self.work: Tensor | None = None  # working row -> problem, None while every problem works
-        self._all = self.x  # every problem's iterate as of the last ``freeze``
+        self._all, self._all_loss = self.x, self.loss  # every problem's iterate and loss as of the last freeze
 
     @property
     def z(self) -> Tensor:
