@@ -119,19 +119,28 @@ def _short(spec: str) -> str:
     return Path(path).name or name if path else name
 
 
+def run_split_and_target(spec: str, members: int, population: int, seed: int, model: str, out: Path, device="cpu"):  # noqa: ANN001, ANN201
+    """What a ``run_mia(..., out=out)`` run used: the dataset, its split (members, non-members, population)
+    and the target it trained, read back from ``out``."""
+    from fedleak.models import build, load_weights
+
+    data = fedleak.data.load(spec)
+    mem, non, pop = split_membership(data, members, seed, population)
+    target_file = next(Path(out).glob("target-*.safetensors"))
+    target = load_weights(build(model, data.spec, seed=seed, device=device), target_file).eval()
+    return data, (mem, non, pop), target
+
+
 def export_for_art(
-    path: Path, spec: str, members: int, population: int, seed: int, model: str, target_file: Path, train: dict
+    path: Path, spec: str, members: int, population: int, seed: int, model: str, out: Path, train: dict
 ) -> None:
     """The split (flattened float32 inputs as the model sees them) and the target's softmax outputs on the
     members and non-members, for bench/art_shadow.py (which runs without torch)."""
     import numpy as np
 
-    from fedleak.models import build, load_weights
     from fedleak.registry import parse_spec
 
-    data = fedleak.data.load(spec)
-    mem, non, pop = split_membership(data, members, seed, population)
-    target = load_weights(build(model, data.spec, seed=seed), target_file).eval()
+    data, (mem, non, pop), target = run_split_and_target(spec, members, population, seed, model, out)
     name, args, kwargs = parse_spec(model)
     arrays = {}
     for key, part in (("members", mem), ("nonmembers", non), ("population", pop)):
@@ -208,8 +217,7 @@ def tabular(
         if art_python or art_export:
             npz = art_export or Path(tmp) / "split.npz"
             train = {"epochs": epochs, "lr": lr, "batch_size": batch_size, "momentum": 0.9}
-            target_file = next(Path(tmp).glob("target-*.safetensors"))
-            export_for_art(npz, spec, members, population, seed, model, target_file, train)
+            export_for_art(npz, spec, members, population, seed, model, Path(tmp), train)
             if art_python:
                 art = run_art(art_python, npz, shadows)
     t, split, refs = main["target"], main["split"], main["references"]

@@ -19,7 +19,7 @@ reference models once (``fedleak mia``'s code path); every scorer then reads the
   beside fedleak's ``lira`` and ``lira-offline``.
 - RMIA: p_y of each model; ML Privacy Meter's ``run_rmia`` (OUT models with the ``a`` approximation, a = 0.3 as
   fedleak's default; population records z scored with the models that never saw them, as its API expects),
-  beside fedleak's ``rmia`` (online) and ``rmia-offline`` (a = 0.3).
+  beside fedleak's ``rmia`` (online) and ``rmia-offline`` (a = 0.3, the same population records and models).
 """
 
 from __future__ import annotations
@@ -33,19 +33,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from mia import DEFAULT_TABULAR, run_split_and_target  # bench/mia.py, beside this script
 
-import fedleak
 from fedleak.attacks.membership import MembershipContext, Records
 from fedleak.attacks.membership.lira import lira_scores
-from fedleak.attacks.membership.rmia import rmia_scores
 from fedleak.attacks.membership.signals import confidence, scaled_logit
-from fedleak.audit.mia import run_mia, split_membership
+from fedleak.audit.mia import run_mia
 from fedleak.fl import TrainSpec
 from fedleak.metrics import roc_report
-from fedleak.models import build, load_weights
-
-HERE = Path(__file__).resolve().parent
-DEFAULT_TABULAR = f"mnist:{HERE.parent.parent / 'shared' / 'data' / 'mnist-test'}"
 
 
 def functions_from(path: Path, names: list[str]) -> dict:
@@ -89,10 +84,9 @@ def signals(spec: str, seed: int, args: argparse.Namespace) -> tuple[dict, dict]
             out=tmp,
             echo=lambda s: None,
         )
-        data = fedleak.data.load(spec)
-        mem, non, pop = split_membership(data, args.members, seed, args.population)
-        target = build(args.model, data.spec, seed=seed, device=args.device)
-        load_weights(target, next(Path(tmp).glob("target-*.safetensors"))).eval()
+        data, (mem, non, pop), target = run_split_and_target(
+            spec, args.members, args.population, seed, args.model, Path(tmp), args.device
+        )
         ctx = MembershipContext(
             target,
             Records.of(mem).cat(Records.of(non)),
@@ -153,9 +147,6 @@ def score_all(ours: dict, s: dict, lira: dict, rmia_mod, a: float) -> dict[str, 
     rows[f"RMIA (ML Privacy Meter's run_rmia, a={a})"] = roc_report(theirs, member)
     for name in ("rmia", "rmia-offline"):
         rows[f"fedleak {name} (its run)"] = ours["attacks"][name]
-    rows["fedleak rmia-offline on their z (OUT models only)"] = roc_report(
-        rmia_scores(p_t, p_r, pz_t, pz_r, in_x=s["in_x"], in_z=s["in_z"], online=False, a=a), member
-    )
     rows["loss threshold (fedleak)"] = ours["attacks"]["loss"]
     return rows
 
