@@ -14,3 +14,8 @@ def suggest(word: str, choices: Iterable[str]) -> str:
     """' (did you mean X?)' for the nearest choice, or '' when nothing is close."""
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+class NonFiniteError(FedleakInputError):
+    """NaN or infinite numbers where a score or a measurement is expected (diverged training, NaN input):
+    never turned into a result."""

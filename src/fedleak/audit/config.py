@@ -12,11 +12,13 @@ error naming the key and the nearest valid one.
     rounds = 3
     mode = "fedavg"                   # or "fedsgd"
 
-    [inversion]                       # attacks on chosen clients' updates in chosen rounds
-    attacks = ["idlg"]
+    [inversion]                       # attacks on the updates chosen clients sent in chosen rounds
+    attacks = ["auto"]                # auto: the attacks that fit the update (exact ones, then a FedAvg replay
+                                      # for deltas or a gradient match for gradients); or names
     rounds = [1]
     clients = [0, 1, 2, 3]
-    probe_batch_size = 1              # 0: the update the client sent; B: a FedSGD probe of B of its records
+    probe_batch_size = 0              # B > 0 adds a labelled probe scenario: "if a client sent the gradient of
+    probe_attacks = ["idlg"]          # B of its records" (an honest server never receives it)
 
     [membership]                      # attacks on the final global model and on one client's update
     attacks = ["loss", "lira"]
@@ -61,13 +63,13 @@ class Threat(_Strict):
 
 class Inversion(_Strict):
     enabled: bool = True
-    attacks: list[str] = ["idlg"]
+    attacks: list[str] = ["auto"]
     rounds: list[int] = [1]
     clients: list[int] = [0]
-    probe_batch_size: int = Field(1, ge=0)
+    probe_batch_size: int = Field(0, ge=0)
+    probe_attacks: list[str] = ["idlg"]
     iterations: int = Field(100, ge=1)
     restarts: int = Field(1, ge=1)
-    recovered_threshold_db: float = 25.0
 
 
 class Membership(_Strict):

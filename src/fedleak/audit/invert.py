@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from fedleak.audit.figures import reconstruction_png
+from fedleak.report.figures import reconstruction_png
 from fedleak.errors import FedleakInputError
 from fedleak.runio import atomic_write_bytes, atomic_write_json
 

@@ -1,5 +1,6 @@
-"""The audit: a config -> federated training per scenario (undefended, then each defense) -> attacks on the
-updates and models the server saw -> ``results.json``, pictures and ``report.html`` in a resumable run folder.
+"""The audit: a config -> for each scenario (undefended, then each defense) the federations it describes,
+trained once -> attacks on the updates the server received and the models it holds -> ``results.json`` (the
+schema of :mod:`fedleak.results`), pictures and ``report.html`` in a resumable run folder.
 
     >>> from fedleak.audit.config import parse_config
     >>> from fedleak.audit.pipeline import run_audit
@@ -9,23 +10,31 @@ updates and models the server saw -> ``results.json``, pictures and ``report.htm
 from __future__ import annotations
 
 import platform
-import re
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from fedleak import __version__
+from fedleak.audit import stages
 from fedleak.audit.config import AuditConfig, dump_config
 from fedleak.audit.runfolder import RunFolder
-from fedleak.errors import FedleakInputError
+from fedleak.audit.scenario import ScenarioSetup, build_scenario, federation_infos
+from fedleak.audit.slug import scenario_slug
+from fedleak.audit.validate import validate_config
+from fedleak.report.verdict import audit_verdict
+from fedleak.results import (
+    AuditResults,
+    InversionEntry,
+    MembershipPart,
+    Privacy,
+    Scenario,
+    Setup,
+    TextEntry,
+    Training,
+)
 from fedleak.runio import atomic_write_json
 
 Echo = Callable[[str], None]
-
-
-def scenario_slug(defense: str) -> str:
-    return re.sub(r"[^A-Za-z0-9]+", "-", defense).strip("-") or "none"
 
 
 def versions() -> dict[str, str]:
@@ -40,81 +49,104 @@ def versions() -> dict[str, str]:
     return out
 
 
-def verdict(scenarios: list[dict]) -> list[str]:
-    """The plain-words verdict, composed from the numbers by the report's rules (one set of rules)."""
-    from fedleak.report.measures import scenario_numbers
-    from fedleak.report.verdict import compose_verdict
+def setup_record(config: AuditConfig) -> Setup:
+    main, second = federation_infos(config)
+    return Setup(
+        engine=config.engine,
+        federations=[main] + ([second] if second else []),
+        defenses=list(config.defenses),
+        threat_model={"server": config.threat.server, "grants": list(config.threat.grants)},
+        seed=config.seed,
+    )
 
-    return compose_verdict([scenario_numbers(s) for s in scenarios])
 
-
-def validate(config: AuditConfig) -> None:
-    """Check everything a person can get wrong before any work starts or any file is written."""
-    from fedleak.data import load
-    from fedleak.defenses import plan
-    from fedleak.fl import ThreatModel
-    from fedleak.models import build
-
-    fed = config.federation
-    data = load(fed.dataset)
-    build(fed.model, data.spec, seed=config.seed)
-    ThreatModel.from_grants(config.threat.grants)
-    for d in config.defenses:
-        plan([d])
+def _keep(config: AuditConfig, setup: ScenarioSetup) -> tuple[dict[int, set[int]], dict[int, set[int]]]:
+    """round -> clients whose sent update each federation's training keeps (main, membership)."""
+    main: dict[int, set[int]] = {}
     if config.inversion.enabled:
-        from fedleak.attacks.inversion import ATTACKS as INV
+        for r in config.inversion.rounds:
+            main.setdefault(r, set()).update(config.inversion.clients)
+    m = config.membership
+    mia: dict[int, set[int]] = {}
+    if m.enabled and "client" in m.targets:
+        target = mia if setup.separate_membership else main
+        target.setdefault(setup.membership.config.rounds, set()).add(m.client)
+    return main, mia
 
-        for a in config.inversion.attacks:
-            INV.get(a)
-        bad_rounds = [r for r in config.inversion.rounds if not 1 <= r <= fed.rounds]
-        if bad_rounds:
-            raise FedleakInputError(f"inversion.rounds {bad_rounds}: rounds run from 1 to {fed.rounds}")
-        bad_clients = [c for c in config.inversion.clients if not 0 <= c < fed.clients]
-        if bad_clients:
-            raise FedleakInputError(f"inversion.clients {bad_clients}: clients are numbered 0 to {fed.clients - 1}")
+
+def run_scenario(run: RunFolder, config: AuditConfig, setup: ScenarioSetup, echo: Echo) -> Scenario:
+    """Train, then attack, one scenario; each step a resumable stage."""
+    slug = scenario_slug(setup.defense)
+    keep_main, keep_mia = _keep(config, setup)
+    trained = run.stage(f"train-main-{slug}", lambda: stages.train_stage(run, config, setup.main, slug, keep_main, echo))
+    scenario = Scenario(
+        defense=setup.defense,
+        training=Training.from_dict(trained["training"]),
+        privacy=[_privacy_of(setup.main.info.name, trained["privacy"])],
+    )
+    if config.inversion.enabled:
+        kinds = ["sent"] + (["probe"] if config.inversion.probe_batch_size > 0 else [])
+        for kind in kinds:
+            for rnd in config.inversion.rounds:
+                entries = run.stage(
+                    f"invert-{slug}-{kind}-r{rnd}",
+                    lambda k=kind, r=rnd: stages.inversion_stage(run, config, setup.main, slug, trained, r, k, echo),
+                )
+                scenario.inversion += [InversionEntry.from_dict(e) for e in entries]
     if config.membership.enabled:
-        from fedleak.attacks.membership import ATTACKS as MIA
+        mtrained = trained
+        if setup.separate_membership:
+            fs = setup.membership
+            mtrained = run.stage(
+                f"train-membership-{slug}", lambda: stages.train_stage(run, config, fs, slug, keep_mia, echo)
+            )
+            scenario.membership_training = Training.from_dict(mtrained["training"])
+        mia = run.stage(
+            f"membership-{slug}", lambda: stages.membership_stage(run, config, setup.membership, slug, mtrained, echo)
+        )
+        scenario.membership = [MembershipPart.from_dict(p) for p in mia["parts"]]
+        priv = Privacy.from_dict(mia["privacy"])
+        scenario.privacy = [p for p in scenario.privacy if p.federation != priv.federation] + [priv]
+    return scenario
 
-        for a in config.membership.attacks:
-            MIA.get(a)
-        m = config.membership
-        mdata = load(m.dataset) if m.dataset else data
-        build(m.model or fed.model, mdata.spec, seed=config.seed)
-        if m.client >= (m.clients or fed.clients):
-            raise FedleakInputError(f"membership.client {m.client}: clients are numbered from 0")
-    if config.engine == "flower":
-        try:
-            import fedleak.flower  # noqa: F401
-        except ImportError as e:
-            raise FedleakInputError(f"engine = 'flower' needs Flower: pip install 'fedleak[flower]' ({e})") from None
+
+def _privacy_of(federation: str, block: dict) -> Privacy:
+    return Privacy(
+        federation=federation,
+        epsilon=block.get("epsilon"),
+        delta=block.get("delta"),
+        accountant=block.get("accountant"),
+        details={k: v for k, v in block.items() if k not in ("epsilon", "delta", "accountant")},
+    )
 
 
 def run_audit(
     config: AuditConfig, out: str | Path, resume: bool = False, echo: Echo = print, report: bool = True
-) -> dict[str, Any]:
-    """Run (or continue) an audit into the run folder ``out``; returns the results dict."""
-    from fedleak.audit import stages
-
+) -> AuditResults:
+    """Run (or continue) an audit into the run folder ``out``; returns the results record. Everything in the
+    config is checked before the run folder is created."""
     t0 = time.perf_counter()
-    validate(config)
+    validate_config(config)
     run = RunFolder(out, dump_config(config), resume=resume, seed=config.seed)
     scenarios = []
     for defense in ["none", *config.defenses]:
-        scenarios.append(stages.scenario(run, config, defense, echo))
-    results = {
-        "kind": "audit",
-        "fedleak_version": __version__,
-        "seed": config.seed,
-        "versions": versions(),
-        "config": config.resolved(),
-        "setup": stages.setup_summary(config),
-        "scenarios": scenarios,
-    }
-    if config.text.enabled:
-        scenarios[0]["text"] = [run.stage("text", lambda: stages.text_case(run, config, echo))]
-    results["verdict"] = verdict(scenarios)
-    results["seconds_total"] = round(time.perf_counter() - t0, 2)
-    atomic_write_json(run.file("results.json"), results)
+        scenarios.append(run_scenario(run, config, build_scenario(config, defense), echo))
+    if config.text.enabled and scenarios:
+        scenarios[0].text = [TextEntry.from_dict(run.stage("text", lambda: stages.text_stage(config, echo)))]
+    results = AuditResults(
+        seed=config.seed,
+        fedleak_version=__version__,
+        scenarios=scenarios,
+        setup=setup_record(config),
+        config=config.resolved(),
+        versions=versions(),
+    )
+    results.verdict = audit_verdict(results)
+    results.seconds_total = round(time.perf_counter() - t0, 2)
+    atomic_write_json(run.file("results.json"), results.to_dict())
+    echo("verdict:")
+    for line in results.verdict:
+        echo(f"- {line}")
     if report:
         from fedleak.report import build_report
 

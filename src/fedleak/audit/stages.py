@@ -1,5 +1,7 @@
-"""The audit's stages, each a pure function of the config and the files earlier stages wrote, so that the run
-folder can resume at any stage boundary with the same numbers."""
+"""The audit's stages. Each takes the scenario's :class:`~fedleak.audit.scenario.FederationSetup` (built once)
+and the files earlier stages wrote, calls the experiment's case (the same code as ``fedleak invert`` /
+``fedleak mia`` / the text inversion), and returns a results record as a dict, so the run folder can resume at
+any stage boundary with the same numbers."""
 
 from __future__ import annotations
 
@@ -8,68 +10,35 @@ from typing import Any
 
 import torch
 
+from fedleak.attacks.inversion import ATTACKS as INVERSION_ATTACKS
 from fedleak.audit.config import AuditConfig
+from fedleak.audit.inversion_case import attack_and_score, dataset_mean_image, realism_card
+from fedleak.audit.mia import attack_target, attack_update
 from fedleak.audit.runfolder import RunFolder
+from fedleak.audit.scenario import FederationSetup
+from fedleak.audit.seeds import derive_seed, generator
+from fedleak.audit.slug import scenario_slug
+from fedleak.defenses import secure_sum
+from fedleak.fl import ClientUpdate, ThreatModel, TrainSpec, client_update, evaluate
+from fedleak.metrics.privacy import audit_privacy
+from fedleak.models import save_weights
+from fedleak.report.figures import save_reconstruction_png
+from fedleak.results import (
+    InversionEntry,
+    MembershipPart,
+    Privacy,
+    Roc,
+    RoundRecord,
+    TextEntry,
+    Training,
+)
+from fedleak.runio import atomic_write_json, read_json
 
-# ----------------------------------------------------------------- shared helpers
-
-
-def setup_summary(config: AuditConfig) -> dict[str, Any]:
-    fed = config.federation
-    return {
-        "engine": config.engine,
-        **fed.model_dump(),
-        "defenses": list(config.defenses),
-        "threat_model": {"server": config.threat.server, "grants": list(config.threat.grants)},
-        "seed": config.seed,
-    }
-
-
-def _fed_config(config: AuditConfig, membership: bool = False):  # noqa: ANN202
-    from fedleak.fl import FedConfig
-
-    fed, m = config.federation, config.membership
-    over = membership and m.dataset is not None
-    return FedConfig(
-        clients=(m.clients or fed.clients) if membership else fed.clients,
-        rounds=(m.rounds or fed.rounds) if membership else fed.rounds,
-        fraction=fed.fraction,
-        mode=fed.mode,
-        local_epochs=(m.local_epochs or fed.local_epochs) if membership else fed.local_epochs,
-        batch_size=(m.batch_size or fed.batch_size) if membership else fed.batch_size,
-        lr=(m.lr or fed.lr) if membership else fed.lr,
-        partition=fed.partition if not over else "iid",
-        seed=config.seed,
-    )
+# ----------------------------------------------------------------- client updates as files
 
 
-def build_federation(config: AuditConfig, defense: str, membership: bool = False):  # noqa: ANN201
-    """The federation of one scenario (its own dataset/model when the membership part overrides them)."""
-    from fedleak.audit.train import train_test_split
-    from fedleak.data import load
-    from fedleak.defenses import plan
-    from fedleak.fl import Federation
-    from fedleak.models import build
-
-    fed = config.federation
-    m = config.membership
-    dataset = (m.dataset or fed.dataset) if membership else fed.dataset
-    model_spec = (m.model or fed.model) if membership else fed.model
-    data = load(dataset)
-    test_fraction = (m.test_fraction or fed.test_fraction) if membership else fed.test_fraction
-    train, test = train_test_split(data, test_fraction, fed.samples if not m.dataset else 0, config.seed)
-    fcfg = _fed_config(config, membership)
-    p = plan([] if defense == "none" else [defense]).bind(rounds=fcfg.rounds, clients=fcfg.clients)
-    model = p.prepare(build(model_spec, data.spec, seed=config.seed, device=config.device))
-    federation = Federation(model, train, test, fcfg, **p.federation_options)
-    return federation, p, data
-
-
-def save_update(update, path: Path) -> None:  # noqa: ANN001
+def save_update(update: ClientUpdate, path: Path) -> None:
     """A ClientUpdate's tensors as safetensors (payload, global state, buffers) and its metadata as JSON."""
-    from fedleak.models import save_weights
-    from fedleak.runio import atomic_write_json
-
     tensors = {f"payload/{k}": v for k, v in update.payload.items()}
     tensors |= {f"global/{k}": v for k, v in update.global_state.items()}
     tensors |= {f"buffers/{k}": v for k, v in (update.buffers or {}).items()}
@@ -91,14 +60,12 @@ def save_update(update, path: Path) -> None:  # noqa: ANN001
             "train_mode",
         )
     }
+    meta["extras"] = {k: v for k, v in update.extras.items() if isinstance(v, (int, float, str, bool, type(None)))}
     atomic_write_json(path.with_suffix(".json"), meta)
 
 
-def load_update(path: Path, data_spec):  # noqa: ANN001, ANN201
+def load_update(path: Path, data_spec) -> ClientUpdate:  # noqa: ANN001
     from safetensors.torch import load_file
-
-    from fedleak.fl import ClientUpdate
-    from fedleak.runio import read_json
 
     t = load_file(str(path.with_suffix(".safetensors")))
     meta = read_json(path.with_suffix(".json"))
@@ -116,58 +83,42 @@ def load_update(path: Path, data_spec):  # noqa: ANN001, ANN201
     )
 
 
+def _load_state(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
 # ----------------------------------------------------------------- training
 
 
-def train_stage(run: RunFolder, config: AuditConfig, defense: str, echo, membership: bool = False) -> dict:  # noqa: ANN001
-    """Federated training of one scenario; keeps the updates the attack stages need (as files)."""
-    from fedleak.models import save_weights
-
-    slug = ("mia-" if membership else "") + _slug(defense)
-    federation, p, _ = build_federation(config, defense, membership)
-    keep_rounds: set[int] = set()
-    if config.inversion.enabled and not membership:
-        keep_rounds |= set(config.inversion.rounds)
-    m_client = config.membership.client
-    last = federation.config.rounds
-    want_client_update = config.membership.enabled and "client" in config.membership.targets
-    if want_client_update and (membership or not config.membership.dataset):
-        keep_rounds.add(last)
+def train_stage(
+    run: RunFolder, config: AuditConfig, fs: FederationSetup, slug: str, keep: dict[int, set[int]], echo
+) -> dict:  # noqa: ANN001
+    """Federated training of one federation of one scenario; keeps the updates the attack stages need (files).
+    ``keep``: round -> the clients whose sent update is kept."""
+    federation = fs.federation()
     ckpt = run.path / "checkpoints"
     rounds, kept = [], {}
-    results = _run_rounds(config, federation, p, keep_rounds)
-    for r in results:
-        rounds.append(
-            {
-                "round": r.round,
-                "test_accuracy": r.test_accuracy,
-                "test_loss": r.test_loss,
-                "clients": r.sampled,
-            }
-        )
-        echo(f"[{defense}] round {r.round}: test accuracy {r.test_accuracy:.3f}")
-        if r.round in keep_rounds and r.updates:
-            g = ckpt / f"{slug}_round{r.round}_global.safetensors"
-            save_weights(r.updates[0].global_state, g)
-            kept[str(r.round)] = {"global": g.name, "clients": {}}
+    tag = f"{fs.key}-{slug}"
+    for r in _run_rounds(config, fs, federation, set(keep)):
+        rounds.append(RoundRecord(round=r.round, test_accuracy=r.test_accuracy, test_loss=r.test_loss, clients=r.sampled))
+        echo(f"[{fs.info.name}, {fs.plan.label}] round {r.round}/{fs.config.rounds}: test accuracy {r.test_accuracy:.3f}")
+        if r.round in keep and r.updates:
+            kept[str(r.round)] = {}
             for u in r.updates:
-                wanted = (u.client in config.inversion.clients) or (r.round == last and u.client == m_client)
-                if wanted:
-                    path = ckpt / f"{slug}_round{r.round}_client{u.client}"
+                if u.client in keep[r.round]:
+                    path = ckpt / f"{tag}_round{r.round}_client{u.client}"
                     save_update(u, path)
-                    kept[str(r.round)]["clients"][str(u.client)] = path.name
-    final = ckpt / f"{slug}_final.safetensors"
+                    kept[str(r.round)][str(u.client)] = path.name
+    final = ckpt / f"{tag}_final.safetensors"
     save_weights(federation.model, final)
-    return {
-        "rounds": rounds,
-        "final_test_accuracy": rounds[-1]["test_accuracy"] if rounds else None,
-        "kept": kept,
-        "final_model": final.name,
-        "privacy": p.privacy(),
-    }
+    info = fs.info.replace(test_accuracy=rounds[-1].test_accuracy if rounds else None)
+    training = Training(federation=info, rounds=rounds, final_test_accuracy=info.test_accuracy)
+    return {"training": training.to_dict(), "kept": kept, "final_model": final.name, "privacy": fs.plan.privacy()}
 
 
-def _run_rounds(config: AuditConfig, federation, p, keep_rounds: set[int]):  # noqa: ANN001, ANN202
+def _run_rounds(config: AuditConfig, fs: FederationSetup, federation, keep_rounds: set[int]):  # noqa: ANN001, ANN202
     if config.engine == "flower":
         from fedleak.flower import run_flower_federation
 
@@ -176,8 +127,8 @@ def _run_rounds(config: AuditConfig, federation, p, keep_rounds: set[int]):  # n
             federation.train,
             federation.test,
             federation.config,
-            secagg=bool(p.secagg),
-            **p.federation_options,
+            secagg=bool(fs.plan.secagg),
+            **fs.plan.federation_options,
         )
         return list(run.rounds)
     out = []
@@ -186,307 +137,308 @@ def _run_rounds(config: AuditConfig, federation, p, keep_rounds: set[int]):  # n
     return out
 
 
-def _slug(defense: str) -> str:
-    from fedleak.audit.pipeline import scenario_slug
-
-    return scenario_slug(defense)
-
-
 # ----------------------------------------------------------------- inversion
 
+EXACT_ATTACKS = ("analytic", "spear")  # exact read-outs: tried first wherever they apply
+OPTIMISATION_ORDER = {"gradient": ("idlg", "ig", "dlg"), "delta": ("fedavg",)}
+MALICIOUS_ONLY = ("imprint",)
 
-def _load_state(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
 
-    return load_file(str(path))
+def why_not(attack: str, update: ClientUpdate) -> str | None:
+    """None when ``attack`` fits ``update``, else one line saying why not."""
+    try:
+        from fedleak.attacks.inversion import applicable
+    except ImportError:
+        applicable = None
+    if applicable is not None:
+        return applicable(update).get(attack, f"{attack} is not an inversion attack")
+    if attack in MALICIOUS_ONLY:
+        return f"{attack} needs a malicious server that crafted the global model; this threat model is honest"
+    if update.kind == "delta" and attack != "fedavg":
+        return f"{attack} reads a gradient; this client sent a FedAvg model delta over {update.local_steps} local steps"
+    if update.kind == "gradient" and attack == "fedavg":
+        return "fedavg replays local steps; this client sent a single gradient (FedSGD)"
+    return None
+
+
+def choose_attacks(wanted: list[str], update: ClientUpdate) -> list[tuple[str, str | None]]:
+    """(attack, why not) pairs: 'auto' -> every exact attack that fits plus the first optimisation attack that
+    fits this update; named attacks as given, each with the reason it does not fit (None: it fits)."""
+    out: list[tuple[str, str | None]] = []
+    for w in wanted:
+        if w != "auto":
+            out.append((w, why_not(w, update)))
+            continue
+        out += [(a, None) for a in EXACT_ATTACKS if a in INVERSION_ATTACKS and why_not(a, update) is None]
+        first = next(
+            (a for a in OPTIMISATION_ORDER[update.kind] if a in INVERSION_ATTACKS and why_not(a, update) is None), None
+        )
+        if first:
+            out.append((first, None))
+    seen, unique = set(), []
+    for a, why in out:
+        if a not in seen:
+            seen.add(a)
+            unique.append((a, why))
+    return unique
+
+
+def _probe_update(fs: FederationSetup, model, federation, client: int, rnd: int, batch: int, run_seed: int):  # noqa: ANN001, ANN202
+    """What the audit computes itself: a FedSGD gradient of ``batch`` of the client's records. An honest server
+    never receives it; it answers "if a client sent one record's gradient"."""
+    local = federation.client_data(client)
+    g = generator(run_seed, "probe", rnd, client)
+    pos = torch.randperm(len(local), generator=g)[:batch].sort().values
+    records = local.subset(pos)
+
+    def grad_of(recs, c: int) -> ClientUpdate:  # noqa: ANN001
+        return client_update(
+            model,
+            recs,
+            trainer=fs.plan.trainer,
+            transforms=fs.plan.transforms,
+            threat=ThreatModel(labels=True),
+            client=c,
+            round=rnd,
+            seed=derive_seed(run_seed, "probe-client", rnd, c),
+            train_mode=fs.config.train_mode,
+        )
+
+    u = grad_of(records, client)
+    k = int(fs.plan.secagg or 1)
+    if k > 1:  # the server sees only the sum with K-1 other clients' probes
+        others = [(client + j) % fs.config.clients for j in range(1, k)]
+        group = [u]
+        for o in others:
+            od = federation.client_data(o)
+            opos = torch.randperm(len(od), generator=g)[:batch].sort().values
+            group.append(grad_of(od.subset(opos), o))
+        u = secure_sum(group)
+    return fs.threat.view(u), records
 
 
 def inversion_stage(
     run: RunFolder,
     config: AuditConfig,
-    defense: str,
+    fs: FederationSetup,
+    slug: str,
     trained: dict,
-    attack: str,
     rnd: int,
+    kind: str,
     echo,  # noqa: ANN001
-) -> dict:
-    """Attack the chosen clients' updates of round ``rnd`` (all of them as one batched attack)."""
-    from fedleak.attacks.inversion import invert_batch
-    from fedleak.audit.figures import save_reconstruction_png
-    from fedleak.defenses import secure_sum
-    from fedleak.fl import ThreatModel, client_update
-    from fedleak.metrics import image_scores
-
-    inv, fed = config.inversion, config.federation
-    federation, p, data = build_federation(config, defense)
-    threat = ThreatModel.from_grants(config.threat.grants)
-    kept = trained["kept"].get(str(rnd))
-    if kept is None:
-        return {"attack": attack, "round": rnd, "skipped": f"round {rnd} was not kept"}
+) -> list[dict]:
+    """Attack the chosen clients' updates of round ``rnd``: ``kind`` "sent" (the updates they really sent, with
+    the attacks that fit them) or "probe" (gradients of a few records the audit computes itself; labelled)."""
+    inv = config.inversion
+    kept = trained["kept"].get(str(rnd), {})
     ckpt = run.path / "checkpoints"
-    model = federation.model
-    model.load_state_dict(_load_state(ckpt / kept["global"]))
+    federation = fs.federation()
     updates, originals, clients = [], [], []
-    for c in inv.clients:
-        local = federation.client_data(c)
-        if inv.probe_batch_size > 0:
-            g = torch.Generator().manual_seed(run.seed * 7919 + rnd * 101 + c)
-            pos = torch.randperm(len(local), generator=g)[: inv.probe_batch_size].sort().values
-            records = local.subset(pos)
-            u = client_update(
-                model,
-                records,
-                trainer=p.trainer,
-                transforms=p.transforms,
-                threat=ThreatModel(labels=True),
-                client=c,
-                round=rnd,
-                seed=run.seed + c,
-                train_mode=federation.config.train_mode,
-            )
-            if p.secagg and p.secagg > 1:  # the server sees only the sum with K-1 other clients' probes
-                others = [(c + j) % fed.clients for j in range(1, p.secagg)]
-                group = [u]
-                for o in others:
-                    od = federation.client_data(o)
-                    opos = torch.randperm(len(od), generator=g)[: inv.probe_batch_size].sort().values
-                    group.append(
-                        client_update(
-                            model,
-                            od.subset(opos),
-                            trainer=p.trainer,
-                            transforms=p.transforms,
-                            threat=ThreatModel(labels=True),
-                            client=o,
-                            round=rnd,
-                        )
-                    )
-                u = secure_sum(group)
-            u = threat.view(u)
-        else:
-            name = kept["clients"].get(str(c))
+    if kind == "sent":
+        for c in inv.clients:
+            name = kept.get(str(c))
             if name is None:
                 continue  # this client was not sampled in this round
-            u = threat.view(load_update(ckpt / name, data.spec))
-            records = local
-        updates.append(u)
-        originals.append(records)
-        clients.append(c)
+            updates.append(fs.threat.view(load_update(ckpt / name, fs.data.spec)))
+            originals.append(federation.client_data(c))
+            clients.append(c)
+        wanted = list(inv.attacks)
+    else:
+        model = fs.model()
+        first = next(iter(kept.values()), None)
+        if first is None:
+            return []
+        model.load_state_dict(load_update(ckpt / first, fs.data.spec).global_state)
+        for c in inv.clients:
+            u, records = _probe_update(fs, model, federation, c, rnd, inv.probe_batch_size, run.seed)
+            updates.append(u)
+            originals.append(records)
+            clients.append(c)
+        wanted = [a for a in inv.probe_attacks]
     if not updates:
-        return {"attack": attack, "round": rnd, "skipped": "none of the chosen clients was sampled"}
-    options = {
-        "iterations": inv.iterations,
-        "restarts": inv.restarts,
-        "seed": run.seed,
-        "device": config.device,
-    }
-    recs = invert_batch(updates, attack, **options)
-    targets, pictures = [], []
-    for c, rec, records in zip(clients, recs, originals, strict=True):
-        truth_px = records.pixels()
-        scores = image_scores(rec.pixels.cpu(), truth_px)
-        perm = scores["perm"]
-        rec_labels = rec.labels[perm].tolist() if rec.labels is not None and len(rec.labels) == len(perm) else None
-        for i in range(len(truth_px)):
-            targets.append(
-                {
-                    "index": int(records.indices[i]),
-                    "client": c,
-                    "label": int(records.labels[i]),
-                    "recovered_label": None if rec_labels is None else int(rec_labels[i]),
-                    "psnr": float(scores["psnr"][i]),
-                    "ssim": float(scores["ssim"][i]),
-                    "mse": float(scores["mse"][i]),
-                    "seconds": rec.seconds / max(1, len(truth_px)),
-                }
-            )
-        pictures.append((truth_px, rec.pixels[perm].cpu(), scores["psnr"]))
-    image = f"inversion_{_slug(defense)}_{attack}_r{rnd}.png"
-    names = data.spec.class_names
-    save_reconstruction_png(
-        run.path / image,
-        torch.cat([p[0] for p in pictures]),
-        torch.cat([p[1] for p in pictures]),
-        torch.cat([p[2] for p in pictures]),
-        labels=[names[t["label"]] for t in targets],
-        recovered_labels=[("?" if t["recovered_label"] is None else names[t["recovered_label"]]) for t in targets],
-    )
-    psnrs = torch.tensor([t["psnr"] for t in targets])
-    labelled = [t for t in targets if t["recovered_label"] is not None]
-    summary = {
-        "psnr_median": float(psnrs.double().quantile(0.5)),
-        "psnr_mean": float(psnrs.mean()),
-        "ssim_mean": float(torch.tensor([t["ssim"] for t in targets]).mean()),
-        "label_accuracy": (sum(t["label"] == t["recovered_label"] for t in labelled) / len(labelled))
-        if labelled
-        else None,
-        "recovered": int((psnrs > inv.recovered_threshold_db).sum()),
-        "total": len(targets),
-        "recovered_threshold_db": inv.recovered_threshold_db,
-        "seconds_total": sum(r.seconds for r in recs),
-    }
-    kind = updates[0].kind
-    echo(
-        f"[{defense}] {attack} round {rnd}: {summary['recovered']}/{summary['total']} recovered, "
-        f"median PSNR {summary['psnr_median']:.1f} dB"
-    )
-    return {
-        "attack": attack,
-        "round": rnd,
-        "clients": clients,
-        "update_kind": kind,
-        "num_clients": updates[0].num_clients,
-        "probe_batch_size": inv.probe_batch_size,
-        "targets": targets,
-        "summary": summary,
-        "image": image,
-    }
+        return []
+    mean_img = dataset_mean_image(fs.train)
+    entries = []
+    for attack, reason in choose_attacks(wanted, updates[0]):
+        card = realism_card(
+            updates[0],
+            kind,
+            fs.threat,
+            records=len(originals[0]),
+            local_epochs=fs.config.local_epochs if updates[0].kind == "delta" else None,
+            local_batch_size=fs.config.batch_size if updates[0].kind == "delta" else None,
+            beyond_server=(
+                [f"a FedSGD gradient of {inv.probe_batch_size} record(s) that the audit computed itself; the clients "
+                 f"of this federation send {updates[0].kind if kind == 'sent' else 'FedAvg deltas'}"]
+                if kind == "probe"
+                else []
+            ),
+        )
+        if kind == "probe" and fs.config.mode == "fedavg":
+            card.beyond_server = [
+                f"a FedSGD gradient of {inv.probe_batch_size} record(s) computed by the audit; the clients of "
+                f"{fs.info.name} send FedAvg deltas over {fs.config.local_epochs} local epoch(s) of batch "
+                f"{fs.config.batch_size}"
+            ]
+        base = {"update": kind, "attack": attack, "round": rnd, "federation": fs.info.name, "clients": clients}
+        if reason is not None:
+            echo(f"[{fs.info.name}, {fs.plan.label}] {attack} on the {kind} updates of round {rnd}: not applicable ({reason})")
+            entry = InversionEntry(**base, realism=card, status="not applicable", note=reason)
+            entries.append(entry.to_dict())
+            continue
+        options = {
+            "iterations": inv.iterations,
+            "restarts": inv.restarts,
+            "seed": derive_seed(run.seed, "inversion", slug, kind, attack, rnd),
+            "device": config.device,
+        }
+        scored = attack_and_score(updates, originals, attack, options, mean_img, clients)
+        bn = [r.extras.get("bn_prior") for r in scored.recs if isinstance(getattr(r, "extras", None), dict)]
+        if card.bn_prior is not None:
+            card.bn_prior = bool(bn and bn[0])
+        image = f"inversion_{slug}_{kind}_{attack}_r{rnd}.png"
+        names = fs.data.spec.class_names
+        save_reconstruction_png(
+            run.path / image,
+            scored.originals.numpy(),
+            scored.reconstructions.numpy(),
+            [t.psnr for t in scored.targets],
+            labels=[names[t.label] for t in scored.targets],
+            recovered_labels=[("?" if t.recovered_label is None else names[t.recovered_label]) for t in scored.targets],
+            rebuilt=[t.rebuilt for t in scored.targets],
+        )
+        s = scored.summary
+        echo(
+            f"[{fs.info.name}, {fs.plan.label}] {attack} on the {kind} updates of round {rnd}: {s.rebuilt}/{s.total} "
+            f"rebuilt, median PSNR {s.psnr_median:.1f} dB (trivial baseline {s.baseline_psnr_median:.1f} dB)"
+        )
+        note = None
+        if s.rebuilt == 0:
+            note = "nothing rebuilt: no reconstruction beat the trivial baselines by the rule"
+        entry = InversionEntry(
+            **base, realism=card, targets=scored.targets, summary=s, image=image, note=note
+        )
+        entries.append(entry.to_dict())
+    return entries
 
 
 # ----------------------------------------------------------------- membership
 
 
-def membership_stage(run: RunFolder, config: AuditConfig, defense: str, trained: dict, echo) -> dict:  # noqa: ANN001
-    """Membership inference against the final global model (black box, with reference models) and against
-    one client's last update (the server's white-box view of that client). Returns the entries and the
-    empirical epsilon lower bound the strongest attack on the global model proves."""
-    from fedleak.attacks.membership import MembershipContext, Records, membership_scores, update_scores
-    from fedleak.fl import ThreatModel, TrainSpec, evaluate
-    from fedleak.metrics import roc_report
-    from fedleak.metrics.privacy import audit_privacy
+def _best_attack(attacks: dict[str, dict]) -> str | None:
+    """The attack with the highest TPR at the lowest resolvable FPR level (then AUC)."""
+    if not attacks:
+        return None
+    for level in ("0.001", "0.01", "0.1"):
+        vals = {a: r["tpr_at_fpr"].get(level) for a, r in attacks.items()}
+        if all(v is not None for v in vals.values()):
+            return max(vals, key=lambda a: (vals[a], attacks[a]["auc"]))
+    return max(attacks, key=lambda a: attacks[a]["auc"])
 
-    m, fed = config.membership, config.federation
-    separate = m.dataset is not None
-    federation, p, data = build_federation(config, defense, membership=separate)
+
+def membership_stage(
+    run: RunFolder, config: AuditConfig, fs: FederationSetup, slug: str, trained: dict, echo  # noqa: ANN001
+) -> dict:
+    """Membership inference against the final global model of ``fs`` (black box, reference models) and against
+    one client's last sent update (the server's white-box view of that client). Returns the parts and the
+    privacy record of this federation (the accountant's epsilon and the empirical lower bound)."""
+    m = config.membership
     ckpt = run.path / "checkpoints"
-    model = federation.model
+    model = fs.model()
     model.load_state_dict(_load_state(ckpt / trained["final_model"]))
-    members_all, held = federation.train, federation.test
+    federation = fs.federation()
+    members_all, held = fs.train, fs.test
     n = min(len(members_all), len(held) // 2, 500)
-    g = torch.Generator().manual_seed(run.seed)
+    g = generator(run.seed, "membership", fs.key, "members")
     members = members_all.subset(torch.randperm(len(members_all), generator=g)[:n].sort().values)
     non_members = held.subset(range(n))
     population = held.subset(range(n, len(held)))
-    records = Records.of(members).cat(Records.of(non_members))
-    is_member = torch.cat([torch.ones(n, dtype=torch.bool), torch.zeros(n, dtype=torch.bool)])
-    fcfg = federation.config
+    fcfg = fs.config
     train_spec = TrainSpec(epochs=min(60, fcfg.rounds * fcfg.local_epochs), batch_size=fcfg.batch_size, lr=fcfg.lr)
-    ctx = MembershipContext(
+    echo(f"[{fs.info.name}, {fs.plan.label}] membership: {n} members, {n} non-members, {m.references} references")
+    res = attack_target(
         model,
-        records,
-        population=Records.of(population),
-        references=m.references,
-        model_spec=m.model or fed.model if separate else fed.model,
-        data_spec=data.spec,
+        members,
+        non_members,
+        population,
+        list(m.attacks),
+        model_spec=fs.model_spec,
         train_spec=train_spec,
-        seed=run.seed,
+        references=m.references,
+        seed=derive_seed(run.seed, "membership", fs.key, slug),
         device=config.device,
-        checkpoint_dir=ckpt / f"references_{_slug(defense)}",
+        checkpoint_dir=ckpt / f"references_{fs.key}_{slug}",
+        echo=lambda line: echo(f"[{fs.info.name}, {fs.plan.label}]{line}"),
     )
-    attacks, all_scores = {}, {}
-    for a in m.attacks:
-        all_scores[a] = membership_scores(model, None, a, context=ctx)
-        attacks[a] = roc_report(all_scores[a], is_member)
+    attacks = res["attacks"]
     train_acc, _ = evaluate(model, *members_all.tensors())
     test_acc, _ = evaluate(model, *held.tensors())
-    out, empirical = [], {}
-    best = max(attacks, key=lambda k: attacks[k]["tpr_at_fpr"]["0.01"]) if attacks else None
-    if best:
-        priv = trained["privacy"]
-        empirical = audit_privacy(
-            all_scores[best].numpy(),
-            is_member.numpy(),
-            priv.get("epsilon"),
-            priv.get("delta") or 1e-5,
-            seed=run.seed,
-        )
-        empirical["attack"] = best
+    info = fs.info.replace(test_accuracy=float(test_acc))
+    parts: list[MembershipPart] = []
     if "global" in m.targets:
-        if best:
-            echo(
-                f"[{defense}] membership on the global model: best {best} AUC {attacks[best]['auc']:.3f}, "
-                f"TPR@1%FPR {attacks[best]['tpr_at_fpr']['0.01']:.3f}"
+        parts.append(
+            MembershipPart(
+                target="global",
+                description=f"the final global model of {fs.info.name} (black box, {m.references} reference models)",
+                federation=info,
+                attacks={a: Roc.from_dict(r) for a, r in attacks.items()},
+                train_accuracy=float(train_acc),
             )
-        out.append(
-            {
-                "target": "global",
-                "description": "final global model (black box, reference models)",
-                "members": n,
-                "non_members": n,
-                "attacks": attacks,
-                "target_accuracy": {"train_accuracy": train_acc, "test_accuracy": test_acc},
-            }
         )
     last = str(fcfg.rounds)
-    name = trained["kept"].get(last, {}).get("clients", {}).get(str(m.client))
+    name = trained["kept"].get(last, {}).get(str(m.client))
     if "client" in m.targets and name:
-        threat = ThreatModel.from_grants(config.threat.grants)
-        update = threat.view(load_update(ckpt / name, data.spec))
+        update = fs.threat.view(load_update(ckpt / name, fs.data.spec))
         local = federation.client_data(m.client)
         k = min(len(local), len(non_members))
-        x = torch.cat([local.inputs(range(k)), non_members.inputs(range(k))])
-        y = torch.cat([local.labels[:k], non_members.labels[:k]])
-        truth = torch.cat([torch.ones(k, dtype=torch.bool), torch.zeros(k, dtype=torch.bool)])
-        signal = "loss-drop" if update.kind == "delta" else "gradient-alignment"
-        rep = roc_report(update_scores(update, x, y, signal), truth)
-        echo(f"[{defense}] membership in client {m.client}'s data from its round-{last} update: AUC {rep['auc']:.3f}")
-        out.append(
-            {
-                "target": f"client:{m.client}",
-                "description": f"client {m.client}'s data, from the update it sent in round {last} (server's view)",
-                "members": k,
-                "non_members": k,
-                "attacks": {signal: rep},
-            }
+        rep = attack_update(update, local.subset(range(k)), non_members.subset(range(k)))
+        parts.append(
+            MembershipPart(
+                target=f"client:{m.client}",
+                description=f"client {m.client}'s data in {fs.info.name}, from the update it sent in round {last}",
+                federation=info,
+                attacks={rep["signal"]: Roc.from_dict(rep)},
+                realism=realism_card(
+                    update,
+                    "sent",
+                    fs.threat,
+                    records=len(local),
+                    local_epochs=fcfg.local_epochs if update.kind == "delta" else None,
+                    local_batch_size=fcfg.batch_size if update.kind == "delta" else None,
+                ),
+            )
         )
-    return {"entries": out, "empirical": empirical}
-
-
-# ----------------------------------------------------------------- one scenario
-
-
-def scenario(run: RunFolder, config: AuditConfig, defense: str, echo) -> dict:  # noqa: ANN001
-    """Train, then attack, one scenario (the undefended setup or one defense); each step a resumable stage."""
-    slug = _slug(defense)
-    trained = run.stage(f"train-{slug}", lambda: train_stage(run, config, defense, echo))
-    result: dict[str, Any] = {
-        "defense": defense,
-        "training": {"rounds": trained["rounds"], "final_test_accuracy": trained["final_test_accuracy"]},
-        "privacy": trained["privacy"],
-    }
-    if config.inversion.enabled:
-        cases = []
-        for attack in config.inversion.attacks:
-            for rnd in config.inversion.rounds:
-                cases.append(
-                    run.stage(
-                        f"invert-{slug}-{attack}-r{rnd}",
-                        lambda a=attack, r=rnd: inversion_stage(run, config, defense, trained, a, r, echo),
-                    )
-                )
-        result["inversion"] = [c for c in cases if "skipped" not in c]
-    if config.membership.enabled:
-        mtrained = trained
-        if config.membership.dataset is not None:
-            mtrained = run.stage(f"train-mia-{slug}", lambda: train_stage(run, config, defense, echo, membership=True))
-            result["membership_training"] = {
-                "dataset": config.membership.dataset,
-                "rounds": mtrained["rounds"],
-                "final_test_accuracy": mtrained["final_test_accuracy"],
-            }
-            result["privacy"] = mtrained["privacy"] if mtrained["privacy"].get("epsilon") else result["privacy"]
-        mia = run.stage(f"membership-{slug}", lambda: membership_stage(run, config, defense, mtrained, echo))
-        result["membership"] = mia["entries"]
-        if mia["empirical"]:
-            result["privacy"] = {**result["privacy"], **mia["empirical"]}
-    return result
+        echo(f"[{fs.info.name}, {fs.plan.label}] membership in client {m.client}'s data from its round-{last} update: "
+             f"AUC {rep['auc']:.3f}")
+    priv = dict(trained["privacy"])
+    privacy = Privacy(
+        federation=fs.info.name,
+        epsilon=priv.get("epsilon"),
+        delta=priv.get("delta"),
+        accountant=priv.get("accountant"),
+        details={k: v for k, v in priv.items() if k not in ("epsilon", "delta", "accountant")},
+    )
+    best = _best_attack(attacks)
+    if best:
+        emp = audit_privacy(
+            res["scores"][best].numpy(),
+            res["is_member"].numpy(),
+            priv.get("epsilon"),
+            priv.get("delta") or 1e-5,
+            seed=derive_seed(run.seed, "privacy", fs.key, slug),
+        )
+        privacy.epsilon_lower_bound = emp["epsilon_lower_bound"]
+        privacy.lower_bound_method = "Clopper-Pearson on the strongest membership attack's guesses (95%)"
+        privacy.attack = best
+        privacy.details |= {k: v for k, v in emp.items() if k != "epsilon_lower_bound"}
+    return {"parts": [p.to_dict() for p in parts], "privacy": privacy.to_dict()}
 
 
 # ----------------------------------------------------------------- text
 
 
-def text_case(run: RunFolder, config: AuditConfig, echo) -> dict:  # noqa: ANN001
-    """Text recovery from single-record gradient updates of a text model (the undefended scenario)."""
+def text_stage(config: AuditConfig, echo) -> dict:  # noqa: ANN001
+    """Text recovery from the gradient updates of a text model (the undefended scenario)."""
     from fedleak.audit.text_inversion import run_text_inversion
 
     t = config.text
@@ -501,11 +453,25 @@ def text_case(run: RunFolder, config: AuditConfig, echo) -> dict:  # noqa: ANN00
         echo=lambda s: None,
     )
     summary = res.get("summary", {})
-    echo(f"[none] text {t.attack}: median token accuracy {summary.get('token_accuracy_median', float('nan')):.2f}")
-    return {
-        "attack": t.attack,
-        "dataset": t.dataset,
-        "model": t.model,
-        "targets": res.get("targets", []),
-        "summary": summary,
-    }
+    tok = summary.get("token_accuracy_median")
+    echo(f"[text: {t.dataset}] {t.attack}: median token accuracy " + ("n/a" if tok is None else f"{tok:.2f}"))
+    return TextEntry(
+        update="sent",
+        attack=t.attack,
+        dataset=t.dataset,
+        model=t.model,
+        targets=res.get("targets", []),
+        summary=summary,
+    ).to_dict()
+
+
+__all__ = [
+    "choose_attacks",
+    "inversion_stage",
+    "load_update",
+    "membership_stage",
+    "save_update",
+    "scenario_slug",
+    "text_stage",
+    "train_stage",
+]

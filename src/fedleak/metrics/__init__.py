@@ -1,6 +1,6 @@
 """Metrics: image quality (PSNR, SSIM, MSE, matching); more in submodules."""
 
-from fedleak.metrics.image import image_scores, match, mse, psnr, ssim
+from fedleak.metrics.image import image_scores, is_rebuilt, match, mse, psnr, ssim, trivial_baselines
 from fedleak.metrics.privacy import (
     audit_privacy,
     clopper_pearson,
@@ -13,6 +13,8 @@ from fedleak.metrics.text import exact_match, match_sequences, rouge_l, rouge_n,
 
 __all__ = [
     "image_scores",
+    "is_rebuilt",
+    "trivial_baselines",
     "match",
     "mse",
     "psnr",

@@ -90,3 +90,39 @@ def image_scores(recon: Tensor, original: Tensor) -> dict[str, Tensor]:
         "psnr": psnr(r, original),
         "ssim": ssim(r, original),
     }
+
+
+# ----------------------------------------------------------------- what "rebuilt" means (the one rule)
+
+REBUILT_MARGIN_DB = 10.0  # a reconstruction must beat the better trivial image by this much ...
+REBUILT_MIN_SSIM = 0.5  # ... and share the original's structure (a flat image scores SSIM near 0 on texture)
+
+
+def trivial_baselines(original: Tensor, dataset_mean: Tensor | None = None) -> Tensor:
+    """Per original, the PSNR that a picture carrying no information about it would already score: the better of
+    the best flat image (each channel at the original's own mean colour, the constant image of least error) and,
+    when given, the dataset's mean image. A reconstruction is only evidence of leakage well above this.
+
+        >>> import torch
+        >>> flat = torch.full((1, 1, 8, 8), 0.5)
+        >>> float(trivial_baselines(flat)[0]) == PSNR_CAP  # a flat original is matched exactly by a flat image
+        True
+    """
+    flat = original.double().mean(dim=(-2, -1), keepdim=True).expand_as(original)
+    best = psnr(flat, original)
+    if dataset_mean is not None:
+        mean_img = dataset_mean.to(original.device).double().expand_as(original)
+        best = torch.maximum(best, psnr(mean_img, original))
+    return best
+
+
+def is_rebuilt(psnr_db: float, ssim_value: float, baseline_psnr: float) -> bool:
+    """The one meaning of "rebuilt", shared by ``invert``, the audit, the sweep and the report: PSNR at least
+    ``REBUILT_MARGIN_DB`` (10 dB, a tenth of the baseline's squared error) above the better trivial baseline of
+    :func:`trivial_baselines`, and SSIM at least ``REBUILT_MIN_SSIM`` (0.5). A blank or mean image can never meet
+    it, since it scores the baseline itself.
+
+        >>> is_rebuilt(40.0, 0.9, 25.0), is_rebuilt(30.0, 0.9, 25.0), is_rebuilt(40.0, 0.3, 25.0)
+        (True, False, False)
+    """
+    return bool(psnr_db >= baseline_psnr + REBUILT_MARGIN_DB and ssim_value >= REBUILT_MIN_SSIM)

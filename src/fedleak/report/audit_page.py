@@ -18,6 +18,7 @@ from fedleak.report.measures import (
     scenario_numbers,
     text,
 )
+from fedleak.results import AuditResults, check_schema
 from fedleak.report.plots import accuracy_png, privacy_utility_png
 from fedleak.report.verdict import compose_verdict, violation_message
 from fedleak.report.views import (
@@ -52,46 +53,45 @@ def given_verdict(results: dict) -> list[str]:
     return [s for s in (text(x) for x in items) if s.strip()]
 
 
-SETUP_KEYS = (
-    "engine",
-    "dataset",
-    "partition",
-    "model",
-    "clients",
-    "rounds",
-    "fraction",
-    "mode",
-    "local_epochs",
-    "batch_size",
-    "lr",
-    "threat_model",
-    "defenses",
-    "seed",
-)
+def federation_text(f: dict) -> str:
+    """'lfw-faces, lenet, 10 clients, 3 rounds, fedavg, 3 local epoch(s), batch 8, lr 0.1, iid'."""
+    parts = [
+        show(f.get("dataset")),
+        show(f.get("model")),
+        f"{show(f.get('clients'))} clients",
+        f"{show(f.get('rounds'))} rounds",
+        show(f.get("mode")),
+        f"{show(f.get('local_epochs'))} local epoch(s)",
+        f"batch size {show(f.get('batch_size'))}",
+        f"learning rate {show(f.get('lr'))}",
+        f"partition {show(f.get('partition'))}",
+    ]
+    acc = number(f.get("test_accuracy"))
+    return ", ".join(parts) + (f"; final test accuracy {100 * acc:.1f}%" if acc is not None else "")
 
 
 def setup_rows(results: dict, defenses: list[str]) -> list[tuple[str, str]]:
-    """(label, value) rows of the setup: data, model, training, threat model, defenses, seed, versions."""
+    """(label, value) rows of the setup: every federation the audit trained (what each figure speaks of), the
+    engine, threat model, defenses, seed, run time and versions."""
     s = as_dict(results.get("setup"))
-    data = show(s.get("dataset")) + (f", partition {show(s['partition'])}" if "partition" in s else "")
-    rows = [("Data", data), ("Model", show(s.get("model")))]
-    training = [
-        f"{show(s['clients'])} clients" if "clients" in s else "",
-        f"{show(s['rounds'])} rounds" if "rounds" in s else "",
-        f"fraction {show(s['fraction'])} per round" if "fraction" in s else "",
-        show(s["mode"]) if "mode" in s else "",
-        f"{show(s['local_epochs'])} local epoch(s)" if "local_epochs" in s else "",
-        f"batch size {show(s['batch_size'])}" if "batch_size" in s else "",
-        f"learning rate {show(s['lr'])}" if "lr" in s else "",
-    ]
-    rows.append(("Federated training", ", ".join(t for t in training if t) or "—"))
-    if "engine" in s:
-        rows.append(("Engine", show(s["engine"])))
+    trained = {}
+    for sc in as_list(results.get("scenarios")):
+        sc = as_dict(sc)
+        if text(sc.get("defense")) == "none":
+            for key in ("training", "membership_training"):
+                f = as_dict(as_dict(sc.get(key)).get("federation"))
+                if f:
+                    trained[text(f.get("name"))] = f
+    rows = []
+    for f in as_list(s.get("federations")):
+        f = as_dict(f)
+        name = text(f.get("name"), "federation")
+        rows.append((name[:1].upper() + name[1:], federation_text(trained.get(name, f))))
+    rows.append(("Engine", show(s.get("engine"))))
     tm = as_dict(s.get("threat_model"))
     server = show(tm.get("server")) if tm.get("server") else "—"
     grants = show(tm.get("grants")) if tm.get("grants") else "nothing beyond the update"
     rows.append(("Threat model", f"server: {server}; it is granted: {grants}"))
-    rows += [(str(k).replace("_", " ").capitalize(), show(v)) for k, v in s.items() if k not in SETUP_KEYS]
     rows.append(("Defenses compared", ", ".join(defenses) or "—"))
     rows.append(("Seed", show(results.get("seed"))))
     secs = number(results.get("seconds_total"))
@@ -106,11 +106,14 @@ def setup_rows(results: dict, defenses: list[str]) -> list[tuple[str, str]]:
 def scenario_view(scenario: Any, index: int, run_dir: Path) -> ScenarioView:
     s = as_dict(scenario)
     nums = scenario_numbers(s)
+    anchor = f"scenario-{index}"
     return ScenarioView(
         defense=nums.defense,
-        anchor=f"scenario-{index}",
+        anchor=anchor,
         numbers=nums,
-        inversion=[inversion_view(c, run_dir) for c in as_list(s.get("inversion"))],
+        inversion=[
+            inversion_view(c, run_dir, anchor=f"{anchor}-card-{j}") for j, c in enumerate(as_list(s.get("inversion")))
+        ],
         text=[text_view(c) for c in as_list(s.get("text"))],
         membership=[membership_view(e, run_dir) for e in as_list(s.get("membership"))],
         membership_note=membership_note(s.get("membership_training")),
@@ -122,30 +125,21 @@ def membership_note(training: Any) -> str:
     t = as_dict(training)
     if not t:
         return ""
+    f = as_dict(t.get("federation"))
     acc = final_accuracy(t)
-    where = f" on {text(t.get('dataset'))}" if text(t.get("dataset")) else ""
     reached = f"; its final test accuracy is {100 * acc:.1f}%" if acc is not None else ""
-    return f"The membership attacks target a federation trained separately{where}{reached}."
-
-
-def audit_scenarios(results: dict) -> list[dict]:
-    """The scenarios of results.json, with a top-level ``text`` case (the audit runs text attacks once,
-    without defense) attached to the undefended scenario, or to a scenario of its own when there is none."""
-    scenarios = [dict(as_dict(s)) for s in as_list(results.get("scenarios"))]  # copies: results stay as read
-    top = results.get("text")
-    cases = [c for c in (top if isinstance(top, list) else [top]) if isinstance(c, dict)]
-    if cases:
-        base = next((s for s in scenarios if text(s.get("defense"), "none").lower() in ("", "none")), None)
-        if base is None:
-            base = {"defense": "none"}
-            scenarios.append(base)
-        base["text"] = [*as_list(base.get("text")), *cases]
-    return scenarios
+    return (
+        f"The membership attacks target {text(f.get('name'), 'a separate federation')}, trained separately"
+        f"{reached}. Its figures, and its accuracy cost, are that federation's."
+    )
 
 
 def audit_context(results: dict, run_dir: Path) -> dict[str, Any]:
-    """Everything audit.html.j2 shows."""
-    raw = audit_scenarios(results)
+    """Everything audit.html.j2 shows. The results are checked against the schema first (a run folder of another
+    schema version is refused with one line naming the fedleak that wrote it)."""
+    check_schema(results, str(Path(run_dir) / "results.json"))
+    results = AuditResults.from_dict(results).to_dict()
+    raw = [as_dict(s) for s in as_list(results.get("scenarios"))]
     scenarios = [scenario_view(s, i, run_dir) for i, s in enumerate(raw)]
     numbers = [s.numbers for s in scenarios]
     server = text(as_dict(as_dict(results.get("setup")).get("threat_model")).get("server"), "curious")
@@ -167,5 +161,4 @@ def audit_context(results: dict, run_dir: Path) -> dict[str, Any]:
         "has_membership": any(s.membership for s in scenarios),
         "privacy_utility_plot": _uri(privacy_utility_png(numbers)),
         "accuracy_plot": _uri(accuracy_png(rounds)),
-        "threshold_db": next((n.inversion.threshold_db for n in numbers if n.inversion), None),
     }

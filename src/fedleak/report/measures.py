@@ -1,7 +1,11 @@
 """The numbers behind a report, read defensively from ``results.json`` (any key may be missing or of the wrong
 type: a missing number is ``None``, never an exception). Pure functions over plain dicts: no I/O, no plots.
 
->>> inv = inversion_numbers([{"targets": [{"psnr": 38.2}, {"psnr": 12.0}], "summary": {}}])
+Inversion counts come only from entries of one kind of update ("sent": what the clients really sent; "probe":
+gradients the audit computed itself), and "rebuilt" is each target's own ``rebuilt`` (the one rule).
+
+>>> e = {"update": "sent", "targets": [{"psnr": 38.2, "rebuilt": True}, {"psnr": 12.0, "rebuilt": False}]}
+>>> inv = inversion_numbers([e, {**e, "update": "probe"}])
 >>> (inv.recovered, inv.total, inv.psnr_median)
 (1, 2, 25.1)
 """
@@ -12,9 +16,6 @@ import math
 import statistics
 from dataclasses import dataclass
 from typing import Any
-
-RECOVERED_DB = 25.0
-"""PSNR (dB) above which an image counts as rebuilt, when results.json does not say."""
 
 LOW_FPRS = (0.001, 0.01, 0.1)
 
@@ -76,41 +77,36 @@ def _first(*values: float | None) -> float | None:
 
 @dataclass(frozen=True)
 class InversionNumbers:
-    """Gradient inversion over all cases of one scenario."""
+    """Gradient inversion over the entries of one kind ("sent" or "probe") of one scenario."""
 
-    recovered: int | None
+    recovered: int | None  # targets rebuilt by the one rule
     total: int | None
     psnr_median: float | None
     ssim_mean: float | None
     label_accuracy: float | None
-    threshold_db: float
-
-
-def case_threshold(case: dict) -> float:
-    """The PSNR threshold a case counts "recovered" with."""
-    return number(as_dict(case.get("summary")).get("recovered_threshold_db")) or RECOVERED_DB
+    baseline_psnr_median: float | None
+    update: str = "sent"
+    federation: str = ""
+    records_per_update: int | None = None
 
 
 def case_recovered(case: dict) -> tuple[int | None, int | None]:
-    """(recovered, total) for one inversion case: the summary's counts, else counted from target PSNRs."""
-    summary = as_dict(case.get("summary"))
-    rec, tot = number(summary.get("recovered")), number(summary.get("total"))
-    if rec is not None and tot is not None:
-        return int(rec), int(tot)
-    psnrs = _field([as_dict(t) for t in as_list(case.get("targets"))], "psnr")
-    if not psnrs:
+    """(rebuilt, total) for one inversion entry, counted from its targets' ``rebuilt``."""
+    targets = [as_dict(t) for t in as_list(case.get("targets"))]
+    flags = [t.get("rebuilt") for t in targets if isinstance(t.get("rebuilt"), bool)]
+    if not flags:
         return None, None
-    thr = case_threshold(case)
-    return sum(p > thr for p in psnrs), len(psnrs)
+    return sum(flags), len(flags)
 
 
-def inversion_numbers(cases: Any) -> InversionNumbers | None:
-    """Totals over inversion cases: images rebuilt, median PSNR of all targets, mean SSIM, label accuracy."""
+def inversion_numbers(cases: Any, update: str = "sent") -> InversionNumbers | None:
+    """Totals over the done inversion entries of one kind of update: images rebuilt, median PSNR of all
+    targets, mean SSIM, label accuracy, median trivial baseline."""
     cases = [as_dict(c) for c in as_list(cases)]
+    cases = [c for c in cases if c.get("update") == update and c.get("status", "done") == "done"]
     if not cases:
         return None
     targets = [as_dict(t) for c in cases for t in as_list(c.get("targets"))]
-    summaries = [as_dict(c.get("summary")) for c in cases]
     psnrs, ssims = _field(targets, "psnr"), _field(targets, "ssim")
     labelled = [t for t in targets if t.get("label") is not None and t.get("recovered_label") is not None]
     counts = [case_recovered(c) for c in cases]
@@ -118,14 +114,13 @@ def inversion_numbers(cases: Any) -> InversionNumbers | None:
     return InversionNumbers(
         recovered=sum(r for r, _ in known) if known else None,
         total=sum(t for _, t in known) if known else None,
-        psnr_median=_first(_median(psnrs), _median(_field(summaries, "psnr_median"))),
-        ssim_mean=_first(_mean(ssims), _mean(_field(summaries, "ssim_mean"))),
-        label_accuracy=(
-            _mean([float(t["label"] == t["recovered_label"]) for t in labelled])
-            if labelled
-            else _mean(_field(summaries, "label_accuracy"))
-        ),
-        threshold_db=case_threshold(cases[0]),
+        psnr_median=_median(psnrs),
+        ssim_mean=_mean(ssims),
+        label_accuracy=_mean([float(t["label"] == t["recovered_label"]) for t in labelled]) if labelled else None,
+        baseline_psnr_median=_median(_field(targets, "baseline_psnr")),
+        update=update,
+        federation=text(cases[0].get("federation")),
+        records_per_update=int(r) if (r := number(as_dict(cases[0].get("realism")).get("records_per_update"))) else None,
     )
 
 
@@ -136,8 +131,13 @@ class AttackRow:
     target: str
     attack: str
     auc: float | None
-    tprs: tuple[float | None, ...]  # at LOW_FPRS
+    tprs: tuple[float | None, ...]  # at LOW_FPRS; None where not resolvable
     balanced_accuracy: float | None
+    auc_ci: tuple[float, float] | None = None
+    tpr_cis: tuple[tuple[float, float] | None, ...] = ()
+    members: int | None = None
+    non_members: int | None = None
+    federation: str = ""
 
     @property
     def tpr1(self) -> float | None:
@@ -145,10 +145,17 @@ class AttackRow:
 
 
 def roc_points(attack: Any) -> tuple[list, list]:
-    """The (fpr, tpr) lists of an attack's ROC curve, under ``curve`` or ``roc``."""
-    a = as_dict(attack)
-    c = as_dict(a.get("curve")) or as_dict(a.get("roc"))
+    """The (fpr, tpr) lists of an attack's ROC curve (``curve``)."""
+    c = as_dict(as_dict(attack).get("curve"))
     return as_list(c.get("fpr")), as_list(c.get("tpr"))
+
+
+def interval(x: Any) -> tuple[float, float] | None:
+    """A [lo, hi] pair of numbers as a tuple, else None."""
+    xs = as_list(x)
+    if len(xs) != 2 or any(number(v) is None for v in xs):
+        return None
+    return (float(xs[0]), float(xs[1]))
 
 
 def target_name(entry: dict) -> str:
@@ -166,12 +173,13 @@ def attack_rows(entry: Any) -> list[AttackRow]:
     written flat with ``auc`` and ``tpr_at_fpr`` at the top level)."""
     entry = as_dict(entry)
     target = target_name(entry)
+    federation = text(as_dict(entry.get("federation")).get("name"))
     attacks = as_dict(entry.get("attacks"))
-    if not attacks and ("auc" in entry or "tpr_at_fpr" in entry):
-        attacks = {text(entry.get("attack"), "attack"): entry}
     rows = []
     for name, a in attacks.items():
         a = as_dict(a)
+        counts = as_dict(a.get("counts"))
+        cis = as_dict(a.get("tpr_at_fpr_ci"))
         rows.append(
             AttackRow(
                 target=target,
@@ -179,6 +187,11 @@ def attack_rows(entry: Any) -> list[AttackRow]:
                 auc=number(a.get("auc")),
                 tprs=tuple(tpr_at(a.get("tpr_at_fpr"), f) for f in LOW_FPRS),
                 balanced_accuracy=number(a.get("balanced_accuracy")),
+                auc_ci=interval(a.get("auc_ci")),
+                tpr_cis=tuple(interval(cis.get(f"{f:g}")) for f in LOW_FPRS),
+                members=int(m) if (m := number(counts.get("members"))) is not None else None,
+                non_members=int(m) if (m := number(counts.get("non_members"))) is not None else None,
+                federation=federation,
             )
         )
     return rows
@@ -192,6 +205,10 @@ class MembershipNumbers:
     auc_by: str
     tpr1: float | None
     tpr1_by: str
+    federation: str = ""
+    auc_ci: tuple[float, float] | None = None
+    tpr1_ci: tuple[float, float] | None = None
+    non_members: int | None = None
 
 
 def membership_numbers(entries: Any) -> MembershipNumbers | None:
@@ -207,6 +224,10 @@ def membership_numbers(entries: Any) -> MembershipNumbers | None:
         auc_by=f"{best_auc.attack} on {best_auc.target}" if best_auc else "",
         tpr1=best_tpr.tpr1 if best_tpr else None,
         tpr1_by=f"{best_tpr.attack} on {best_tpr.target}" if best_tpr else "",
+        federation=(best_auc or best_tpr).federation,  # type: ignore[union-attr]
+        auc_ci=best_auc.auc_ci if best_auc else None,
+        tpr1_ci=best_tpr.tpr_cis[LOW_FPRS.index(0.01)] if best_tpr and best_tpr.tpr_cis else None,
+        non_members=(best_tpr or best_auc).non_members,  # type: ignore[union-attr]
     )
 
 
@@ -240,6 +261,7 @@ class PrivacyNumbers:
     delta: float | None
     accountant: str
     lower_bound: float | None
+    federation: str = ""
 
     @property
     def violated(self) -> bool:
@@ -250,12 +272,19 @@ class PrivacyNumbers:
 
 
 def privacy_numbers(privacy: Any) -> PrivacyNumbers | None:
+    """One federation's privacy record; for a scenario's list of them, the one with the empirical lower bound
+    (the federation membership was measured on), else the first."""
+    if isinstance(privacy, list):
+        blocks = [as_dict(b) for b in privacy]
+        with_bound = [b for b in blocks if number(b.get("epsilon_lower_bound")) is not None]
+        privacy = (with_bound or blocks or [{}])[0]
     p = as_dict(privacy)
     nums = PrivacyNumbers(
         epsilon=number(p.get("epsilon")),
         delta=number(p.get("delta")),
         accountant=text(p.get("accountant")),
         lower_bound=number(p.get("epsilon_lower_bound")),
+        federation=text(p.get("federation")),
     )
     return None if nums.epsilon is None and nums.lower_bound is None else nums
 
@@ -265,11 +294,14 @@ class ScenarioNumbers:
     """Everything the verdict and the privacy-utility table say about one defense scenario."""
 
     defense: str
-    accuracy: float | None
-    inversion: InversionNumbers | None
+    accuracy: float | None  # of the main federation's final model
+    inversion: InversionNumbers | None  # the updates the clients sent
     membership: MembershipNumbers | None
     text: TextNumbers | None
     privacy: PrivacyNumbers | None
+    federation: str = ""  # the main federation's name
+    membership_accuracy: float | None = None  # of the model membership attacked (its own federation's)
+    probe: InversionNumbers | None = None  # gradients the audit computed itself (labelled, never the headline)
 
     @property
     def undefended(self) -> bool:
@@ -277,22 +309,22 @@ class ScenarioNumbers:
 
 
 def final_accuracy(training: Any) -> float | None:
-    """``final_test_accuracy``, else the last round's test accuracy."""
-    training = as_dict(training)
-    acc = number(training.get("final_test_accuracy"))
-    if acc is None:
-        rounds = _field([as_dict(r) for r in as_list(training.get("rounds"))], "test_accuracy")
-        acc = rounds[-1] if rounds else None
-    return acc
+    """The training record's ``final_test_accuracy``."""
+    return number(as_dict(training).get("final_test_accuracy"))
 
 
 def scenario_numbers(scenario: Any) -> ScenarioNumbers:
     s = as_dict(scenario)
+    parts = [as_dict(p) for p in as_list(s.get("membership"))]
+    m_acc = number(as_dict(parts[0].get("federation")).get("test_accuracy")) if parts else None
     return ScenarioNumbers(
         defense=text(s.get("defense"), "none") or "none",
         accuracy=final_accuracy(s.get("training")),
-        inversion=inversion_numbers(s.get("inversion")),
+        inversion=inversion_numbers(s.get("inversion"), "sent"),
         membership=membership_numbers(s.get("membership")),
         text=text_numbers(s.get("text")),
         privacy=privacy_numbers(s.get("privacy")),
+        federation=text(as_dict(as_dict(s.get("training")).get("federation")).get("name")),
+        membership_accuracy=m_acc,
+        probe=inversion_numbers(s.get("inversion"), "probe"),
     )

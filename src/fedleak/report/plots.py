@@ -5,6 +5,7 @@ or None when there is nothing to draw."""
 from __future__ import annotations
 
 import io
+import statistics
 from collections.abc import Sequence
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -13,7 +14,9 @@ from matplotlib.ticker import MaxNLocator
 
 from fedleak.report.measures import ScenarioNumbers, as_list, number
 
-COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#17becf")
+COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#17becf", "#bcbd22")
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+LINESTYLES = ("-", "--", "-.", (0, (1, 1)))
 
 
 def _figure(width: float, height: float, panels: int = 1) -> Figure:
@@ -36,70 +39,84 @@ def _png(fig: Figure) -> bytes:
     return buf.getvalue()
 
 
-def _psnr(s: ScenarioNumbers) -> float | None:
-    return s.inversion.psnr_median if s.inversion else None
+def _psnr(s: ScenarioNumbers) -> tuple[float | None, float | None]:
+    """(accuracy, median PSNR) of the main federation: the model whose clients' updates were inverted."""
+    return s.accuracy, (s.inversion.psnr_median if s.inversion else None)
 
 
-def _auc(s: ScenarioNumbers) -> float | None:
-    return s.membership.auc if s.membership else None
+def _auc(s: ScenarioNumbers) -> tuple[float | None, float | None]:
+    """(accuracy, best AUC) of the model membership attacked: its own federation's accuracy."""
+    acc = s.membership_accuracy if s.membership_accuracy is not None else s.accuracy
+    return acc, (s.membership.auc if s.membership else None)
 
 
-def _tokens(s: ScenarioNumbers) -> float | None:
-    return s.text.token_accuracy_median if s.text else None
+def _tokens(s: ScenarioNumbers) -> tuple[float | None, float | None]:
+    return s.accuracy, (s.text.token_accuracy_median if s.text else None)
 
 
-# (title, y label, value of a scenario, reference line and its words)
+def _inv_federation(rows: Sequence[ScenarioNumbers]) -> str:
+    return next((s.federation for s in rows if s.federation), "")
+
+
+def _mia_federation(rows: Sequence[ScenarioNumbers]) -> str:
+    return next((s.membership.federation for s in rows if s.membership and s.membership.federation), "")
+
+
+# (title, y label, (accuracy, value) of a scenario, reference line and its words, federation named)
 PANELS = (
-    ("Gradient inversion", "median PSNR (dB)", _psnr, "rebuilt"),
-    ("Membership inference", "best attack AUC", _auc, "coin flip"),
-    ("Text recovery", "median token accuracy", _tokens, ""),
+    ("Gradient inversion", "median PSNR (dB)", _psnr, "baseline", _inv_federation),
+    ("Membership inference", "best attack AUC", _auc, "coin flip", _mia_federation),
+    ("Text recovery", "median token accuracy", _tokens, "", lambda rows: ""),
 )
 
 
 def privacy_utility_png(rows: Sequence[ScenarioNumbers]) -> bytes | None:
-    """Attack success against test accuracy, one point per defense (same colour in every panel): median PSNR
-    of the rebuilt images, best membership AUC, text token accuracy; a panel only where some scenario has
-    both numbers. Up is more leakage, right is more utility."""
-    points = [
-        [
-            (100 * s.accuracy, y, i, s.defense)
-            for i, s in enumerate(rows)
-            if s.accuracy is not None and (y := get(s)) is not None
-        ]
-        for _, _, get, _ in PANELS
-    ]
+    """Attack success against the test accuracy of the same model, one point per defense (same colour and
+    marker in every panel, named in one legend): median PSNR against the accuracy of the federation whose
+    updates were inverted, best membership AUC against the accuracy of the model membership attacked. A panel
+    only where some scenario has both numbers. Up is more leakage, right is more utility."""
+    points = []
+    for _, _, get, _, _ in PANELS:
+        pts = []
+        for i, s in enumerate(rows):
+            acc, y = get(s)
+            if acc is not None and y is not None:
+                pts.append((100 * acc, y, i, s.defense))
+        points.append(pts)
     drawn = [(panel, pts) for panel, pts in zip(PANELS, points, strict=True) if pts]
     if not drawn:
         return None
-    xs = [x for _, pts in drawn for x, *_ in pts]
-    pad = max(2.0, 0.15 * (max(xs) - min(xs)))
-    fig = _figure(4.4 * len(drawn), 3.8, len(drawn))
+    fig = _figure(4.4 * len(drawn), 4.4, len(drawn))
+    fig.subplots_adjust(bottom=1.25 / 4.4, top=1 - 0.6 / 4.4)
     axes = fig.subplots(1, len(drawn), squeeze=False)[0]
-    for ax, ((title, ylabel, _, ref_words), pts) in zip(axes, drawn, strict=True):
+    handles = {}
+    for ax, ((title, ylabel, _, ref_words, fed), pts) in zip(axes, drawn, strict=True):
         for x, y, i, name in pts:
-            ax.scatter([x], [y], s=70, color=COLORS[i % len(COLORS)], zorder=3)
-            ax.annotate(name, (x, y), textcoords="offset points", xytext=(6, 5), fontsize=9)
-        ref = {
-            "rebuilt": next((s.inversion.threshold_db for s in rows if s.inversion), None),
-            "coin flip": 0.5,
-        }.get(ref_words)
+            h = ax.scatter([x], [y], s=70, color=COLORS[i % len(COLORS)], marker=MARKERS[i % len(MARKERS)], zorder=3)
+            handles.setdefault(name, h)
+        ref = None
+        if ref_words == "baseline":
+            base = [s.inversion.baseline_psnr_median for s in rows if s.inversion and s.inversion.baseline_psnr_median]
+            ref = statistics.median(base) if base else None
+        elif ref_words == "coin flip":
+            ref = 0.5
         if ref is not None:
             ax.axhline(ref, color="#888", linestyle="--", linewidth=1)
-            ax.annotate(
-                f"rebuilt: PSNR > {ref:g} dB" if ref_words == "rebuilt" else ref_words,
-                (0, ref),
-                xycoords=("axes fraction", "data"),
-                xytext=(3, 3),
-                textcoords="offset points",
-                fontsize=8,
-                color="#666",
-            )
-        ax.set_xlim(min(xs) - pad, max(xs) + 3 * pad)  # room for the names on the right
+            words = f"blank image: {ref:.1f} dB" if ref_words == "baseline" else ref_words
+            ax.annotate(words, (0, ref), xycoords=("axes fraction", "data"), xytext=(3, 3),
+                        textcoords="offset points", fontsize=8, color="#666")
+        xs = [x for x, *_ in pts]
+        lo, hi = min(xs), max(xs)
+        pad = max(2.0, 0.15 * (hi - lo))
+        ax.set_xlim(max(0.0, lo - pad), min(100.0, hi + pad))
         ax.margins(y=0.25)
-        ax.set_title(title, fontsize=11)
-        ax.set_xlabel("final test accuracy (%)")
+        where = fed(rows)
+        ax.set_title(title + (f"\n{where}" if where else ""), fontsize=10)
+        ax.set_xlabel("final test accuracy of that model (%)")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
+    fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=min(4, len(handles)), fontsize=8,
+               frameon=False)
     return _png(fig)
 
 
@@ -127,27 +144,30 @@ def accuracy_png(series: Sequence[tuple[str, list[dict]]]) -> bytes | None:
     return _png(fig)
 
 
-def roc_png(curves: Sequence[tuple[str, list, list]], title: str = "") -> bytes | None:
-    """A log-log ROC curve per attack from (name, fpr, tpr) lists; the diagonal is chance."""
+def roc_png(curves: Sequence[tuple], title: str = "") -> bytes | None:
+    """A log-log ROC curve per attack from (name, fpr, tpr[, auc]) tuples, the AUC in the legend; colours and
+    line styles cycle so that up to 40 curves stay distinguishable; the diagonal is chance."""
     usable = []
-    for name, fpr, tpr in curves:
+    for name, fpr, tpr, *rest in curves:
         pairs = [(number(x), number(y)) for x, y in zip(as_list(fpr), as_list(tpr), strict=False)]
         pts = [(x, y) for x, y in pairs if x is not None and y is not None and x > 0 and y > 0]
+        a = number(rest[0]) if rest else None
         if len(pts) >= 2:
-            usable.append((name, pts))
+            usable.append((name if a is None else f"{name} (AUC {a:.3f})", pts))
     if not usable:
         return None
     lo = min(min(x for x, _ in pts) for _, pts in usable)
-    fig = _figure(4.6, 4.2)
+    fig = _figure(5.0, 4.6)
     ax = fig.subplots()
     for i, (name, pts) in enumerate(usable):
-        ax.plot(*zip(*pts, strict=True), color=COLORS[i % len(COLORS)], label=name)
-    ax.plot([lo, 1], [lo, 1], color="#888", linestyle="--", linewidth=1, label="chance")
+        style = LINESTYLES[(i // len(COLORS)) % len(LINESTYLES)]
+        ax.plot(*zip(*pts, strict=True), color=COLORS[i % len(COLORS)], linestyle=style, label=name)
+    ax.plot([lo, 1], [lo, 1], color="#888", linestyle=":", linewidth=1, label="chance")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("false positive rate")
     ax.set_ylabel("true positive rate")
-    ax.set_title(title or "ROC (log-log)", fontsize=11)
+    ax.set_title(title or "ROC (log-log)", fontsize=10)
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=7, loc="lower right")
     return _png(fig)

@@ -1,14 +1,19 @@
-"""The verdict in plain words, composed from the numbers when results.json carries none.
+"""The verdict in plain words, composed from the numbers of a results record. Every figure names the
+federation it was measured on; the headline counts only the updates the clients really sent; a probe (a
+gradient the audit computed itself) is its own, labelled sentence.
 
 >>> from fedleak.report.measures import InversionNumbers, ScenarioNumbers
 >>> inv = InversionNumbers(recovered=9, total=10, psnr_median=31.0, ssim_mean=0.9, label_accuracy=1.0,
-...                        threshold_db=25.0)
->>> compose_verdict([ScenarioNumbers("none", 0.83, inv, None, None, None)])[0]
-'Without a defense, a curious server rebuilt 9 of 10 client images (median PSNR 31.0 dB; rebuilt means PSNR \
-above 25 dB). The final model reaches 83.0% test accuracy.'
+...                        baseline_psnr_median=14.0, federation="the faces federation")
+>>> compose_verdict([ScenarioNumbers("none", 0.83, inv, None, None, None, federation="the faces federation")])[0]
+'Without a defense, a curious server rebuilt 9 of 10 client images from the updates the clients of the faces \
+federation sent (median PSNR 31.0 dB; a blank image scores 14.0 dB; rebuilt means at least 10 dB above that and \
+SSIM at least 0.5). Final test accuracy: 83.0% on the faces federation.'
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from fedleak.report.measures import (
     InversionNumbers,
@@ -16,6 +21,7 @@ from fedleak.report.measures import (
     PrivacyNumbers,
     ScenarioNumbers,
     TextNumbers,
+    scenario_numbers,
 )
 
 
@@ -23,31 +29,55 @@ def _pct(x: float) -> str:
     return f"{100 * x:.1f}%"
 
 
+def _ci(ci: tuple[float, float] | None, pct: bool = False) -> str:
+    if ci is None:
+        return ""
+    lo, hi = ci
+    return f" [95% CI {_pct(lo)}-{_pct(hi)}]" if pct else f" [95% CI {lo:.2f}-{hi:.2f}]"
+
+
 def inversion_phrase(inv: InversionNumbers, explain: bool = False) -> str:
-    """'rebuilt 9 of 10 client images (median PSNR 31.0 dB)', or what is known of it; ``explain`` adds what
-    "rebuilt" means."""
+    """'rebuilt 9 of 10 client images from the updates ... sent (median PSNR 31.0 dB; ...)'."""
     details = [f"median PSNR {inv.psnr_median:.1f} dB"] if inv.psnr_median is not None else []
-    if inv.recovered is None or inv.total is None:
-        return f"reached a {details[0]} on the client images" if details else ""
+    if inv.baseline_psnr_median is not None:
+        details.append(f"a blank image scores {inv.baseline_psnr_median:.1f} dB")
     if explain:
-        details.append(f"rebuilt means PSNR above {inv.threshold_db:g} dB")
+        details.append("rebuilt means at least 10 dB above that and SSIM at least 0.5")
     note = f" ({'; '.join(details)})" if details else ""
-    return f"rebuilt {inv.recovered} of {inv.total} client images{note}"
+    source = f" from the updates the clients of {inv.federation} sent" if inv.federation else " from the sent updates"
+    if inv.recovered is None or inv.total is None:
+        return f"scored the client images{source}{note}"
+    return f"rebuilt {inv.recovered} of {inv.total} client images{source}{note}"
+
+
+def probe_sentence(probe: InversionNumbers) -> str:
+    """The labelled what-if: never part of the honest server's headline."""
+    what = f"rebuild {probe.recovered} of {probe.total} images" if probe.total else "score the images"
+    psnr = f" (median PSNR {probe.psnr_median:.1f} dB)" if probe.psnr_median is not None else ""
+    where = f" of {probe.federation}" if probe.federation else ""
+    n = probe.records_per_update
+    records = "a few records" if n is None else ("one record" if n == 1 else f"{n} records")
+    return (
+        f"Probe, not what the clients{where} send: if a client sent the gradient of {records}, the server "
+        f"would {what}{psnr}."
+    )
 
 
 def membership_phrase(mia: MembershipNumbers, explain: bool = False) -> str:
-    """'the strongest membership attack reaches AUC 0.71 (lira on ...) and TPR 8.0% at 1% FPR (...)';
-    ``explain`` adds what guessing would reach."""
+    """'on the digits federation, the strongest membership attack reaches AUC 0.71 [...] (...) and TPR ...'."""
     parts = []
     if mia.auc is not None:
-        parts.append(f"AUC {mia.auc:.2f} ({mia.auc_by})")
+        parts.append(f"AUC {mia.auc:.2f}{_ci(mia.auc_ci)} ({mia.auc_by})")
     if mia.tpr1 is not None:
         by = "" if mia.tpr1_by == mia.auc_by and mia.auc is not None else f" ({mia.tpr1_by})"
-        parts.append(f"TPR {_pct(mia.tpr1)} at 1% FPR{by}")
+        parts.append(f"TPR {_pct(mia.tpr1)}{_ci(mia.tpr1_ci, pct=True)} at 1% FPR{by}")
+    elif mia.non_members is not None:
+        parts.append(f"no resolvable TPR at 1% FPR ({mia.non_members} non-members)")
     if not parts:
         return ""
     chance = " (guessing: AUC 0.50, TPR 1%)" if explain else ""
-    return "the strongest membership attack reaches " + " and ".join(parts) + chance
+    where = f"on {mia.federation}, " if mia.federation else ""
+    return f"{where}the strongest membership attack reaches " + " and ".join(parts) + chance
 
 
 def text_phrase(txt: TextNumbers) -> str:
@@ -62,10 +92,11 @@ def text_phrase(txt: TextNumbers) -> str:
 def privacy_phrase(priv: PrivacyNumbers) -> str:
     if priv.epsilon is None:
         return ""
+    where = f" on {priv.federation}" if priv.federation else ""
     if priv.epsilon >= 1e300:  # infinity, as results.json stores it
-        return "the accountant guarantees no finite ε"
+        return f"the accountant guarantees no finite ε{where}"
     delta = f", δ = {priv.delta:g}" if priv.delta is not None else ""
-    return f"the accountant guarantees ε = {priv.epsilon:.2f}{delta}"
+    return f"the accountant guarantees ε = {priv.epsilon:.2f}{delta}{where}"
 
 
 def violation_message(s: ScenarioNumbers) -> str | None:
@@ -73,8 +104,9 @@ def violation_message(s: ScenarioNumbers) -> str | None:
     p = s.privacy
     if p is None or not p.violated:
         return None
+    where = f" on {p.federation}" if p.federation else ""
     return (
-        f"BUG: with {s.defense}, the measured lower bound ε ≥ {p.lower_bound:.2f} exceeds the ε = "
+        f"BUG: with {s.defense}{where}, the measured lower bound ε ≥ {p.lower_bound:.2f} exceeds the ε = "
         f"{p.epsilon:.2f} the accountant proves. The DP implementation or its accounting is wrong: do not "
         "trust this ε until it is fixed."
     )
@@ -89,8 +121,25 @@ def _sentence(text: str) -> str:
     return text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")
 
 
+def _accuracy_sentence(s: ScenarioNumbers, baseline: ScenarioNumbers | None) -> str:
+    """'Final test accuracy: 61.0% on the faces federation (-3.0 points against no defense), 93.1% on ...'."""
+    items = []
+    pairs = [(s.accuracy, s.federation, baseline.accuracy if baseline else None)]
+    if s.membership and s.membership.federation and s.membership.federation != s.federation:
+        pairs.append((s.membership_accuracy, s.membership.federation, baseline.membership_accuracy if baseline else None))
+    for acc, fed, base in pairs:
+        if acc is None:
+            continue
+        item = _pct(acc) + (f" on {fed}" if fed else "")
+        if baseline is not None and baseline is not s and base is not None:
+            item += f" ({100 * (acc - base):+.1f} points against no defense)"
+        items.append(item)
+    return f"Final test accuracy: {', '.join(items)}" if items else ""
+
+
 def scenario_sentence(s: ScenarioNumbers, baseline: ScenarioNumbers | None, server: str = "curious") -> str:
-    """One scenario in plain words: what the attacks got, what the defense proves, what accuracy it costs."""
+    """One scenario in plain words: what the attacks got, what the defense proves, what accuracy it costs, each
+    on the federation it was measured on."""
     inv = inversion_phrase(s.inversion, explain=s.undefended) if s.inversion else ""
     attack = " and ".join(p for p in (inv, text_phrase(s.text) if s.text else "") if p)
     who = f"{article(server)} {server} server" if s.undefended else "the server"
@@ -100,12 +149,11 @@ def scenario_sentence(s: ScenarioNumbers, baseline: ScenarioNumbers | None, serv
     head = "Without a defense" if s.undefended else f"With {s.defense}"
     first = f"{head}, " + "; ".join(clauses) if clauses else f"{head}, no attack result was recorded"
     sentences = [_sentence(first)]
-    if s.accuracy is not None:
-        acc = f"The final model reaches {_pct(s.accuracy)} test accuracy"
-        if baseline is not None and baseline is not s and baseline.accuracy is not None:
-            cost = 100 * (s.accuracy - baseline.accuracy)
-            acc += f" ({cost:+.1f} percentage points against no defense)"
+    acc = _accuracy_sentence(s, baseline)
+    if acc:
         sentences.append(_sentence(acc))
+    if s.probe is not None:
+        sentences.append(probe_sentence(s.probe))
     return " ".join(sentences)
 
 
@@ -125,3 +173,10 @@ def compose_verdict(scenarios: list[ScenarioNumbers], server: str = "curious", v
     if violations:
         lines += [m for s in ordered if (m := violation_message(s))]
     return lines
+
+
+def audit_verdict(results: Any) -> list[str]:
+    """The verdict of an audit results record (:class:`fedleak.results.AuditResults` or its dict)."""
+    d = results.to_dict() if hasattr(results, "to_dict") else results
+    server = ((d.get("setup") or {}).get("threat_model") or {}).get("server") or "curious"
+    return compose_verdict([scenario_numbers(s) for s in d.get("scenarios") or []], server)

@@ -15,7 +15,6 @@ from fedleak.report.measures import (
     as_list,
     attack_rows,
     case_recovered,
-    case_threshold,
     number,
     roc_points,
     text,
@@ -47,7 +46,52 @@ class TargetRow:
     psnr: float | None
     ssim: float | None
     mse: float | None
-    recovered: bool | None
+    recovered: bool | None  # the target's own ``rebuilt`` (the one rule)
+    baseline_psnr: float | None = None
+
+
+@dataclass(frozen=True)
+class RealismView:
+    """The realism card of a figure, as (label, value) rows, and the anchor its figures link to."""
+
+    anchor: str
+    rows: list[tuple[str, str]]
+    beyond: list[str]
+
+
+def realism_view(card: Any, anchor: str) -> RealismView | None:
+    c = as_dict(card)
+    if not c:
+        return None
+    kind = text(c.get("received"))
+    sent = text(c.get("update")) == "sent"
+    received = {"gradient": "one gradient (FedSGD)", "delta": "a model delta w1 - w0 (FedAvg)"}.get(kind, kind or "—")
+    rows = [
+        ("Update", "as the client sent it" if sent else "a probe computed by the audit, not sent by any client"),
+        ("The server received", received),
+    ]
+    n = c.get("records_per_update")
+    if n is not None:
+        rows.append(("Records behind one update", text(n)))
+    if kind == "delta":
+        local = [
+            f"{text(c.get('local_steps'))} local step(s)" if c.get("local_steps") is not None else "",
+            f"{text(c.get('local_epochs'))} epoch(s)" if c.get("local_epochs") is not None else "",
+            f"mini-batch {text(c.get('local_batch_size'))}" if c.get("local_batch_size") is not None else "",
+        ]
+        rows.append(("Local training", ", ".join(x for x in local if x) or "—"))
+    nc = number(c.get("num_clients"))
+    if nc is not None and nc > 1:
+        rows.append(("Secure aggregation", f"the server saw only the sum of {int(nc)} clients' updates"))
+    granted = as_list(c.get("granted"))
+    rows.append(("Granted to the server", ", ".join(text(g) for g in granted) or "nothing beyond the update"))
+    mode = text(c.get("model_mode"))
+    rows.append(("Model mode", {"train": "train mode (BatchNorm uses batch statistics)", "eval": "eval mode"}.get(mode, mode or "—")))
+    bn = c.get("bn_prior")
+    if isinstance(bn, bool):
+        rows.append(("BatchNorm statistics as a prior", "used" if bn else "not used"))
+    beyond = [text(b) for b in as_list(c.get("beyond_server")) if text(b)]
+    return RealismView(anchor=anchor, rows=rows, beyond=beyond)
 
 
 @dataclass(frozen=True)
@@ -57,20 +101,23 @@ class InversionView:
     picture: Picture
     recovered: int | None
     total: int | None
-    threshold_db: float
     summary: dict[str, Any]
     targets: list[TargetRow] = field(default_factory=list)
     skipped: str = ""  # why the attack did not run, when it did not
     extra: list[tuple[str, float]] = field(default_factory=list)  # other numbers of the summary
+    update: str = ""  # "sent" or "probe"
+    note: str = ""
+    realism: RealismView | None = None
 
     @property
     def has_clients(self) -> bool:
         return any(t.client != "—" for t in self.targets)
 
 
-def target_row(t: dict, threshold_db: float) -> TargetRow:
+def target_row(t: dict) -> TargetRow:
     label, guess = t.get("label"), t.get("recovered_label")
     psnr = number(t.get("psnr"))
+    rebuilt = t.get("rebuilt")
     return TargetRow(
         index=text(t.get("index"), "—"),
         client=text(t.get("client"), "—"),
@@ -80,7 +127,8 @@ def target_row(t: dict, threshold_db: float) -> TargetRow:
         psnr=psnr,
         ssim=number(t.get("ssim")),
         mse=number(t.get("mse")),
-        recovered=None if psnr is None else psnr > threshold_db,
+        recovered=rebuilt if isinstance(rebuilt, bool) else None,
+        baseline_psnr=number(t.get("baseline_psnr")),
     )
 
 
@@ -92,7 +140,8 @@ def case_origin(case: dict) -> str:
         f"client {text(case['client'])}" if "client" in case else "",
         f"client{'s' if len(clients) > 1 else ''} {', '.join(text(c) for c in clients)}" if clients else "",
     ]
-    kind, n = text(case.get("update_kind")), number(case.get("num_clients"))
+    card = as_dict(case.get("realism"))
+    kind, n = text(card.get("received") or case.get("update_kind")), number(card.get("num_clients"))
     if kind:
         parts.append(f"{kind} update" + (f" of {int(n)} client{'s' if n != 1 else ''}" if n is not None else ""))
     return ", ".join(p for p in parts if p)
@@ -104,28 +153,31 @@ SUMMARY_SHOWN = {
     "ssim_mean",
     "label_accuracy",
     "seconds_total",
-    "recovered",
+    "rebuilt",
     "total",
-    "recovered_threshold_db",
+    "baseline_psnr_median",
 }
 
 
-def inversion_view(case: Any, run_dir: Path, default_picture: str = "") -> InversionView:
-    """One inversion case: the attack, where its update came from, the picture and a row per target."""
+def inversion_view(case: Any, run_dir: Path, default_picture: str = "", anchor: str = "") -> InversionView:
+    """One inversion entry: the attack, where its update came from (sent or probe), its realism card, the
+    picture and a row per target."""
     case = as_dict(case)
-    thr = case_threshold(case)
     rec, tot = case_recovered(case)
+    status = text(case.get("status"), "done")
     return InversionView(
         title=text(case.get("attack"), "inversion"),
         subtitle=case_origin(case),
         picture=load_picture(run_dir, case.get("image"), default_picture),
         recovered=rec,
         total=tot,
-        threshold_db=thr,
         summary=as_dict(case.get("summary")),
-        targets=[target_row(as_dict(t), thr) for t in as_list(case.get("targets"))],
-        skipped=text(case.get("skipped")),
+        targets=[target_row(as_dict(t)) for t in as_list(case.get("targets"))],
+        skipped=text(case.get("note")) if status != "done" else "",
         extra=summary_extras(case.get("summary"), SUMMARY_SHOWN),
+        update=text(case.get("update")),
+        note=text(case.get("note")) if status == "done" else "",
+        realism=realism_view(case.get("realism"), anchor),
     )
 
 
@@ -174,6 +226,9 @@ class MembershipView:
     rows: list[AttackRow]
     train_accuracy: float | None
     test_accuracy: float | None
+    federation: str = ""
+    realism: RealismView | None = None
+    exposed: list[dict] = field(default_factory=list)
 
 
 def membership_view(entry: Any, run_dir: Path, default_picture: str = "") -> MembershipView:
@@ -182,17 +237,23 @@ def membership_view(entry: Any, run_dir: Path, default_picture: str = "") -> Mem
     entry = as_dict(entry)
     title = text(entry.get("description")) or text(entry.get("target"), "target model")
     pic = load_picture(run_dir, entry.get("image"), default_picture)
+    rows = attack_rows(entry)
     if pic.uri is None:
-        attacks = as_dict(entry.get("attacks")) or {text(entry.get("attack"), "attack"): entry}
-        curves = [(str(k), *roc_points(a)) for k, a in attacks.items()]
-        drawn = roc_png(curves, title=f"ROC: {title}")
+        attacks = as_dict(entry.get("attacks"))
+        aucs = {r.attack: r.auc for r in rows}
+        curves = [(str(k), *roc_points(a), aucs.get(str(k))) for k, a in attacks.items()]
+        drawn = roc_png(curves, title=f"ROC: {text(entry.get('target'), 'target')}")
         if drawn is not None:
             pic = Picture(png_data_uri(drawn), pic.name, drawn=True)
-    acc = as_dict(entry.get("target_accuracy")) or as_dict(entry.get("target"))
+    fed = as_dict(entry.get("federation"))
+    target = as_dict(entry.get("target"))  # a `fedleak mia` run: {"train_accuracy", "test_accuracy"}
     return MembershipView(
         title=title,
         picture=pic,
-        rows=attack_rows(entry),
-        train_accuracy=number(acc.get("train_accuracy")),
-        test_accuracy=number(acc.get("test_accuracy")),
+        rows=rows,
+        train_accuracy=number(entry.get("train_accuracy") if not target else target.get("train_accuracy")),
+        test_accuracy=number(fed.get("test_accuracy") if not target else target.get("test_accuracy")),
+        federation=text(fed.get("name")),
+        realism=realism_view(entry.get("realism"), ""),
+        exposed=[as_dict(x) for x in as_list(entry.get("exposed"))],
     )

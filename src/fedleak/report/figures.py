@@ -1,7 +1,10 @@
 """Pictures a person would rather look at than read: originals above reconstructions, the PSNR under each.
 
->>> import torch
->>> png = reconstruction_png(torch.rand(3, 3, 8, 8), torch.rand(3, 3, 8, 8), torch.tensor([9.1, 12.0, 50.3]))
+Torch-free: images are arrays (N, C, H, W) in [0, 1] (NumPy arrays or anything ``numpy.asarray`` takes,
+torch tensors included).
+
+>>> import numpy as np
+>>> png = reconstruction_png(np.random.rand(3, 3, 8, 8), np.random.rand(3, 3, 8, 8), [9.1, 12.0, 50.3])
 >>> png[:4] == b"\\x89PNG"
 True
 """
@@ -12,21 +15,25 @@ import io
 from collections.abc import Sequence
 from pathlib import Path
 
-from torch import Tensor
+import numpy as np
 
 from fedleak.runio import atomic_write_bytes
 
 
 def reconstruction_png(
-    originals: Tensor,
-    reconstructions: Tensor,
-    psnr: Tensor | Sequence[float],
+    originals,  # noqa: ANN001
+    reconstructions,  # noqa: ANN001
+    psnr: Sequence[float],
     labels: Sequence[str] | None = None,
     recovered_labels: Sequence[str] | None = None,
     max_columns: int = 16,
+    rebuilt: Sequence[bool] | None = None,
 ) -> bytes:
-    """Originals (top row) above their matched reconstructions (bottom row), PSNR in dB under each pair,
-    wrapped into blocks of ``max_columns``. Images are (N, C, H, W) in [0, 1]."""
+    """Originals (top row) above their matched reconstructions (bottom row), PSNR in dB under each pair (marked
+    "rebuilt" where the one rule says so), wrapped into blocks of ``max_columns``. Images are (N, C, H, W) in
+    [0, 1]."""
+    originals = _array(originals)
+    reconstructions = _array(reconstructions)
     import matplotlib
 
     matplotlib.use("Agg")
@@ -41,7 +48,7 @@ def reconstruction_png(
     for i in range(n):
         b, c = divmod(i, cols)
         for row, img in ((2 * b, originals[i]), (2 * b + 1, reconstructions[i])):
-            arr = img.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
+            arr = np.clip(img, 0, 1).transpose(1, 2, 0)
             ax = axes[row][c]
             ax.imshow(
                 arr[..., 0] if arr.shape[2] == 1 else arr,
@@ -53,6 +60,8 @@ def reconstruction_png(
             if row == 2 * b and labels is not None:
                 ax.set_title(str(labels[i]), fontsize=7)
         caption = f"{float(psnr[i]):.1f} dB"
+        if rebuilt is not None and rebuilt[i]:
+            caption += " ✓"
         if recovered_labels is not None:
             caption += f"\n{recovered_labels[i]}"
         axes[2 * b + 1][c].set_title(caption, fontsize=7, y=-0.32)
@@ -70,7 +79,7 @@ def reconstruction_png(
         axes[2 * b + 1][0].text(
             -0.15,
             0.5,
-            "rebuilt",
+            "attack output",
             transform=axes[2 * b + 1][0].transAxes,
             rotation=90,
             va="center",
@@ -82,6 +91,12 @@ def reconstruction_png(
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
     return buf.getvalue()
+
+
+def _array(x):  # noqa: ANN001, ANN202
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().float().numpy()
+    return np.asarray(x, dtype=np.float32)
 
 
 def save_reconstruction_png(path: str | Path, *args, **kwargs) -> Path:  # noqa: ANN002, ANN003
