@@ -60,138 +60,189 @@ def roc_png() -> bytes:
     return _png(np.tile(np.linspace(0, 1, 120)[:, None, None], (1, 160, 3)))
 
 
-def mia_entry(target: str, auc: float, tpr1: float, image: str | None) -> dict:
-    attacks = {
-        name: {
-            "auc": auc - d,
-            "tpr_at_fpr": {"0.001": tpr1 / 4, "0.01": tpr1 * (1 - d), "0.1": 0.3 - d},
-            "balanced_accuracy": auc - 0.05 - d,
-            "roc": roc_curve(auc - 0.5 - d),
-        }
-        for name, d in (("lira", 0.0), ("loss", 0.08))
+def roc_block(auc: float, tpr1: float, non_members: int = 500) -> dict:
+    """A roc_report-shaped attack (at 500 non-members the 0.1% level is not resolvable)."""
+    return {
+        "auc": auc,
+        "auc_ci": [auc - 0.03, auc + 0.03],
+        "tpr_at_fpr": {"0.001": None, "0.01": tpr1, "0.1": 0.3},
+        "tpr_at_fpr_ci": {"0.001": None, "0.01": [tpr1 / 2, tpr1 * 1.6], "0.1": [0.26, 0.34]},
+        "counts": {"members": 500, "non_members": non_members},
+        "balanced_accuracy": auc - 0.05,
+        "curve": roc_curve(auc - 0.5),
     }
+
+
+DIGITS = {
+    "name": "the digits federation",
+    "dataset": "digits",
+    "model": "mlp",
+    "clients": 5,
+    "rounds": 10,
+    "mode": "fedavg",
+    "local_epochs": 5,
+    "batch_size": 32,
+    "lr": 0.1,
+    "partition": "iid",
+}
+FACES = {
+    "name": "the faces federation",
+    "dataset": EVIL,
+    "model": "lenet",
+    "clients": 10,
+    "rounds": 5,
+    "mode": "fedavg",
+    "local_epochs": 1,
+    "batch_size": 8,
+    "lr": 0.1,
+    "partition": "iid",
+}
+
+
+def mia_entry(target: str, auc: float, tpr1: float, image: str | None, test_accuracy: float = 0.8) -> dict:
     entry = {
         "target": target,
         "description": f"{target} model",
-        "attacks": attacks,
-        "target_accuracy": {"train_accuracy": 1.0, "test_accuracy": 0.8},
+        "federation": {**DIGITS, "test_accuracy": test_accuracy},
+        "attacks": {"lira": roc_block(auc, tpr1), "loss": roc_block(auc - 0.08, tpr1 * 0.5)},
+        "train_accuracy": 1.0,
     }
     if image:
         entry["image"] = image
     return entry
 
 
-def inversion_case(defense: str, psnrs: list[float], with_image: bool = True) -> dict:
+def realism(update: str = "sent", received: str = "delta", beyond: list[str] | None = None) -> dict:
+    return {
+        "update": update,
+        "received": received,
+        "records_per_update": 16 if update == "sent" else 1,
+        "local_steps": 6 if received == "delta" else None,
+        "local_epochs": 3 if received == "delta" else None,
+        "local_batch_size": 8 if received == "delta" else None,
+        "num_clients": 1,
+        "granted": ["num_samples", "local_steps", "local_lr", "batch_size"],
+        "model_mode": "train",
+        "bn_prior": None,
+        "beyond_server": beyond or [],
+    }
+
+
+def inversion_case(defense: str, psnrs: list[float], with_image: bool = True, update: str = "sent") -> dict:
     targets = [
         {
             "index": 12 + i,
+            "client": 3,
             "label": i % 3,
             "recovered_label": i % 3 if p > 20 else (i + 1) % 3,
             "psnr": p,
             "ssim": min(1.0, p / 40),
             "mse": 10 ** (-p / 10),
+            "baseline_psnr": 14.0,
+            "rebuilt": p >= 24.0 and p / 40 >= 0.5,
+            "seconds": 0.5,
         }
         for i, p in enumerate(psnrs)
     ]
     case = {
-        "attack": "idlg",
+        "update": update,
+        "attack": "fedavg" if update == "sent" else "idlg",
         "round": 1,
-        "client": 3,
-        "update_kind": "gradient",
-        "num_clients": 1,
+        "federation": "the faces federation",
+        "clients": [3],
+        "realism": realism(update, "delta" if update == "sent" else "gradient",
+                           None if update == "sent" else ["a FedSGD gradient of 1 record(s) computed by the audit"]),
         "targets": targets,
         "summary": {
             "psnr_median": float(np.median(psnrs)),
             "psnr_mean": float(np.mean(psnrs)),
             "ssim_mean": float(np.mean([t["ssim"] for t in targets])),
+            "baseline_psnr_median": 14.0,
             "label_accuracy": float(np.mean([t["label"] == t["recovered_label"] for t in targets])),
-            "recovered": sum(p >= 25 for p in psnrs),
+            "rebuilt": sum(t["rebuilt"] for t in targets),
             "total": len(psnrs),
-            "recovered_threshold_db": 25,
+            "seconds_total": 2.5,
         },
     }
     if with_image:
-        case["image"] = f"inversion_{defense.replace(':', '_')}_idlg_r1_c3.png"
+        case["image"] = f"inversion_{defense.replace(':', '_')}_{update}_r1.png"
     return case
 
 
-def training(final: float) -> dict:
+def training(final: float, federation: dict = FACES) -> dict:
     rounds = [{"round": r, "test_accuracy": final * (0.7 + 0.06 * r), "test_loss": 2.0 / r} for r in range(1, 6)]
-    return {"rounds": rounds, "final_test_accuracy": final}
+    return {"federation": {**federation, "test_accuracy": final}, "rounds": rounds, "final_test_accuracy": final}
 
 
 def audit_results() -> dict:
-    return {
+    from fedleak.results import AuditResults
+
+    results = {
         "kind": "audit",
+        "schema_version": 2,
         "fedleak_version": "0.1.0",
         "seed": 0,
         "seconds_total": 212.4,
         "versions": {"python": "3.11.7", "torch": "2.13.0", "opacus": "1.6.0", "flwr": "1.42.0"},
-        "config": {
-            "data": {"dataset": EVIL, "partition": "iid"},
-            "federation": {"clients": 10, "rounds": 5},
-            "defenses": ["none", "prune:0.99", "dp-sgd:epsilon=8"],
-        },
+        "config": {"federation": {"dataset": EVIL, "clients": 10, "rounds": 5}},
         "setup": {
             "engine": "local",
-            "dataset": EVIL,
-            "partition": "iid",
-            "model": "lenet",
-            "clients": 10,
-            "rounds": 5,
-            "fraction": 1.0,
-            "mode": "fedavg",
-            "local_epochs": 1,
-            "batch_size": 8,
-            "lr": 0.1,
+            "federations": [FACES, DIGITS],
+            "defenses": ["prune:0.99", "dp-sgd:epsilon=8"],
             "threat_model": {
                 "server": "honest-but-curious",
                 "grants": ["num_samples", "local_steps", "local_lr", "batch_size"],
             },
+            "seed": 0,
         },
         "scenarios": [
             {
                 "defense": "none",
                 "training": training(0.83),
-                "privacy": {},
-                "inversion": [inversion_case("none", [38.2, 31.0, 33.5, 29.9, 12.0])],
-                "membership": [mia_entry("global", 0.71, 0.08, "roc_none_global.png")],
+                "membership_training": training(0.93, DIGITS),
+                "privacy": [{"federation": "the faces federation"}, {"federation": "the digits federation"}],
+                "inversion": [
+                    inversion_case("none", [38.2, 31.0, 33.5, 29.9, 12.0]),
+                    inversion_case("none", [45.0], update="probe"),
+                ],
+                "membership": [mia_entry("global", 0.71, 0.08, "roc_none_global.png", 0.93)],
                 "text": [
                     {
+                        "update": "sent",
                         "attack": "tag",
+                        "dataset": "demo-records",
+                        "model": "transformer",
                         "targets": [
-                            {
-                                "text": "patient " + EVIL,
-                                "recovered_text": "patient <b>x</b>",
-                                "token_accuracy": 0.95,
-                            },
-                            {
-                                "text": "the rent is due",
-                                "recovered_text": "the rent is due",
-                                "token_accuracy": 1.0,
-                            },
+                            {"text": "patient " + EVIL, "recovered_text": "patient <b>x</b>", "token_accuracy": 0.95},
+                            {"text": "the rent is due", "recovered_text": "the rent is due", "token_accuracy": 1.0},
                         ],
-                        "summary": {
-                            "token_accuracy_median": 0.975,
-                            "exact_match_rate": 0.5,
-                            "rouge_l_mean": 0.9,
-                        },
+                        "summary": {"token_accuracy_median": 0.975, "exact_match_rate": 0.5, "rouge_l_mean": 0.9},
                     }
                 ],
             },
             {
                 "defense": "prune:0.99",
                 "training": training(0.79),
-                "privacy": {},
+                "membership_training": training(0.90, DIGITS),
                 "inversion": [inversion_case("prune:0.99", [11.0, 9.5, 12.2, 10.1, 8.7])],
-                "membership": [mia_entry("global", 0.62, 0.03, None)],
+                "membership": [mia_entry("global", 0.62, 0.03, None, 0.90)],
             },  # no picture: drawn from ROC numbers
             {
                 "defense": "dp-sgd:epsilon=8",
                 "training": training(0.70),
-                "privacy": {"epsilon": 7.9, "delta": 1e-5, "accountant": "rdp", "epsilon_lower_bound": 0.4},
+                "membership_training": training(0.86, DIGITS),
+                "privacy": [
+                    {"federation": "the faces federation", "epsilon": 7.9, "delta": 1e-5, "accountant": "rdp"},
+                    {
+                        "federation": "the digits federation",
+                        "epsilon": 7.8,
+                        "delta": 1e-5,
+                        "accountant": "rdp",
+                        "epsilon_lower_bound": 0.4,
+                    },
+                ],
                 "inversion": [inversion_case("dp", [7.0, 6.5, 8.1, 7.7, 6.9])],
-                "membership": [mia_entry("global", 0.52, 0.011, "roc_dp_global.png")],
+                "membership": [mia_entry("global", 0.52, 0.011, "roc_dp_global.png", 0.86)],
             },
         ],
         "verdict": [
@@ -199,6 +250,7 @@ def audit_results() -> dict:
             "With prune:0.99 it rebuilt 0.",
         ],
     }
+    return AuditResults.from_dict(results).to_dict()  # the fixture is itself checked against the schema
 
 
 def write_run(folder: Path, results: dict, pictures: bool = True) -> Path:
@@ -257,21 +309,21 @@ def section(page: str, anchor: str) -> str:
 def test_audit_report_is_self_contained_and_embeds_every_picture(audit_run):
     run, page = audit_run
     srcs = img_sources(page)
-    # 3 inversion pictures + 2 ROC pictures from the folder + 1 ROC drawn from numbers + 2 plots of its own
-    assert len(srcs) == 8
+    # 4 inversion pictures (3 sent, 1 probe) + 2 ROC pictures from the folder + 1 ROC drawn from numbers + 2 plots
+    assert len(srcs) == 9
     assert all(s.startswith(PNG_URI) for s in srcs)
     for s in srcs:  # each one decodes to a PNG
         import base64
 
         assert base64.b64decode(s[len(PNG_URI) :], validate=True).startswith(b"\x89PNG\r\n\x1a\n")
     # the acceptance check counts lines with the marker (grep -c): one picture per line
-    assert sum(PNG_URI in line for line in page.splitlines()) == 8
+    assert sum(PNG_URI in line for line in page.splitlines()) == 9
     assert not re.search(r"https?://|<link|<iframe|url\(|src=\"(?!data:)", page)
     assert "Content-Security-Policy" in page and "default-src 'none'" in page
     # the folder's own inversion picture is embedded byte for byte
     import base64
 
-    own = base64.b64encode((run / "inversion_none_idlg_r1_c3.png").read_bytes()).decode()
+    own = base64.b64encode((run / "inversion_none_sent_r1.png").read_bytes()).decode()
     assert own in page
 
 
@@ -282,6 +334,10 @@ def test_audit_report_escapes_every_string_from_results(audit_run):
     assert "<b>x</b>" not in page and "&lt;b&gt;x&lt;/b&gt;" in page
 
 
+def plain(html: str) -> str:
+    return re.sub(r"\s+", " ", htmllib.unescape(re.sub(r"<[^>]+>", " ", html)))
+
+
 def test_audit_report_sections_in_order_with_numbers(audit_run):
     _, page = audit_run
     anchors = ["verdict", "setup", "reconstructions", "membership", "defenses", "meaning"]
@@ -289,74 +345,103 @@ def test_audit_report_sections_in_order_with_numbers(audit_run):
     assert positions == sorted(positions)
     verdict = section(page, "verdict")
     assert "rebuilt 4 of 5 client images" in verdict  # the verdict results.json carries, shown first
-    setup = htmllib.unescape(re.sub(r"<[^>]+>", " ", section(page, "setup")))
-    for fact in (
+    setup = plain(section(page, "setup"))
+    for fact in (  # both federations: every figure's model is listed
+        "The faces federation",
+        "The digits federation",
         "lenet",
         "10 clients",
         "5 rounds",
+        "final test accuracy 83.0%",
+        "final test accuracy 93.0%",
         "honest-but-curious",
         "local_lr",
         "prune:0.99",
         "torch 2.13.0",
     ):
-        assert fact in setup
-    recon = section(page, "reconstructions")
+        assert fact in setup, fact
+    recon = plain(section(page, "reconstructions"))
     assert "38.2 dB" in recon and "4 of 5" in recon and "0 of 5" in recon and "the rent is due" in recon
-    mia = section(page, "membership")
+    assert section(page, "reconstructions").count('class="probe"') == 1
+    assert "never counts in the verdict's headline" in recon
+    assert recon.count("Realism card") == 4  # one per inversion entry
+    assert "a model delta w1 - w0 (FedAvg)" in recon and "3 epoch(s)" in recon and "mini-batch 8" in recon
+    assert "a FedSGD gradient of 1 record(s) computed by the audit" in recon  # the probe's card says so
+    assert "blank-image PSNR" in recon and "14.0 dB" in recon
+    mia = plain(section(page, "membership"))
     assert "0.710" in mia and "8.0%" in mia and "lira" in mia  # AUC and TPR at 1% FPR of the strongest attack
+    assert "[0.680, 0.740]" in mia and "[4.0%, 12.8%]" in mia  # intervals
+    assert "500 / 500" in mia and "not resolvable" in mia  # counts; 0.1% FPR from 500 non-members
+    assert "(the digits federation)" in mia and "trained separately" in mia
     assert "Drawn by the report from the ROC numbers" in mia  # prune's picture was missing
     defenses = section(page, "defenses")
     rows = re.findall(r"<tr[^>]*>\s*<td[^>]*>([^<]*)</td>", defenses)
     assert rows == ["none", "prune:0.99", "dp-sgd:epsilon=8"]
-    assert "83.0%" in defenses and "70.0%" in defenses and "7.90" in defenses and "0.40" in defenses
-    assert "BUG" not in words(page)  # 0.4 <= 7.9: nothing to flag
+    assert "83.0%" in defenses and "70.0%" in defenses and "93.0%" in defenses and "86.0%" in defenses
+    assert "7.80" in defenses and "0.40" in defenses
+    assert "BUG" not in words(page)  # 0.4 <= 7.8: nothing to flag
     meaning = section(page, "meaning")
-    for word in ("Hungarian", "Clopper-Pearson", "Carlini", "Jagielski", "[0, 1] pixel space", "25 dB"):
+    for word in ("Hungarian", "Clopper-Pearson", "Carlini", "Jagielski", "[0, 1] pixel space", "10 dB above"):
         assert word in meaning
 
 
 def test_lower_bound_above_epsilon_is_flagged_loudly(tmp_path, fast_plots):
     results = audit_results()
-    results["scenarios"][2]["privacy"]["epsilon_lower_bound"] = 9.3
+    results["scenarios"][2]["privacy"][1]["epsilon_lower_bound"] = 9.3
     page = words(render_report(write_run(tmp_path / "run", results, pictures=False)))
     assert page.count('class="alert"') == 2  # in the verdict and under the table
     assert page.index('class="alert"') < page.index('<section id="setup"')
+    assert "on the digits federation" in page[page.index('class="alert"') :][:400]
     assert re.search(r'<tr class="flag">\s*<td[^>]*>dp-sgd:epsilon=8</td>', page)
     assert "9.30 &gt; ε: BUG" in page
 
 
-def test_missing_keys_degrade_gracefully(tmp_path):
+def test_optional_parts_may_be_absent_and_other_schemas_are_refused(tmp_path):
     results = audit_results()
     del results["verdict"], results["setup"], results["versions"], results["config"]
     for s in results["scenarios"]:
-        s.pop("membership"), s.pop("text", None), s.pop("privacy")
-    results["scenarios"][1].pop("training")
+        s.pop("membership"), s.pop("text", None), s.pop("privacy", None), s.pop("membership_training", None)
     results["scenarios"][0]["inversion"][0]["image"] = "gone.png"
     page = render_report(write_run(tmp_path / "run", results, pictures=False))
     assert "Membership inference was not run." in page
     assert "gone.png is not in the run folder" in page
     assert "Composed by the report from the numbers below." in page
     assert "honest-but-curious" not in page  # no setup: the default word
-    assert "Without a defense, a curious server rebuilt 4 of 5 client images" in page
+    assert "a curious server rebuilt 4 of 5 client images from the updates the clients of the faces" in page
+    assert "Probe, not what the clients" in page  # the probe is its own sentence, never in the headline count
     assert img_sources(page) and all(s.startswith(PNG_URI) for s in img_sources(page))  # its own plots
 
-    bare = {"kind": "audit"}
-    page = render_report(write_run(tmp_path / "bare", bare))
-    assert "no scenario" in page and "Gradient inversion was not run." in page
+    old = {"kind": "audit", "fedleak_version": "0.0.9", "scenarios": []}  # schema 1 had no schema_version
+    with pytest.raises(FedleakInputError, match=r"written by fedleak 0\.0\.9 \(results schema 1\)"):
+        render_report(write_run(tmp_path / "old", old))
+    odd = audit_results()
+    odd["scenarios"][0]["inversion"][0]["targets"][0]["rebuilt"] = "yes"
+    with pytest.raises(FedleakInputError, match=r"inversion\[0\]\.targets\[0\]\.rebuilt should be true or false"):
+        render_report(write_run(tmp_path / "odd", odd, pictures=False))
+    odd = audit_results()
+    odd["scenarios"][0]["inversion"][0]["update"] = "guessed"
+    with pytest.raises(FedleakInputError, match="expected one of"):
+        render_report(write_run(tmp_path / "odd2", odd, pictures=False))
 
-    wrong_types = {
-        "kind": "audit",
-        "setup": [],
-        "scenarios": [
-            None,
-            "x",
-            {"defense": 3, "inversion": {}, "membership": [{"attacks": []}], "training": {"rounds": "x"}},
-        ],
-        "verdict": 5,
-        "seed": {"a": 1},
-    }
-    page = render_report(write_run(tmp_path / "odd", wrong_types, pictures=False))
-    assert '<section id="meaning"' in page
+
+def test_results_schema_round_trips(tmp_path):
+    """Every record of the schema survives to_dict -> JSON -> from_dict unchanged (a written results.json
+    reads back into equal records), and the schema module needs no torch."""
+    from fedleak.results import AuditResults
+
+    results = AuditResults.from_dict(audit_results())
+    again = AuditResults.from_dict(json.loads(json.dumps(results.to_dict())))
+    assert again == results
+    assert again.scenarios[0].inversion[1].update == "probe"
+    assert again.scenarios[0].membership[0].attacks["lira"].tpr_at_fpr["0.001"] is None
+    assert again.scenarios[2].privacy[1].epsilon_lower_bound == 0.4
+    proc = subprocess.run(
+        [sys.executable, "-c", "import sys, fedleak.results; print('torch' in sys.modules)"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.stdout.strip() == "False"
 
 
 def test_picture_paths_cannot_leave_the_run_folder(tmp_path, fast_plots):
@@ -373,106 +458,81 @@ def test_picture_paths_cannot_leave_the_run_folder(tmp_path, fast_plots):
     import base64
 
     assert base64.b64encode(secret.read_bytes()).decode() not in page
-    assert page.count("is not in the run folder") == 3  # ROC pictures are drawn from the numbers instead
-
-
-def test_audit_report_reads_the_shapes_the_pipeline_writes(tmp_path, fast_plots):
-    """What fedleak.audit writes beside the documented shape: ROC under "curve", a case over several clients,
-    labels not recovered (None), a skipped case, text at the top level, a separate membership federation."""
-    results = audit_results()
-    del results["verdict"]
-    results["setup"].update({"defenses": ["prune:0.99"], "seed": 0, "test_fraction": 0.2})
-    base = results["scenarios"][0]
-    text_case = base.pop("text")[0]
-    results["text"] = text_case
-    case = base["inversion"][0]
-    case.pop("client")
-    case["clients"] = [3, 7]
-    for i, t in enumerate(case["targets"]):
-        t["client"] = [3, 7][i % 2]
-        t["recovered_label"] = None
-    base["inversion"].append({"attack": "ig", "round": 5, "skipped": "round 5 was not kept"})
-    for entry in base["membership"]:
-        entry.pop("image")
-        for a in entry["attacks"].values():
-            a["curve"] = a.pop("roc")
-    base["membership_training"] = {"dataset": "digits", "rounds": [], "final_test_accuracy": 0.91}
-    page = words(render_report(write_run(tmp_path / "run", results, pictures=False)))
-    recon = section(page, "reconstructions")
-    assert "clients 3, 7" in recon and "Not run: round 5 was not kept" in recon
-    undefended = recon[: recon.index("Defense: prune:0.99")]
-    assert '<th class="n">client</th>' in undefended and "✓" not in undefended and "✗" not in undefended
-    assert "the rent is due" in recon  # top-level text shown with the undefended scenario
-    mia = section(page, "membership")
-    assert mia.count("Drawn by the report from the ROC numbers") == 3  # from "curve" once, from "roc" twice
-    assert "trained separately on digits; its final test accuracy is 91.0%" in mia
-    verdict = section(page, "verdict")
-    assert "recovered a median 97.5% of the tokens" in verdict
-    setup = section(page, "setup")
-    assert "Test fraction" in setup and setup.count("Seed") == 1 and "Defenses compared" in setup
+    assert page.count("is not in the run folder") == 4  # and the probe's; ROC pictures are drawn instead
 
 
 # ---- the verdict, a pure function ------------------------------------------------------------------------
 
 
-def test_numbers_from_scenarios():
-    inv = inversion_numbers(
-        [
-            inversion_case("none", [38.2, 31.0, 33.5, 29.9, 12.0]),
-            {"targets": [{"psnr": 26.0}, {"psnr": 20.0}], "summary": {}},
-        ]
-    )
-    assert (inv.recovered, inv.total) == (5, 7)  # 4 from the summary, 1 counted at the default 25 dB
-    assert inv.psnr_median == pytest.approx(29.9)
+def test_numbers_come_from_sent_updates_and_the_one_rule():
+    sent = inversion_case("none", [38.2, 31.0, 33.5, 29.9, 12.0])
+    probe = inversion_case("none", [45.0, 44.0], update="probe")
+    skipped = {**sent, "status": "not applicable", "targets": [], "summary": None, "note": "no"}
+    inv = inversion_numbers([sent, probe, skipped])
+    assert (inv.recovered, inv.total) == (4, 5)  # the probe's 2 rebuilt images never join the headline
+    assert inv.psnr_median == pytest.approx(31.0) and inv.baseline_psnr_median == 14.0
+    assert inversion_numbers([sent, probe], "probe").recovered == 2
+    sent["targets"][0]["rebuilt"] = False  # "rebuilt" is each target's own flag: no threshold is re-applied
+    assert inversion_numbers([sent]).recovered == 3
     mia = membership_numbers(
         [
             mia_entry("global", 0.71, 0.08, None),
-            {"target": "client:3", "attacks": {"rmia": {"auc": 0.6, "tpr_at_fpr": {"0.01": 0.2}}}},
+            {"target": "client:3", "attacks": {"rmia": {**roc_block(0.6, 0.2), "auc": 0.6}}},
         ]
     )
-    assert mia.auc == pytest.approx(0.71) and "lira" in mia.auc_by
+    assert mia.auc == pytest.approx(0.71) and mia.auc_by == "lira on the global model"
     assert mia.tpr1 == pytest.approx(0.2) and mia.tpr1_by == "rmia on client 3's update"
-    assert mia.auc_by == "lira on the global model"
+    assert mia.federation == "the digits federation" and mia.auc_ci == pytest.approx((0.68, 0.74))
+    unresolved = {"target": "global", "attacks": {"loss": {**roc_block(0.6, 0.1), "tpr_at_fpr": {"0.01": None}}}}
+    assert membership_numbers([unresolved]).tpr1 is None
     s = scenario_numbers(
         {
             "defense": "dp",
-            "training": {"rounds": [{"round": 1, "test_accuracy": 0.5}, {"round": 2, "test_accuracy": 0.6}]},
-            "privacy": {"epsilon": 2.0, "epsilon_lower_bound": 2.5},
+            "training": training(0.6),
+            "privacy": [{"federation": "a", "epsilon": 2.0}, {"federation": "b", "epsilon": 2.0,
+                                                                  "epsilon_lower_bound": 2.5}],
+            "membership": [mia_entry("global", 0.6, 0.05, None, 0.9)],
         }
     )
-    assert s.accuracy == 0.6 and s.privacy.violated and s.inversion is None and s.membership is None
+    assert s.accuracy == 0.6 and s.membership_accuracy == 0.9  # each model's own accuracy
+    assert s.privacy.violated and s.privacy.federation == "b" and s.inversion is None
 
 
-def test_compose_verdict_states_the_numbers_and_the_cost_of_each_defense():
-    base = ScenarioNumbers(
-        "none",
-        0.83,
-        InversionNumbers(9, 10, 31.04, 0.9, 1.0, 25.0),
-        MembershipNumbers(0.71, "lira on the final model", 0.08, "lira on the final model"),
-        None,
-        None,
-    )
+def test_compose_verdict_names_each_federation_and_the_cost_on_it():
+    faces, digits = "the faces federation", "the digits federation"
+    inv = InversionNumbers(9, 10, 31.04, 0.9, 1.0, 14.0, federation=faces)
+    mia = MembershipNumbers(0.71, "lira on the global model", 0.08, "lira on the global model", federation=digits,
+                            auc_ci=(0.68, 0.74), tpr1_ci=(0.05, 0.11))
+    base = ScenarioNumbers("none", 0.83, inv, mia, None, None, federation=faces, membership_accuracy=0.93)
+    probe = InversionNumbers(4, 4, 45.0, 0.99, 1.0, 14.0, update="probe", federation=faces, records_per_update=1)
+    base_with_probe = ScenarioNumbers("none", 0.83, inv, mia, None, None, federation=faces, membership_accuracy=0.93,
+                                      probe=probe)
     prune = ScenarioNumbers(
         "prune:0.99",
         0.79,
-        InversionNumbers(0, 10, 11.2, 0.1, 0.3, 25.0),
-        MembershipNumbers(0.55, "loss on the final model", 0.012, "lira on the final model"),
+        InversionNumbers(0, 10, 11.2, 0.1, 0.3, 14.0, federation=faces),
+        MembershipNumbers(0.55, "loss on the global model", 0.012, "lira on the global model", federation=digits),
         None,
         None,
+        federation=faces,
+        membership_accuracy=0.86,
     )
-    dp = ScenarioNumbers("dp-sgd", 0.70, None, None, None, PrivacyNumbers(7.9, 1e-5, "rdp", 8.5))
+    dp = ScenarioNumbers("dp-sgd", 0.70, None, None, None, PrivacyNumbers(7.9, 1e-5, "rdp", 8.5, digits),
+                         federation=faces)
     lines = compose_verdict([prune, dp, base], server="honest-but-curious")
     assert lines[0].startswith(
-        "Without a defense, an honest-but-curious server rebuilt 9 of 10 client images (median PSNR 31.0 dB"
+        "Without a defense, an honest-but-curious server rebuilt 9 of 10 client images from the updates the clients "
+        "of the faces federation sent (median PSNR 31.0 dB; a blank image scores 14.0 dB; rebuilt means"
     )
-    assert "AUC 0.71 (lira on the final model) and TPR 8.0% at 1% FPR (guessing: AUC 0.50, TPR 1%)." in lines[0]
-    assert "83.0% test accuracy." in lines[0]
-    assert "With prune:0.99, the server rebuilt 0 of 10 client images (median PSNR 11.2 dB)" in lines[1]
-    assert "TPR 1.2% at 1% FPR (lira on the final model)" in lines[1]
-    assert "(-4.0 percentage points against no defense)" in lines[1]
-    assert "ε = 7.90, δ = 1e-05" in lines[2] and "(-13.0 percentage points against no defense)" in lines[2]
-    assert lines[3].startswith("BUG: with dp-sgd") and "8.50" in lines[3]
-    assert compose_verdict([dp, base], violations=False)[-1].startswith("With dp-sgd")
+    assert ("on the digits federation, the strongest membership attack reaches AUC 0.71 [95% CI 0.68-0.74] (lira on "
+            "the global model) and TPR 8.0% [95% CI 5.0%-11.0%] at 1% FPR") in lines[0]
+    assert "Final test accuracy: 83.0% on the faces federation, 93.0% on the digits federation." in lines[0]
+    assert "(-4.0 points against no defense)" in lines[1] and "86.0% on the digits federation (-7.0 points" in lines[1]
+    assert "ε = 7.90, δ = 1e-05 on the digits federation" in lines[2]
+    assert lines[3].startswith("BUG: with dp-sgd on the digits federation") and "8.50" in lines[3]
+    with_probe = compose_verdict([base_with_probe])[0]
+    assert with_probe.count("rebuilt 9 of 10") == 1 and "Probe, not what the clients of the faces federation send: " \
+        "if a client sent the gradient of one record, the server would rebuild 4 of 4 images" in with_probe
     no_noise = ScenarioNumbers("clip", 0.8, None, None, None, PrivacyNumbers(1e308, 1e-5, "rdp", None))
     assert "the accountant guarantees no finite ε" in compose_verdict([no_noise])[0]
     assert compose_verdict([]) == ["This run recorded no scenario, so there is nothing to conclude."]
@@ -596,7 +656,7 @@ def test_sweep_page_tabulates_whatever_rows_it_has(tmp_path):
     assert len(img_sources(page)) == 1
     page = words(page)
     header = re.findall(r"<th>([^<]*)</th>", section(page, "sweep"))
-    assert header == ["defense", "psnr", "auc", "extra"]
+    assert header == ["defense", "psnr", "AUC", "extra"]  # readable labels for the known keys
     assert "31.2" in page and "1, 2" in page and "<script" not in page.lower()
     assert "inversion: idlg; membership: loss" in page and "none, prune:0.9" in page  # run facts
     assert "absent.png is not in the run folder" in page
@@ -650,7 +710,7 @@ def test_report_does_not_import_torch(tmp_path):
     written, modules = json.loads(proc.stdout.strip().splitlines()[-1])
     assert written and "torch" not in modules
     allowed = {"fedleak", "fedleak.errors", "fedleak.runio"}
-    assert [m for m in modules if m not in allowed and not m.startswith("fedleak.report")] == []
+    assert [m for m in modules if m not in allowed and not m.startswith(("fedleak.report", "fedleak.results"))] == []
 
 
 # ---- rendering in a real browser -------------------------------------------------------------------------
@@ -685,6 +745,7 @@ frames.forEach(function (id) {
     try {
       var d = document.getElementById(id).contentDocument, e = d.documentElement;
       seen[id] = {title: d.title, height: e.scrollHeight, overflow: e.scrollWidth - e.clientWidth,
+                  text: d.body.innerText,
                   images: Array.prototype.map.call(d.images, function (im) {
                     return [im.complete, im.naturalWidth, im.naturalHeight]; })};
     } catch (err) { seen[id] = {error: String(err)}; }
@@ -729,6 +790,10 @@ def test_report_renders_in_chromium_with_every_image_decoded(audit_run, tmp_path
     assert report["title"].startswith("fedleak audit"), report
     assert report["height"] > 2000  # laid out, not an empty page
     assert report["overflow"] <= 0  # nothing wider than the window: wide tables scroll in place
-    assert len(report["images"]) == len(img_sources(page)) == 8
+    assert len(report["images"]) == len(img_sources(page)) == 9
     assert all(complete and w > 0 and h > 0 for complete, w, h in report["images"]), report["images"]
+    shown = report["text"]  # what a person sees, as the browser laid it out
+    assert "not resolvable" in shown and "500 / 500" in shown  # counts, and 0.1% FPR from 500 non-members
+    assert "[0.680, 0.740]" in shown and "[4.0%, 12.8%]" in shown  # the AUC's and a TPR's 95% intervals
+    assert shown.count("Realism card") == 4 and "PROBE" in shown and "Beyond an honest server's view" in shown
     assert [line for line in console if "report.html" in line] == []  # no console message from the report

@@ -78,7 +78,9 @@ def run_scenario(run: RunFolder, config: AuditConfig, setup: ScenarioSetup, echo
     """Train, then attack, one scenario; each step a resumable stage."""
     slug = scenario_slug(setup.defense)
     keep_main, keep_mia = _keep(config, setup)
-    trained = run.stage(f"train-main-{slug}", lambda: stages.train_stage(run, config, setup.main, slug, keep_main, echo))
+    trained = run.stage(
+        f"train-main-{slug}", lambda: stages.train_stage(run, config, setup.main, slug, keep_main, echo)
+    )
     scenario = Scenario(
         defense=setup.defense,
         training=Training.from_dict(trained["training"]),

@@ -6,7 +6,6 @@ any stage boundary with the same numbers."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -102,8 +101,12 @@ def train_stage(
     rounds, kept = [], {}
     tag = f"{fs.key}-{slug}"
     for r in _run_rounds(config, fs, federation, set(keep)):
-        rounds.append(RoundRecord(round=r.round, test_accuracy=r.test_accuracy, test_loss=r.test_loss, clients=r.sampled))
-        echo(f"[{fs.info.name}, {fs.plan.label}] round {r.round}/{fs.config.rounds}: test accuracy {r.test_accuracy:.3f}")
+        rounds.append(
+            RoundRecord(round=r.round, test_accuracy=r.test_accuracy, test_loss=r.test_loss, clients=r.sampled)
+        )
+        echo(
+            f"[{fs.info.name}, {fs.plan.label}] round {r.round}/{fs.config.rounds}: test accuracy {r.test_accuracy:.3f}"
+        )
         if r.round in keep and r.updates:
             kept[str(r.round)] = {}
             for u in r.updates:
@@ -258,6 +261,7 @@ def inversion_stage(
     if not updates:
         return []
     mean_img = dataset_mean_image(fs.train)
+    tag = f"[{fs.info.name}, {fs.plan.label}]"
     entries = []
     for attack, reason in choose_attacks(wanted, updates[0]):
         card = realism_card(
@@ -267,22 +271,21 @@ def inversion_stage(
             records=len(originals[0]),
             local_epochs=fs.config.local_epochs if updates[0].kind == "delta" else None,
             local_batch_size=fs.config.batch_size if updates[0].kind == "delta" else None,
-            beyond_server=(
-                [f"a FedSGD gradient of {inv.probe_batch_size} record(s) that the audit computed itself; the clients "
-                 f"of this federation send {updates[0].kind if kind == 'sent' else 'FedAvg deltas'}"]
-                if kind == "probe"
-                else []
-            ),
+            beyond_server=[],
         )
-        if kind == "probe" and fs.config.mode == "fedavg":
+        if kind == "probe":
+            sends = (
+                f"FedAvg deltas over {fs.config.local_epochs} local epoch(s) of batch {fs.config.batch_size}"
+                if fs.config.mode == "fedavg"
+                else f"the gradient of a batch of {fs.config.batch_size}"
+            )
             card.beyond_server = [
                 f"a FedSGD gradient of {inv.probe_batch_size} record(s) computed by the audit; the clients of "
-                f"{fs.info.name} send FedAvg deltas over {fs.config.local_epochs} local epoch(s) of batch "
-                f"{fs.config.batch_size}"
+                f"{fs.info.name} send {sends}"
             ]
         base = {"update": kind, "attack": attack, "round": rnd, "federation": fs.info.name, "clients": clients}
         if reason is not None:
-            echo(f"[{fs.info.name}, {fs.plan.label}] {attack} on the {kind} updates of round {rnd}: not applicable ({reason})")
+            echo(f"{tag} {attack} on the {kind} updates of round {rnd}: not applicable ({reason})")
             entry = InversionEntry(**base, realism=card, status="not applicable", note=reason)
             entries.append(entry.to_dict())
             continue
@@ -315,9 +318,7 @@ def inversion_stage(
         note = None
         if s.rebuilt == 0:
             note = "nothing rebuilt: no reconstruction beat the trivial baselines by the rule"
-        entry = InversionEntry(
-            **base, realism=card, targets=scored.targets, summary=s, image=image, note=note
-        )
+        entry = InversionEntry(**base, realism=card, targets=scored.targets, summary=s, image=image, note=note)
         entries.append(entry.to_dict())
     return entries
 
@@ -337,7 +338,12 @@ def _best_attack(attacks: dict[str, dict]) -> str | None:
 
 
 def membership_stage(
-    run: RunFolder, config: AuditConfig, fs: FederationSetup, slug: str, trained: dict, echo  # noqa: ANN001
+    run: RunFolder,
+    config: AuditConfig,
+    fs: FederationSetup,
+    slug: str,
+    trained: dict,
+    echo,  # noqa: ANN001
 ) -> dict:
     """Membership inference against the final global model of ``fs`` (black box, reference models) and against
     one client's last sent update (the server's white-box view of that client). Returns the parts and the
@@ -408,8 +414,10 @@ def membership_stage(
                 ),
             )
         )
-        echo(f"[{fs.info.name}, {fs.plan.label}] membership in client {m.client}'s data from its round-{last} update: "
-             f"AUC {rep['auc']:.3f}")
+        echo(
+            f"[{fs.info.name}, {fs.plan.label}] membership in client {m.client}'s data from its round-{last} update: "
+            f"AUC {rep['auc']:.3f}"
+        )
     priv = dict(trained["privacy"])
     privacy = Privacy(
         federation=fs.info.name,

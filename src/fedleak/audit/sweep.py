@@ -7,7 +7,9 @@ membership experiment (:func:`fedleak.audit.mia.run_mia`), or both, each in its 
 ``runs/<point>/``, and measures utility the same way for every point: the final test accuracy of a defended
 federated training (:func:`fedleak.audit.train.run_training`). The membership experiment trains one target
 centrally, so it runs only for defenses of how a model trains (dp-sgd); for the others (prune, quantize,
-noise, clip, client-dp, secagg) its columns stay empty. It writes ``results.json`` (= ``sweep.json``:
+noise, clip, client-dp, secagg) its columns stay empty and the row's ``note`` says why. Membership figures are
+paired with ``mia_target_accuracy`` (the accuracy of the target they attacked), inversion figures with
+``utility``. It writes ``results.json`` (= ``sweep.json``:
 ``kind: "sweep"``, one flat row per point), ``sweep.md`` and ``sweep.csv`` (the table) and
 ``privacy_utility.png`` (attack success against utility, one curve per family).
 
@@ -19,7 +21,6 @@ noise, clip, client-dp, secagg) its columns stay empty. It writes ``results.json
 from __future__ import annotations
 
 import csv
-import inspect
 import io
 import re
 import time
@@ -28,11 +29,12 @@ from pathlib import Path
 from typing import Any
 
 from fedleak.errors import FedleakInputError
+from fedleak.report.plots import sweep_png
 from fedleak.runio import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
 
 COLUMNS = (
     "defense", "family", "utility", "mia_target_accuracy", "psnr_median", "ssim_mean", "label_accuracy",
-    "auc",
+    "rebuilt", "auc",
     "tpr_at_fpr_0.001", "tpr_at_fpr_0.01", "tpr_at_fpr_0.1", "epsilon", "epsilon_lower_bound", "seconds",
 )  # fmt: skip
 
@@ -58,27 +60,6 @@ def grid_points(grids: list[str], baseline: bool = True) -> list[tuple[str, str]
 def slug(spec: str) -> str:
     """A folder name for a defense spec: 'dp-sgd:epsilon=8,delta=1e-5' -> 'dp-sgd_epsilon-8_delta-1e-5'."""
     return re.sub(r"[^A-Za-z0-9.+-]+", "_", spec.replace("=", "-")).strip("_") or "none"
-
-
-def _call(fn: Callable[..., dict], **kwargs: Any) -> dict:
-    """Call an experiment function with the keyword arguments it takes (the defense as ``defenses=[...]``
-    or ``defense=[...]``, whichever it names); options left at None are not passed."""
-    kwargs = {k: v for k, v in kwargs.items() if v is not None}  # unset: the experiment default
-    params = inspect.signature(fn).parameters
-    if "defenses" not in params and "defense" in params:
-        kwargs["defense"] = kwargs.pop("defenses")
-    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        kwargs = {k: v for k, v in kwargs.items() if k in params}
-    return fn(**kwargs)
-
-
-def _experiment(module: str, name: str) -> Callable[..., dict]:
-    import importlib
-
-    try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError):
-        raise FedleakInputError(f"this fedleak has no {module}.{name}; sweep without that attack") from None
 
 
 def _central(spec: str) -> bool:
@@ -110,6 +91,9 @@ def _row(family: str, spec: str, inv: dict | None, mia: dict | None, train: dict
         summ = inv.get("summary") or {}
         for k in ("psnr_median", "ssim_mean", "label_accuracy"):
             row[k] = summ.get(k)
+        targets = inv.get("targets") or []
+        if targets and all("rebuilt" in t for t in targets):
+            row["rebuilt"] = f"{sum(bool(t['rebuilt']) for t in targets)} of {len(targets)}"
         if row.get("epsilon") is None:
             row["epsilon"] = (inv.get("privacy") or {}).get("epsilon")
     row["seconds"] = seconds
@@ -144,10 +128,11 @@ def run_sweep(
     """
     if not invert and not mia:
         raise FedleakInputError("fedleak sweep: choose an attack: --invert idlg and/or --mia loss")
+    from fedleak.audit.invert import run_inversion
+    from fedleak.audit.mia import run_mia
+    from fedleak.audit.train import run_training
+
     points = grid_points(defenses)
-    run_inv = _experiment("fedleak.audit.invert", "run_inversion") if invert else None
-    run_mia = _experiment("fedleak.audit.mia", "run_mia") if mia else None
-    run_train = _experiment("fedleak.audit.train", "run_training")
     out = Path(out)
     rows: list[dict] = []
     t_all = time.perf_counter()
@@ -161,30 +146,29 @@ def run_sweep(
         echo(f"[{i}/{len(points)}] {spec}")
         t0 = time.perf_counter()
         defs = [] if spec == "none" else [spec]
-        common = {"dataset": dataset, "model": model, "defenses": defs, "seed": seed, "device": device}
+        common = {"dataset": dataset, "model": model, "seed": seed, "device": device}
         inv_res = mia_res = train_res = None
-        if run_inv is not None:
-            inv_res = _call(
-                run_inv,
+        notes = []
+        if invert:
+            inv_res = run_inversion(
                 **common,
+                defenses=defs,
                 attack=invert,
                 indices=indices,
                 iterations=iterations,
                 out=folder / "invert",
                 echo=lambda s: None,
             )
-        if run_mia is not None and _central(spec):
-            mia_res = _call(
-                run_mia,
-                **common,
-                attack=mia,
-                members=members,
-                references=references,
-                out=folder / "mia",
-                echo=lambda s: None,
+        if mia and _central(spec):
+            mia_opts = {k: v for k, v in (("members", members), ("references", references)) if v is not None}
+            mia_res = run_mia(**common, defense=defs, attack=mia, out=folder / "mia", echo=lambda s: None, **mia_opts)
+        elif mia:
+            notes.append(
+                f"membership not measured: {spec} changes what a client sends, and the membership experiment attacks "
+                "a centrally trained target"
             )
-        train_res = _call(
-            run_train,
+            echo(f"    {notes[-1]}")
+        train_res = run_training(
             dataset=dataset,
             model=model,
             clients=clients,
@@ -197,6 +181,8 @@ def run_sweep(
             echo=lambda s: None,
         )
         row = _row(family, spec, inv_res, mia_res, train_res, time.perf_counter() - t0)
+        if notes:
+            row["note"] = "; ".join(notes)
         atomic_write_json(done, row)
         rows.append(row)
         echo("    " + ", ".join(f"{k} {_fmt(row.get(k))}" for k in COLUMNS[2:] if row.get(k) is not None))
@@ -214,7 +200,7 @@ def run_sweep(
     }
     atomic_write_text(out / "sweep.md", table_markdown(rows))
     atomic_write_text(out / "sweep.csv", table_csv(rows))
-    atomic_write_bytes(out / "privacy_utility.png", plot_png(rows))
+    atomic_write_bytes(out / "privacy_utility.png", sweep_png(rows))
     atomic_write_json(out / "sweep.json", result)
     atomic_write_json(out / "results.json", result)
     echo(table_markdown(rows))
@@ -247,51 +233,4 @@ def table_csv(rows: list[dict]) -> str:
     w = csv.DictWriter(buf, fieldnames=_columns(rows), extrasaction="ignore")
     w.writeheader()
     w.writerows(rows)
-    return buf.getvalue()
-
-
-SUCCESS = (  # (column, axis label) of attack success, by the attacks the rows have
-    ("psnr_median", "inversion: median PSNR (dB)"),
-    ("tpr_at_fpr_0.01", "membership: TPR at 1% FPR"),
-)
-
-
-def plot_png(rows: list[dict]) -> bytes:
-    """Attack success (y) against utility (x), one curve per defense family, the undefended run as a star."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    panels = [(c, lab) for c, lab in SUCCESS if any(r.get(c) is not None for r in rows)]
-    fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(5.5 * max(1, len(panels)), 4.2), squeeze=False)
-    for ax, (col, label) in zip(axes[0], panels or [("", "")], strict=False):
-        families = list(dict.fromkeys(r["family"] for r in rows))
-        for fam in families:
-            pts = [r for r in rows if r["family"] == fam and None not in (r.get(col), r.get("utility"))]
-            if not pts:
-                continue
-            xs, ys = [r["utility"] for r in pts], [r[col] for r in pts]
-            if fam == "none":
-                ax.scatter(xs, ys, marker="*", s=180, color="black", label="undefended", zorder=3)
-                continue
-            (line,) = ax.plot(xs, ys, marker="o", label=fam)
-            for r, x, y in zip(pts, xs, ys, strict=True):
-                ax.annotate(
-                    r["defense"].partition(":")[2] or r["defense"],
-                    (x, y),
-                    fontsize=7,
-                    xytext=(3, 3),
-                    textcoords="offset points",
-                    color=line.get_color(),
-                )
-        ax.set_xlabel("utility: test accuracy of the defended training")
-        ax.set_ylabel(label)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.suptitle("privacy-utility trade-off (lower-right is better)")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
     return buf.getvalue()

@@ -18,7 +18,6 @@ from fedleak.report.measures import (
     scenario_numbers,
     text,
 )
-from fedleak.results import AuditResults, check_schema
 from fedleak.report.plots import accuracy_png, privacy_utility_png
 from fedleak.report.verdict import compose_verdict, violation_message
 from fedleak.report.views import (
@@ -29,6 +28,7 @@ from fedleak.report.views import (
     membership_view,
     text_view,
 )
+from fedleak.results import AuditResults, check_schema
 
 
 @dataclass(frozen=True)

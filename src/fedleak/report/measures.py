@@ -120,7 +120,9 @@ def inversion_numbers(cases: Any, update: str = "sent") -> InversionNumbers | No
         baseline_psnr_median=_median(_field(targets, "baseline_psnr")),
         update=update,
         federation=text(cases[0].get("federation")),
-        records_per_update=int(r) if (r := number(as_dict(cases[0].get("realism")).get("records_per_update"))) else None,
+        records_per_update=int(r)
+        if (r := number(as_dict(cases[0].get("realism")).get("records_per_update")))
+        else None,
     )
 
 

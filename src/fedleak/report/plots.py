@@ -103,8 +103,15 @@ def privacy_utility_png(rows: Sequence[ScenarioNumbers]) -> bytes | None:
         if ref is not None:
             ax.axhline(ref, color="#888", linestyle="--", linewidth=1)
             words = f"blank image: {ref:.1f} dB" if ref_words == "baseline" else ref_words
-            ax.annotate(words, (0, ref), xycoords=("axes fraction", "data"), xytext=(3, 3),
-                        textcoords="offset points", fontsize=8, color="#666")
+            ax.annotate(
+                words,
+                (0, ref),
+                xycoords=("axes fraction", "data"),
+                xytext=(3, 3),
+                textcoords="offset points",
+                fontsize=8,
+                color="#666",
+            )
         xs = [x for x, *_ in pts]
         lo, hi = min(xs), max(xs)
         pad = max(2.0, 0.15 * (hi - lo))
@@ -115,8 +122,9 @@ def privacy_utility_png(rows: Sequence[ScenarioNumbers]) -> bytes | None:
         ax.set_xlabel("final test accuracy of that model (%)")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
-    fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=min(4, len(handles)), fontsize=8,
-               frameon=False)
+    fig.legend(
+        list(handles.values()), list(handles), loc="lower center", ncol=min(4, len(handles)), fontsize=8, frameon=False
+    )
     return _png(fig)
 
 
@@ -170,4 +178,54 @@ def roc_png(curves: Sequence[tuple], title: str = "") -> bytes | None:
     ax.set_title(title or "ROC (log-log)", fontsize=10)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7, loc="lower right")
+    return _png(fig)
+
+
+SWEEP_PANELS = (  # (column of attack success, axis label, column of the accuracy of the model it measured)
+    ("psnr_median", "inversion: median PSNR (dB)", "utility"),
+    ("tpr_at_fpr_0.01", "membership: TPR at 1% FPR", "mia_target_accuracy"),
+)
+
+
+def sweep_png(rows: Sequence[dict]) -> bytes:
+    """A sweep's attack success (y) against the test accuracy of the very model each figure was measured on (x),
+    one curve per defense family, the undefended run as a star."""
+    panels = [p for p in SWEEP_PANELS if any(number(r.get(p[0])) is not None for r in rows)]
+    fig = _figure(5.2 * max(1, len(panels)), 4.4, max(1, len(panels)))
+    fig.subplots_adjust(top=1 - 0.7 / 4.4)
+    axes = fig.subplots(1, max(1, len(panels)), squeeze=False)[0]
+    for ax, (col, label, xcol) in zip(axes, panels or [("", "", "")], strict=False):
+        families = list(dict.fromkeys(str(r.get("family")) for r in rows))
+        for k, fam in enumerate(families):
+            pts = [
+                r for r in rows if str(r.get("family")) == fam and None not in (number(r.get(col)), number(r.get(xcol)))
+            ]
+            if not pts:
+                continue
+            xs, ys = [100 * float(r[xcol]) for r in pts], [float(r[col]) for r in pts]
+            if fam == "none":
+                ax.scatter(xs, ys, marker="*", s=180, color="black", label="undefended", zorder=3)
+                continue
+            color = COLORS[k % len(COLORS)]
+            ax.plot(xs, ys, marker=MARKERS[k % len(MARKERS)], color=color, label=fam)
+            for r, x, y in zip(pts, xs, ys, strict=True):
+                ax.annotate(
+                    str(r.get("defense")).partition(":")[2] or str(r.get("defense")),
+                    (x, y),
+                    fontsize=7,
+                    xytext=(3, 3),
+                    textcoords="offset points",
+                    color=color,
+                )
+        xname = (
+            "test accuracy of the defended training (%)"
+            if xcol == "utility"
+            else "test accuracy of the attacked target (%)"
+        )
+        ax.set_xlabel(xname)
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    fig.suptitle("privacy-utility trade-off (lower-right is better)", fontsize=11)
     return _png(fig)

@@ -8,7 +8,7 @@ from typing import Any
 
 from fedleak.report.html import show
 from fedleak.report.load import picture
-from fedleak.report.measures import ScenarioNumbers, as_dict, as_list, privacy_numbers, text
+from fedleak.report.measures import ScenarioNumbers, as_dict, as_list, number, privacy_numbers, text
 from fedleak.report.verdict import violation_message
 from fedleak.report.views import Picture, inversion_view, membership_view, text_view
 
@@ -100,13 +100,52 @@ def sweep_rows(results: dict) -> list[dict]:
     return []
 
 
+SWEEP_LABELS = {
+    "utility": "test accuracy (defended training)",
+    "mia_target_accuracy": "test accuracy (membership target)",
+    "psnr_median": "median PSNR (dB)",
+    "ssim_mean": "mean SSIM",
+    "label_accuracy": "labels right",
+    "rebuilt": "images rebuilt",
+    "auc": "AUC",
+    "tpr_at_fpr_0.001": "TPR at 0.1% FPR",
+    "tpr_at_fpr_0.01": "TPR at 1% FPR",
+    "tpr_at_fpr_0.1": "TPR at 10% FPR",
+    "epsilon": "ε proven",
+    "epsilon_lower_bound": "ε lower bound",
+    "seconds": "seconds",
+}
+PERCENT_COLUMNS = {
+    "utility",
+    "mia_target_accuracy",
+    "label_accuracy",
+    "tpr_at_fpr_0.001",
+    "tpr_at_fpr_0.01",
+    "tpr_at_fpr_0.1",
+}
+
+
+def _cell(column: str, value: Any) -> str:
+    """A sweep cell rounded for reading: percentages, 3 digits for AUC/SSIM, 1 for dB and seconds."""
+    x = number(value)
+    if x is None:
+        return "not resolvable" if value is None and column.startswith("tpr_at_fpr") else show(value)
+    if column in PERCENT_COLUMNS:
+        return f"{100 * x:.1f}%"
+    if column in ("auc", "ssim_mean"):
+        return f"{x:.3f}"
+    if column in ("epsilon", "epsilon_lower_bound"):
+        return "∞" if x >= 1e300 else f"{x:.2f}"
+    return f"{x:.1f}"
+
+
 def sweep_context(results: dict, run_dir: Path) -> dict[str, Any]:
     """A sweep: a table with a column per key that any row has (in order of first appearance)."""
     rows = sweep_rows(results)
     columns = list(dict.fromkeys(k for r in rows for k in r))
     ctx = _base(results, run_dir, "Sweep")
-    ctx["columns"] = columns
-    ctx["rows"] = [[show(r.get(c)) if c in r else "—" for c in columns] for r in rows]
+    ctx["columns"] = [SWEEP_LABELS.get(c, c.replace("_", " ")) for c in columns]
+    ctx["rows"] = [[_cell(c, r.get(c)) if c in r else "—" for c in columns] for r in rows]
     names = [results.get("image"), *as_list(results.get("images"))]
     ctx["pictures"] = [Picture(picture(run_dir, n), n) for n in names if isinstance(n, str) and n]
     return ctx

@@ -126,7 +126,9 @@ def _accuracy_sentence(s: ScenarioNumbers, baseline: ScenarioNumbers | None) -> 
     items = []
     pairs = [(s.accuracy, s.federation, baseline.accuracy if baseline else None)]
     if s.membership and s.membership.federation and s.membership.federation != s.federation:
-        pairs.append((s.membership_accuracy, s.membership.federation, baseline.membership_accuracy if baseline else None))
+        pairs.append(
+            (s.membership_accuracy, s.membership.federation, baseline.membership_accuracy if baseline else None)
+        )
     for acc, fed, base in pairs:
         if acc is None:
             continue

@@ -86,7 +86,12 @@ def realism_view(card: Any, anchor: str) -> RealismView | None:
     granted = as_list(c.get("granted"))
     rows.append(("Granted to the server", ", ".join(text(g) for g in granted) or "nothing beyond the update"))
     mode = text(c.get("model_mode"))
-    rows.append(("Model mode", {"train": "train mode (BatchNorm uses batch statistics)", "eval": "eval mode"}.get(mode, mode or "—")))
+    rows.append(
+        (
+            "Model mode",
+            {"train": "train mode (BatchNorm uses batch statistics)", "eval": "eval mode"}.get(mode, mode or "—"),
+        )
+    )
     bn = c.get("bn_prior")
     if isinstance(bn, bool):
         rows.append(("BatchNorm statistics as a prior", "used" if bn else "not used"))

@@ -133,6 +133,7 @@ class MembershipPart(Record):
     train_accuracy: float | None = None
     realism: Realism | None = None  # for a client's update
     exposed: list[dict[str, Any]] = field(default_factory=list)
+    image: str | None = None  # a ROC picture in the run folder (else the report draws one from ``curve``)
 
 
 @dataclass
