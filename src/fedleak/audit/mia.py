@@ -152,7 +152,9 @@ def attack_target(
             rep["reference_models"] = int(opts.get("shadows") or ctx.reference_count(a, least=1))
         out[a] = rep
         scored[a] = scores
-        echo(f"  {a:<16} AUC {rep['auc']:.3f}  TPR@1%FPR {rep['tpr_at_fpr']['0.01']:.3f}  ({seconds:.1f} s)")
+        t1 = rep["tpr_at_fpr"]["0.01"]
+        t1 = "not resolvable" if t1 is None else f"{t1:.3f}"
+        echo(f"  {a:<16} AUC {rep['auc']:.3f}  TPR@1%FPR {t1}  ({seconds:.1f} s)")
     refs_info: dict[str, Any] = {"vectorised": vectorised}
     if "refs" in ctx._cache:
         refs = ctx._cache["refs"][0]
