@@ -150,8 +150,11 @@ def inversion_case(defense: str, psnrs: list[float], with_image: bool = True, up
         "round": 1,
         "federation": "the faces federation",
         "clients": [3],
-        "realism": realism(update, "delta" if update == "sent" else "gradient",
-                           None if update == "sent" else ["a FedSGD gradient of 1 record(s) computed by the audit"]),
+        "realism": realism(
+            update,
+            "delta" if update == "sent" else "gradient",
+            None if update == "sent" else ["a FedSGD gradient of 1 record(s) computed by the audit"],
+        ),
         "targets": targets,
         "summary": {
             "psnr_median": float(np.median(psnrs)),
@@ -489,8 +492,10 @@ def test_numbers_come_from_sent_updates_and_the_one_rule():
         {
             "defense": "dp",
             "training": training(0.6),
-            "privacy": [{"federation": "a", "epsilon": 2.0}, {"federation": "b", "epsilon": 2.0,
-                                                                  "epsilon_lower_bound": 2.5}],
+            "privacy": [
+                {"federation": "a", "epsilon": 2.0},
+                {"federation": "b", "epsilon": 2.0, "epsilon_lower_bound": 2.5},
+            ],
             "membership": [mia_entry("global", 0.6, 0.05, None, 0.9)],
         }
     )
@@ -501,12 +506,20 @@ def test_numbers_come_from_sent_updates_and_the_one_rule():
 def test_compose_verdict_names_each_federation_and_the_cost_on_it():
     faces, digits = "the faces federation", "the digits federation"
     inv = InversionNumbers(9, 10, 31.04, 0.9, 1.0, 14.0, federation=faces)
-    mia = MembershipNumbers(0.71, "lira on the global model", 0.08, "lira on the global model", federation=digits,
-                            auc_ci=(0.68, 0.74), tpr1_ci=(0.05, 0.11))
+    mia = MembershipNumbers(
+        0.71,
+        "lira on the global model",
+        0.08,
+        "lira on the global model",
+        federation=digits,
+        auc_ci=(0.68, 0.74),
+        tpr1_ci=(0.05, 0.11),
+    )
     base = ScenarioNumbers("none", 0.83, inv, mia, None, None, federation=faces, membership_accuracy=0.93)
     probe = InversionNumbers(4, 4, 45.0, 0.99, 1.0, 14.0, update="probe", federation=faces, records_per_update=1)
-    base_with_probe = ScenarioNumbers("none", 0.83, inv, mia, None, None, federation=faces, membership_accuracy=0.93,
-                                      probe=probe)
+    base_with_probe = ScenarioNumbers(
+        "none", 0.83, inv, mia, None, None, federation=faces, membership_accuracy=0.93, probe=probe
+    )
     prune = ScenarioNumbers(
         "prune:0.99",
         0.79,
@@ -517,22 +530,29 @@ def test_compose_verdict_names_each_federation_and_the_cost_on_it():
         federation=faces,
         membership_accuracy=0.86,
     )
-    dp = ScenarioNumbers("dp-sgd", 0.70, None, None, None, PrivacyNumbers(7.9, 1e-5, "rdp", 8.5, digits),
-                         federation=faces)
+    dp = ScenarioNumbers(
+        "dp-sgd", 0.70, None, None, None, PrivacyNumbers(7.9, 1e-5, "rdp", 8.5, digits), federation=faces
+    )
     lines = compose_verdict([prune, dp, base], server="honest-but-curious")
     assert lines[0].startswith(
         "Without a defense, an honest-but-curious server rebuilt 9 of 10 client images from the updates the clients "
         "of the faces federation sent (median PSNR 31.0 dB; a blank image scores 14.0 dB; rebuilt means"
     )
-    assert ("on the digits federation, the strongest membership attack reaches AUC 0.71 [95% CI 0.68-0.74] (lira on "
-            "the global model) and TPR 8.0% [95% CI 5.0%-11.0%] at 1% FPR") in lines[0]
+    assert (
+        "on the digits federation, the strongest membership attack reaches AUC 0.71 [95% CI 0.68-0.74] (lira on "
+        "the global model) and TPR 8.0% [95% CI 5.0%-11.0%] at 1% FPR"
+    ) in lines[0]
     assert "Final test accuracy: 83.0% on the faces federation, 93.0% on the digits federation." in lines[0]
     assert "(-4.0 points against no defense)" in lines[1] and "86.0% on the digits federation (-7.0 points" in lines[1]
     assert "ε = 7.90, δ = 1e-05 on the digits federation" in lines[2]
     assert lines[3].startswith("BUG: with dp-sgd on the digits federation") and "8.50" in lines[3]
     with_probe = compose_verdict([base_with_probe])[0]
-    assert with_probe.count("rebuilt 9 of 10") == 1 and "Probe, not what the clients of the faces federation send: " \
-        "if a client sent the gradient of one record, the server would rebuild 4 of 4 images" in with_probe
+    assert (
+        with_probe.count("rebuilt 9 of 10") == 1
+        and "Probe, not what the clients of the faces federation send: "
+        "if a client sent the gradient of one record, the server would rebuild 4 of 4 images"
+        in with_probe
+    )
     no_noise = ScenarioNumbers("clip", 0.8, None, None, None, PrivacyNumbers(1e308, 1e-5, "rdp", None))
     assert "the accountant guarantees no finite ε" in compose_verdict([no_noise])[0]
     assert compose_verdict([]) == ["This run recorded no scenario, so there is nothing to conclude."]
