@@ -22,6 +22,7 @@ SMALL = {
         "clients": [0, 1],
         "probe_batch_size": 1,
         "probe_attacks": ["analytic"],
+        "probe_defended": True,
         "iterations": 3,
     },
     "membership": {"attacks": ["loss", "lira"], "references": 2, "dataset": "breast-cancer", "rounds": 3},
@@ -59,6 +60,7 @@ def test_audit_attacks_what_the_server_received_and_labels_the_probe(clean_run):
     # the probe: one record's gradient the audit computed; analytic is exact on it, and it says what it is
     assert probe[0].attack == "analytic" and all(t.psnr > 100 and t.rebuilt for t in probe[0].targets)
     assert probe[0].realism.beyond_server and "computed by the audit" in probe[0].realism.beyond_server[0]
+    assert [e.update for e in pruned.inversion] == ["sent", "probe"]  # probe_defended: the probe under the defense
     assert all(not t.rebuilt for e in pruned.inversion for t in e.targets)  # pruning 99% destroys even the probe
     # the headline counts only sent updates: the probe's 2 exact images are their own sentence
     sent_rebuilt = sum(t.rebuilt for t in sent[0].targets)

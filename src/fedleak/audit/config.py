@@ -18,7 +18,8 @@ error naming the key and the nearest valid one.
     rounds = [1]
     clients = [0, 1, 2, 3]
     probe_batch_size = 0              # B > 0 adds a labelled probe scenario: "if a client sent the gradient of
-    probe_attacks = ["idlg"]          # B of its records" (an honest server never receives it)
+    probe_attacks = ["idlg"]          # B of its records" (an honest server never receives it); undefended setup
+    probe_defended = false            # only, unless this is true
 
     [membership]                      # attacks on the final global model and on one client's update
     attacks = ["loss", "lira"]
@@ -68,6 +69,7 @@ class Inversion(_Strict):
     clients: list[int] = [0]
     probe_batch_size: int = Field(0, ge=0)
     probe_attacks: list[str] = ["idlg"]
+    probe_defended: bool = False  # also probe under each defense (by default only the undefended setup)
     iterations: int = Field(100, ge=1)
     restarts: int = Field(1, ge=1)
 

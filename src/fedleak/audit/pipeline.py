@@ -87,7 +87,9 @@ def run_scenario(run: RunFolder, config: AuditConfig, setup: ScenarioSetup, echo
         privacy=[_privacy_of(setup.main.info.name, trained["privacy"])],
     )
     if config.inversion.enabled:
-        kinds = ["sent"] + (["probe"] if config.inversion.probe_batch_size > 0 else [])
+        inv = config.inversion
+        probe = inv.probe_batch_size > 0 and (setup.defense == "none" or inv.probe_defended)
+        kinds = ["sent"] + (["probe"] if probe else [])
         for kind in kinds:
             for rnd in config.inversion.rounds:
                 entries = run.stage(
