@@ -51,7 +51,7 @@ def run_training(
     """
     import torch
 
-    from fedleak.cli.common import progress
+    from fedleak.progress import progress
     from fedleak.defenses import plan
     from fedleak.fl import FedConfig, Federation
     from fedleak.models import build, save_weights
