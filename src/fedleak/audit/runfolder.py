@@ -37,7 +37,7 @@ def stage_progress(name: str) -> Iterator[None]:
             yield
     else:
         yield
-    print(f"stage {name} done in {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
+    print(f"stage {name} done in {time.perf_counter() - t0:.1f} s", flush=True)  # a log line: stdout
 
 
 def stage_seed(base: int, name: str) -> int:

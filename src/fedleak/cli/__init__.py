@@ -6,6 +6,7 @@ Heavy packages (torch, opacus, flwr) load inside the commands, so ``fedleak --he
 
 from __future__ import annotations
 
+import signal
 import sys
 
 
@@ -17,8 +18,17 @@ def main(argv: list[str] | None = None) -> int:
     from fedleak.errors import FedleakInputError
 
     command = typer.main.get_command(app)
+    previous = signal.signal(signal.SIGTERM, _terminated)
     try:
-        command.main(args=argv, prog_name="fedleak", standalone_mode=False)
+        code = command.main(args=argv, prog_name="fedleak", standalone_mode=False)
+        if code == 130:  # typer turns Ctrl-C into an exit code it returns instead of raising
+            print(_interrupted("interrupted", argv), file=sys.stderr)
+            return 130
+        if isinstance(code, int) and code:
+            return code
+    except Terminated:
+        print(_interrupted("terminated (SIGTERM)", argv), file=sys.stderr)
+        return 143
     except FedleakInputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -32,9 +42,28 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {msg} (see `fedleak {_subcommand(argv)}--help`)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted; run files written so far are complete (use --resume where offered)", file=sys.stderr)
+        print(_interrupted("interrupted", argv), file=sys.stderr)
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return 0
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised where the program is, so that it unwinds like Ctrl-C (no result file is half-written)."""
+
+
+def _terminated(signum, frame) -> None:  # noqa: ANN001
+    raise Terminated()
+
+
+def _interrupted(what: str, argv: list[str] | None) -> str:
+    """One line: what stopped the run, and how to continue it where that is possible."""
+    args = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    command = args[0] if args and not args[0].startswith("-") else ""
+    if command in ("audit", "demo"):
+        return f"{what}; finished stages are kept: `fedleak {command} ... --resume` with the same --out continues"
+    return f"{what}; no results were written for the unfinished run"
 
 
 def _subcommand(argv: list[str] | None) -> str:
