@@ -1,0 +1,55 @@
+"""Ctrl-C and SIGTERM are interruptions, never successes: exit 130 / 143, one line on stderr saying how to go
+on, and no results.json of the unfinished run (a real process, a real signal)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+CONFIG = """
+seed = 0
+[federation]
+dataset = "digits"
+model = "mlp"
+clients = 2
+rounds = 1
+[inversion]
+attacks = ["auto"]
+iterations = 100000
+[membership]
+enabled = false
+"""
+
+
+@pytest.mark.parametrize("sig, code, word", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "SIGTERM")])
+def test_a_signal_mid_run_exits_with_its_code_one_line_and_no_results(tmp_path: Path, sig, code, word):
+    cfg = tmp_path / "audit.toml"
+    cfg.write_text(CONFIG)
+    out = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "FLWR_TELEMETRY_ENABLED": "0"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fedleak.cli", "audit", str(cfg), "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    deadline = time.monotonic() + 120
+    for line in proc.stdout:  # wait until training is done and the (long) inversion stage has begun
+        if "stage train-main-none done" in line or time.monotonic() > deadline:
+            break
+    time.sleep(1.0)
+    proc.send_signal(sig)
+    rest, err = proc.communicate(timeout=60)
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert proc.returncode == code, err
+    assert len(lines) == 1 and word in lines[0] and "--resume" in lines[0], lines
+    assert "Traceback" not in err
+    assert (out / "stages" / "train-main-none.json").exists()  # what finished is kept for --resume
+    assert not (out / "results.json").exists() and not (out / "report.html").exists()
