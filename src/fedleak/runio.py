@@ -59,3 +59,27 @@ def atomic_write_json(path: str | Path, obj: Any) -> Path:
 
 def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text())
+
+
+def check_out_dir(path: str | Path) -> Path:
+    """Check, without creating anything, that ``path`` can become a run folder: no part of it is a file, and the
+    nearest existing folder above it accepts new files (a probe folder is made there and removed at once).
+    FedleakInputError with one line otherwise."""
+    from fedleak.errors import FedleakInputError
+
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise FedleakInputError(f"--out {p} is a file; give a folder")
+    parent = p
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise FedleakInputError(f"--out {p}: {parent} is a file, so no folder can be made under it; give another path")
+    try:
+        probe = tempfile.mkdtemp(prefix=".fedleak-probe-", dir=parent)
+        os.rmdir(probe)
+    except OSError as e:
+        raise FedleakInputError(
+            f"--out {p}: cannot write under {parent} ({e.strerror}); give a writable folder"
+        ) from None
+    return p

@@ -48,12 +48,12 @@ class Federation(_Strict):
     partition: str = "iid"
     clients: int = Field(10, ge=1)
     rounds: int = Field(5, ge=1)
-    fraction: float = Field(1.0, gt=0, le=1)
+    fraction: float = Field(1.0, gt=0, le=1, allow_inf_nan=False)
     mode: Literal["fedavg", "fedsgd"] = "fedavg"
     local_epochs: int = Field(1, ge=1)
     batch_size: int = Field(32, ge=1)
-    lr: float = Field(0.1, gt=0)
-    test_fraction: float = Field(0.2, gt=0, lt=1)
+    lr: float = Field(0.1, gt=0, allow_inf_nan=False)
+    test_fraction: float = Field(0.2, gt=0, lt=1, allow_inf_nan=False)
     samples: int = Field(0, ge=0)
 
 
@@ -70,14 +70,14 @@ class Inversion(_Strict):
     probe_batch_size: int = Field(0, ge=0)
     probe_attacks: list[str] = ["idlg"]
     probe_defended: bool = False  # also probe under each defense (by default only the undefended setup)
-    iterations: int = Field(100, ge=1)
-    restarts: int = Field(1, ge=1)
+    iterations: int = Field(100, ge=1, le=1_000_000)
+    restarts: int = Field(1, ge=1, le=1000)
 
 
 class Membership(_Strict):
     enabled: bool = True
     attacks: list[str] = ["loss", "lira"]
-    references: int = Field(8, ge=2)
+    references: int = Field(8, ge=2, le=1024)
     targets: list[Literal["global", "client"]] = ["global", "client"]
     client: int = Field(0, ge=0)
     dataset: str | None = None  # run the membership part on its own federation of this dataset
@@ -85,9 +85,10 @@ class Membership(_Strict):
     rounds: int | None = Field(None, ge=1)
     local_epochs: int | None = Field(None, ge=1)
     clients: int | None = Field(None, ge=1)
-    lr: float | None = Field(None, gt=0)
+    lr: float | None = Field(None, gt=0, allow_inf_nan=False)
     batch_size: int | None = Field(None, ge=1)
-    test_fraction: float | None = Field(None, gt=0, lt=1)  # held-out share: the non-members and the population
+    # held-out share: the non-members and the population
+    test_fraction: float | None = Field(None, gt=0, lt=1, allow_inf_nan=False)
 
 
 class Text(_Strict):
@@ -153,8 +154,12 @@ def load_config(path: str | Path) -> AuditConfig:
     p = Path(path)
     if not p.exists():
         raise FedleakInputError(f"config {p} does not exist; give the path of a .toml audit config")
+    if not p.is_file():
+        raise FedleakInputError(f"config {p} is a folder; give the path of a .toml audit config file")
     try:
         data = tomllib.loads(p.read_text())
+    except OSError as e:
+        raise FedleakInputError(f"config {p} cannot be read ({e.strerror}); check its permissions") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise FedleakInputError(f"{p} is not valid TOML ({e}); fix the syntax") from None
     return parse_config(data, str(p))

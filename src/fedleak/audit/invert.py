@@ -16,8 +16,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from fedleak.report.figures import reconstruction_png
 from fedleak.errors import FedleakInputError
+from fedleak.report.figures import reconstruction_png
 from fedleak.runio import atomic_write_bytes, atomic_write_json
 
 FEDAVG_ATTACKS = ("fedavg",)
@@ -35,6 +35,8 @@ def choose_positions(n: int, indices: Sequence[int] | None, num_images: int | No
         if len(set(indices)) != len(indices):
             raise FedleakInputError("--indices: each index at most once")
         return list(indices)
+    if num_images is not None and num_images < 1:
+        raise FedleakInputError(f"--num-images {num_images}: attack at least one record")
     count = num_images or 1
     if not 1 <= count <= n:
         raise FedleakInputError(f"--num-images {count}: choose between 1 and {n}")
@@ -108,7 +110,7 @@ def run_inversion(
     from fedleak.models import build
 
     ATTACKS.get(attack)
-    if trained_rounds < 0 or (local_steps is not None and local_steps < 1) or local_lr <= 0:
+    if trained_rounds < 0 or (local_steps is not None and local_steps < 1) or not 0 < local_lr < float("inf"):
         raise FedleakInputError("--trained-rounds must be >= 0, --local-steps >= 1 and --local-lr > 0")
     dev = resolve_device(device)
     threat = ThreatModel.from_grants(grant) if grant else ThreatModel()
@@ -118,7 +120,7 @@ def run_inversion(
         raise FedleakInputError(
             f"{dataset} holds {data.spec.modality} records; image inversion needs images (for text use --modality text)"
         )
-    positions = choose_positions(len(data), indices, num_images if num_images else batch_size, seed)
+    positions = choose_positions(len(data), indices, num_images if num_images is not None else batch_size, seed)
     groups = group_positions(positions, batch_size)
     fedavg = attack in FEDAVG_ATTACKS or local_steps is not None
     steps = (local_steps or DEFAULT_LOCAL_STEPS) if fedavg else None

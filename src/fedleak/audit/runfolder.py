@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from fedleak.errors import FedleakInputError
-from fedleak.runio import atomic_write_json, atomic_write_text, read_json
+from fedleak.runio import atomic_write_json, atomic_write_text, check_out_dir, read_json
 
 
 @contextlib.contextmanager
@@ -40,6 +40,15 @@ def stage_progress(name: str) -> Iterator[None]:
     print(f"stage {name} done in {time.perf_counter() - t0:.1f} s", flush=True)  # a log line: stdout
 
 
+def damaged(path: Path, err: Exception) -> FedleakInputError:
+    """The one line for a run-folder file that cannot be read back (a run killed while the disk filled, a file
+    edited by hand): which file, and what mends it."""
+    return FedleakInputError(
+        f"{path} is damaged ({type(err).__name__}); delete it to redo that stage with --resume, or start a fresh run "
+        "in a new --out folder"
+    )
+
+
 def stage_seed(base: int, name: str) -> int:
     return (base * 1_000_003 + int(hashlib.sha1(name.encode()).hexdigest()[:8], 16)) % (2**31 - 1)
 
@@ -50,8 +59,7 @@ class RunFolder:
         self.seed = seed
         self.stages = self.path / "stages"
         cfg = self.path / "config.toml"
-        if self.path.exists() and not self.path.is_dir():
-            raise FedleakInputError(f"--out {self.path} is a file; give a folder")
+        check_out_dir(self.path)
         if resume:
             if not cfg.exists():
                 raise FedleakInputError(f"--resume: {self.path} holds no started run; drop --resume to start one")
@@ -73,7 +81,10 @@ class RunFolder:
         """Run ``fn`` once: its JSON result is stored, and returned from the store on later calls or resumes."""
         out = self.stages / f"{name}.json"
         if out.exists():
-            return read_json(out)
+            try:
+                return read_json(out)
+            except (ValueError, UnicodeDecodeError) as e:
+                raise damaged(out, e) from None
         seed = stage_seed(self.seed, name)
         random.seed(seed)
         try:

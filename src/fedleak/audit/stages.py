@@ -13,7 +13,7 @@ from fedleak.attacks.inversion import ATTACKS as INVERSION_ATTACKS
 from fedleak.audit.config import AuditConfig
 from fedleak.audit.inversion_case import attack_and_score, dataset_mean_image, realism_card
 from fedleak.audit.mia import attack_target, attack_update
-from fedleak.audit.runfolder import RunFolder
+from fedleak.audit.runfolder import RunFolder, damaged
 from fedleak.audit.scenario import FederationSetup
 from fedleak.audit.seeds import derive_seed, generator
 from fedleak.audit.slug import scenario_slug
@@ -64,10 +64,11 @@ def save_update(update: ClientUpdate, path: Path) -> None:
 
 
 def load_update(path: Path, data_spec) -> ClientUpdate:  # noqa: ANN001
-    from safetensors.torch import load_file
-
-    t = load_file(str(path.with_suffix(".safetensors")))
-    meta = read_json(path.with_suffix(".json"))
+    t = _load_state(path.with_suffix(".safetensors"))
+    try:
+        meta = read_json(path.with_suffix(".json"))
+    except (OSError, ValueError) as e:
+        raise damaged(path.with_suffix(".json"), e) from None
 
     def part(prefix: str) -> dict[str, torch.Tensor]:
         return {k[len(prefix) + 1 :]: v for k, v in t.items() if k.startswith(prefix + "/")}
@@ -85,7 +86,10 @@ def load_update(path: Path, data_spec) -> ClientUpdate:  # noqa: ANN001
 def _load_state(path: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
-    return load_file(str(path))
+    try:
+        return load_file(str(path))
+    except Exception as e:  # safetensors raises its own SafetensorError, or OSError for a missing file
+        raise damaged(path, e) from None
 
 
 # ----------------------------------------------------------------- training

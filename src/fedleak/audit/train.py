@@ -51,10 +51,10 @@ def run_training(
     """
     import torch
 
-    from fedleak.progress import progress
     from fedleak.defenses import plan
     from fedleak.fl import FedConfig, Federation
     from fedleak.models import build, save_weights
+    from fedleak.progress import progress
 
     config = FedConfig(
         clients=clients,

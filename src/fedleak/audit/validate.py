@@ -1,4 +1,6 @@
-"""Whole-config validation before any work starts or any file is written."""
+"""Whole-config validation: every section checked (data loaded and split, models built, defenses bound to the
+federation they will run in, partitions drawn, the device resolved, the text case's dataset and model) before
+any work starts or any file is written."""
 
 from __future__ import annotations
 
@@ -7,19 +9,39 @@ from fedleak.errors import FedleakInputError
 
 
 def validate_config(config: AuditConfig) -> None:
-    """Check everything a person can get wrong before any work starts or any file is written."""
+    """Raise FedleakInputError (one line: what and how to fix it) for anything a person can get wrong."""
     from fedleak.attacks.inversion import ATTACKS as INV
-    from fedleak.data import load
-    from fedleak.defenses import plan
+    from fedleak.audit.scenario import build_scenario
+    from fedleak.data.partition import partition
+    from fedleak.device import resolve_device
     from fedleak.fl import ThreatModel
     from fedleak.models import build
 
+    try:
+        resolve_device(config.device)
+    except FedleakInputError:
+        raise
+    except Exception as e:  # torch's RuntimeError for an unknown or absent device
+        raise FedleakInputError(f"device {config.device!r}: {e}; use cpu, cuda, cuda:N or auto") from None
     fed = config.federation
-    data = load(fed.dataset)
-    build(fed.model, data.spec, seed=config.seed)
     ThreatModel.from_grants(config.threat.grants)
-    for d in config.defenses:
-        plan([d])
+    setups = [build_scenario(config, d) for d in ["none", *config.defenses]]  # data, splits, defenses
+    for setup in setups:
+        for fs in {id(s): s for s in (setup.main, setup.membership)}.values():
+            build(fs.model_spec, fs.data.spec, seed=config.seed)
+            parts = partition(fs.train.labels, fs.config.partition, fs.config.clients, config.seed)
+            k = int(fs.plan.secagg or 1)
+            if k > fs.config.clients:
+                raise FedleakInputError(
+                    f"defense secagg:{k}: the federation of {fs.info.dataset} has only {fs.config.clients} clients; "
+                    f"use secagg:{fs.config.clients} or fewer"
+                )
+            smallest = min(len(p) for p in parts)
+            if fs is setup.main and config.inversion.enabled and config.inversion.probe_batch_size > smallest:
+                raise FedleakInputError(
+                    f"inversion.probe_batch_size {config.inversion.probe_batch_size}: the smallest client of "
+                    f"{fs.info.dataset} holds {smallest} records; use at most that"
+                )
     if config.inversion.enabled:
         for a in [*config.inversion.attacks, *config.inversion.probe_attacks]:
             if a != "auto":
@@ -36,10 +58,24 @@ def validate_config(config: AuditConfig) -> None:
         for a in config.membership.attacks:
             MIA.get(a)
         m = config.membership
-        mdata = load(m.dataset) if m.dataset else data
-        build(m.model or fed.model, mdata.spec, seed=config.seed)
         if m.client >= (m.clients or fed.clients):
-            raise FedleakInputError(f"membership.client {m.client}: clients are numbered from 0")
+            raise FedleakInputError(
+                f"membership.client {m.client}: clients are numbered 0 to {(m.clients or fed.clients) - 1}"
+            )
+    if config.text.enabled:
+        from fedleak.attacks.inversion.text import TEXT_ATTACKS
+        from fedleak.data import load
+
+        t = config.text
+        data = load(t.dataset)
+        if data.spec.modality != "text":
+            kind = data.spec.modality
+            raise FedleakInputError(f"text.dataset {t.dataset!r} holds {kind} records; give a text dataset")
+        if t.attack != "auto":
+            TEXT_ATTACKS.get(t.attack)
+        build(t.model, data.spec, seed=config.seed)
+        if t.num_records > len(data):
+            raise FedleakInputError(f"text.num_records {t.num_records}: {t.dataset} has {len(data)} records")
     if config.engine == "flower":
         try:
             import fedleak.flower  # noqa: F401

@@ -20,6 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     command = typer.main.get_command(app)
     previous = signal.signal(signal.SIGTERM, _terminated)
     try:
+        _refuse_non_finite(sys.argv[1:] if argv is None else [str(a) for a in argv])
         code = command.main(args=argv, prog_name="fedleak", standalone_mode=False)
         if code == 130:  # typer turns Ctrl-C into an exit code it returns instead of raising
             print(_interrupted("interrupted", argv), file=sys.stderr)
@@ -47,6 +48,20 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         signal.signal(signal.SIGTERM, previous)
     return 0
+
+
+NON_FINITE = {"nan", "+nan", "-nan", "inf", "+inf", "-inf", "infinity", "+infinity", "-infinity"}
+
+
+def _refuse_non_finite(args: list[str]) -> None:
+    """No option takes NaN or infinity: a number of iterations, a learning rate or a fraction that is not finite is
+    always a mistake, and would otherwise run to meaningless figures."""
+    from fedleak.errors import FedleakInputError
+
+    for i, a in enumerate(args):
+        option, _, value = a.partition("=") if a.startswith("--") and "=" in a else (args[i - 1] if i else "", "", a)
+        if value.strip().lower() in NON_FINITE and option.startswith("--"):
+            raise FedleakInputError(f"{option} {value}: must be a finite number")
 
 
 class Terminated(BaseException):

@@ -15,13 +15,21 @@ def register(app: typer.Typer) -> None:
         attack: str = typer.Option("idlg", help="dlg, idlg, ig, fedavg, analytic, imprint (text: tag, ...)"),
         modality: str = typer.Option("image", help="image or text"),
         indices: str = typer.Option(None, help="dataset indices to attack, e.g. 0,5000,10000"),
-        num_images: int = typer.Option(None, help="attack a seeded sample of N records (instead of --indices)"),
-        batch_size: int = typer.Option(1, help="records per client update B"),
-        local_steps: int = typer.Option(None, help="FedAvg: local SGD steps S (default 5 for --attack fedavg)"),
+        num_images: int = typer.Option(
+            None, min=1, max=100_000, help="attack a seeded sample of N records (instead of --indices)"
+        ),
+        batch_size: int = typer.Option(1, min=1, max=100_000, help="records per client update B"),
+        local_steps: int = typer.Option(
+            None, min=1, max=100_000, help="FedAvg: local SGD steps S (default 5 for --attack fedavg)"
+        ),
         local_lr: float = typer.Option(0.1, help="FedAvg: local learning rate"),
-        iterations: int = typer.Option(None, help="optimiser steps (L-BFGS: calls of step, as DLG's code)"),
-        restarts: int = typer.Option(None, help="random restarts, batched; the best by the attack's objective"),
-        trained_rounds: int = typer.Option(0, help="attack the model after T FedAvg rounds (0: untrained)"),
+        iterations: int = typer.Option(
+            None, min=1, max=1_000_000, help="optimiser steps (L-BFGS: calls of step, as DLG's code)"
+        ),
+        restarts: int = typer.Option(
+            None, min=1, max=1000, help="random restarts, batched; the best by the attack's objective"
+        ),
+        trained_rounds: int = typer.Option(0, min=0, max=10_000, help="attack the model after T FedAvg rounds"),
         defense: list[str] = typer.Option(None, help="defense spec, repeatable: prune:0.9, secagg:4, dp-sgd:..."),
         grant: str = typer.Option(None, help="threat model grants, e.g. labels or all (default: all but labels)"),
         seed: int = typer.Option(0, help="seed for the model, the chosen records and the attack"),

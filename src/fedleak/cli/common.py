@@ -9,15 +9,15 @@ from pathlib import Path
 from typing import TypeVar
 
 from fedleak.errors import FedleakInputError
+from fedleak.runio import check_out_dir
 
 T = TypeVar("T")
 
 
 def out_dir(path: Path, resume: bool = False) -> Path:
-    """Check that ``path`` can be a run folder; it is created only when the first result is written."""
-    if path.exists() and not path.is_dir():
-        raise FedleakInputError(f"--out {path} is a file; give a folder")
-    return path
+    """Check that ``path`` can be a run folder (it or its nearest existing parent is a writable folder); it is
+    created only when the first result is written."""
+    return check_out_dir(path)
 
 
 def int_list(text: str | None, option: str) -> list[int] | None:

@@ -75,7 +75,12 @@ def _decode(name: str, data: bytes, source: Path) -> np.ndarray:
         with Image.open(io.BytesIO(data)) as im:
             im = im.convert("L") if im.mode in ("L", "1", "I;16", "I", "F") else im.convert("RGB")
             return np.asarray(im)
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+    except Image.DecompressionBombError:
+        raise FedleakInputError(
+            f"{source}: image {name} claims more pixels than PIL's safety limit (a decompression bomb or a huge "
+            "image); remove it or downscale it"
+        ) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise FedleakInputError(f"{source}: image {name} cannot be decoded ({e}); remove or replace it") from None
 
 
@@ -272,6 +277,15 @@ def load_npz(path: str) -> Dataset:
         raise
     except Exception as e:  # zipfile.BadZipFile, ValueError (object arrays), OSError
         raise _corrupt(p, e) from None
+    if x.ndim == 0 or y.ndim == 0:
+        raise FedleakInputError(f"npz: {p}: x and y must be arrays of records, not single values (0-d)")
+    if len(x) == 0:
+        raise FedleakInputError(f"npz: {p} holds no records (x is empty); give at least one record per class")
+    if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
+        raise FedleakInputError(f"npz: x has dtype {x.dtype}; features must be numbers (encode strings as numbers)")
+    if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
+        bad = int((~np.isfinite(x)).sum())
+        raise FedleakInputError(f"npz: x holds {bad} NaN or infinite values; clean or impute them first")
     if len(x) != len(y):
         raise FedleakInputError(f"npz: x has {len(x)} records but y has {len(y)}; give one label per record")
     y_t, class_names = _labels(y)
@@ -304,6 +318,41 @@ def _labels(y: np.ndarray) -> tuple[torch.Tensor, list[str]]:
     return torch.tensor([lookup[str(v)] for v in y], dtype=torch.long), names
 
 
+MAX_CLASSES_UNNAMED = 100  # more distinct values than this in an unnamed last column is not a label column
+
+
+def _csv_labels(y_raw: np.ndarray, p: Path, column: str, guessed: bool) -> tuple[torch.Tensor, list[str]]:
+    """Labels from a column that must look like labels: integers or names, and (when the column was not named
+    by the user) not a continuous quantity."""
+    try:
+        values = y_raw.astype(np.float64)
+    except ValueError:
+        values = None
+    if values is not None:
+        if not np.isfinite(values).all():
+            raise FedleakInputError(f"csv: {p}: the label column {column!r} holds NaN or infinite values")
+        if not np.all(values == np.round(values)):
+            raise FedleakInputError(
+                f"csv: {p}: the label column {column!r} holds non-integer numbers ({len(set(values.tolist()))} "
+                "distinct values), which look like a feature, not a label; name the label column with "
+                "csv:PATH?label=NAME"
+            )
+        y_num = values.astype(np.int64)
+        if guessed and len(set(y_num.tolist())) > MAX_CLASSES_UNNAMED:
+            raise FedleakInputError(
+                f"csv: {p}: the last column {column!r} has {len(set(y_num.tolist()))} distinct values, too many "
+                "for class labels; name the label column with csv:PATH?label=NAME"
+            )
+        if y_num.min() >= 0:
+            return _labels(y_num)
+    if guessed and len(set(y_raw.tolist())) > MAX_CLASSES_UNNAMED:
+        raise FedleakInputError(
+            f"csv: {p}: the last column {column!r} has {len(set(y_raw.tolist()))} distinct values, too many for "
+            "class labels; name the label column with csv:PATH?label=NAME"
+        )
+    return _labels(y_raw)
+
+
 def load_csv(path: str, label: str | None = None) -> Dataset:
     p = _existing(path, "csv")
     try:
@@ -311,9 +360,10 @@ def load_csv(path: str, label: str | None = None) -> Dataset:
             rows = list(csv.reader(fh))
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise _corrupt(p, e) from None
+    rows = [r for r in rows if any(c.strip() for c in r)]  # blank lines carry nothing
     if len(rows) < 2:
         raise FedleakInputError(f"csv: {p} has no data rows; it needs a header line and one row per record")
-    header, body = [h.strip() for h in rows[0]], [r for r in rows[1:] if r]
+    header, body = [h.strip() for h in rows[0]], rows[1:]
     if label is None:
         col = len(header) - 1
     elif label in header:
@@ -332,11 +382,9 @@ def load_csv(path: str, label: str | None = None) -> Dataset:
         x = np.array([[float(r[i]) for i in feats] for r in body], dtype=np.float32)
     except ValueError as e:
         raise FedleakInputError(f"csv: {p} has a non-numeric feature value ({e}); encode it as numbers") from None
+    if not np.isfinite(x).all():
+        raise FedleakInputError(f"csv: {p} has NaN or infinite feature values; clean or impute them first")
     y_raw = np.array([r[col].strip() for r in body])
-    try:
-        y_num = y_raw.astype(np.int64)
-        y, names = _labels(y_num)
-    except ValueError:
-        y, names = _labels(y_raw)
+    y, names = _csv_labels(y_raw, p, header[col], label is None)
     raw = torch.from_numpy(x)
     return Dataset(table_spec(f"csv:{path}", raw, names), raw, y)

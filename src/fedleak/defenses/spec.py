@@ -13,6 +13,7 @@ A builder takes the plan being assembled, the positional values and the ``key=va
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -52,9 +53,20 @@ def _num(name: str, key: str, text: str | None, kind: type = float, default: Any
             raise FedleakInputError(f"--defense {name}: missing {key}")
         return default
     try:
-        return kind(float(text)) if kind is int and float(text).is_integer() else kind(text)
-    except ValueError:
+        value = kind(float(text)) if kind is int and float(text).is_integer() else kind(text)
+    except (ValueError, OverflowError):
         raise FedleakInputError(f"--defense {name}: {key}={text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise FedleakInputError(f"--defense {name}: {key}={text!r} must be a finite number")
+    if (
+        key in ("noise", "clip", "epsilon", "delta", "sample_rate")
+        and value <= 0
+        and not (key == "noise" and value == 0)
+    ):
+        raise FedleakInputError(f"--defense {name}: {key}={text!r} must be positive")
+    if key in ("delta", "sample_rate") and value >= 1:
+        raise FedleakInputError(f"--defense {name}: {key}={text!r} must be below 1")
+    return value
 
 
 def _value(name: str, args: list[str], kwargs: dict[str, str], key: str, kind: type = float) -> Any:

@@ -51,8 +51,8 @@ class FedConfig:
             raise FedleakInputError(f"--rounds {self.rounds}: must be 0 or more")
         if not 0 < self.fraction <= 1:
             raise FedleakInputError(f"--fraction {self.fraction}: must be in (0, 1]")
-        if self.batch_size < 1 or self.local_epochs < 1 or self.lr <= 0:
-            raise FedleakInputError("--batch-size and --local-epochs must be >= 1 and --lr > 0")
+        if self.batch_size < 1 or self.local_epochs < 1 or not 0 < self.lr < float("inf"):
+            raise FedleakInputError("--batch-size and --local-epochs must be >= 1 and --lr a finite number > 0")
         if self.mode not in ("fedavg", "fedsgd"):
             raise FedleakInputError(f"--mode {self.mode!r}: choose fedavg or fedsgd")
 
