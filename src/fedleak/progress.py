@@ -7,6 +7,7 @@ terminal, at most a few plain lines on stderr otherwise (CI, pipes).
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
@@ -45,3 +46,33 @@ def progress(items: Iterable[T], total: int, label: str, plain_lines: int = 10) 
             yield item
             if every and (i % every == 0 or i == total):
                 print(f"{label}: {i}/{total}", file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def progress_bar(label: str) -> Iterator[OnProgress]:
+    """A callback ``(done, total, label)`` for library code that reports its own progress (inversion iterations,
+    reference models): on a terminal a bar with elapsed time and ETA; elsewhere nothing (logs stay clean).
+
+        >>> with progress_bar("steps") as report:
+        ...     report(1, 2, "steps")
+    """
+    if not is_terminal():
+        yield lambda done, total, what: None
+        return
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        transient=True,
+    ) as bar:
+        task = bar.add_task(label, total=None)
+
+        def report(done: int, total: int, what: str) -> None:
+            bar.update(task, completed=done, total=total, description=what or label)
+
+        yield report

@@ -11,13 +11,15 @@ at once -> PSNR / SSIM / label accuracy -> ``results.json`` and ``reconstruction
 from __future__ import annotations
 
 import statistics
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from fedleak.audit.inversion_case import attack_and_score, dataset_mean_image
 from fedleak.errors import FedleakInputError
+from fedleak.progress import progress_bar
 from fedleak.report.figures import reconstruction_png
+from fedleak.results import SCHEMA_VERSION
 from fedleak.runio import atomic_write_bytes, atomic_write_json
 
 FEDAVG_ATTACKS = ("fedavg",)
@@ -100,13 +102,12 @@ def run_inversion(
     """Run one inversion experiment; returns the ``results.json`` dict (writes the run folder if ``out``)."""
     import torch
 
-    from fedleak.attacks.inversion import ATTACKS, imprint_model, invert_batch, with_plan
+    from fedleak.attacks.inversion import ATTACKS, PRESETS, imprint_model, with_plan
     from fedleak.data import load
     from fedleak.defenses import plan as defense_plan
     from fedleak.defenses import secure_sum
     from fedleak.device import resolve_device
     from fedleak.fl import ThreatModel, client_update
-    from fedleak.metrics import image_scores
     from fedleak.models import build
 
     ATTACKS.get(attack)
@@ -172,28 +173,15 @@ def run_inversion(
     }
     opts = {key: v for key, v in opts.items() if v is not None}
     echo(f"attacking {len(updates)} update(s) of {batch_size} image(s) with {attack} ...")
-    t0 = time.perf_counter()
-    recs = invert_batch(updates, attack, **opts)
-    seconds_total = time.perf_counter() - t0
-    targets, pairs = [], []
-    for group, rec in zip(groups, recs, strict=True):
-        original = data.pixels(group)
-        sc = image_scores(rec.pixels.cpu(), original)
-        perm = sc["perm"]
-        for j, pos in enumerate(group):
-            rl = None if rec.labels is None else int(rec.labels[perm[j]])
-            targets.append(
-                {
-                    "index": int(data.indices[pos]),
-                    "label": int(data.labels[pos]),
-                    "recovered_label": rl,
-                    "psnr": float(sc["psnr"][j]),
-                    "ssim": float(sc["ssim"][j]),
-                    "mse": float(sc["mse"][j]),
-                    "seconds": rec.seconds / len(group),
-                }
-            )
-            pairs.append((original[j], rec.pixels[perm[j]].cpu(), float(sc["psnr"][j])))
+    rest_mean = dataset_mean_image(data.subset(rest[:2000])) if rest else None
+    with progress_bar(f"{attack}") as report:
+        if attack in PRESETS:  # the optimisation attacks report each iteration
+            opts.setdefault("on_progress", report)
+        scored = attack_and_score(updates, [data.subset(g) for g in groups], attack, opts, rest_mean, clients=None)
+    recs = scored.recs
+    seconds_total = scored.summary.seconds_total
+    targets = [{k: v for k, v in t.to_dict().items() if k != "client"} for t in scored.targets]
+    pairs = [(scored.originals[i], scored.reconstructions[i], t["psnr"]) for i, t in enumerate(targets)]
     psnrs = [t["psnr"] for t in targets]
     with_label = [t for t in targets if t["recovered_label"] is not None]
     summary = {
@@ -205,11 +193,15 @@ def run_inversion(
         "label_accuracy": (
             sum(t["label"] == t["recovered_label"] for t in with_label) / len(with_label) if with_label else None
         ),
+        "baseline_psnr_median": scored.summary.baseline_psnr_median,
+        "rebuilt": scored.summary.rebuilt,
+        "rebuilt_fraction": scored.summary.rebuilt / len(targets),
         "recovered_above_50db": sum(p > 50 for p in psnrs) / len(psnrs),
         "seconds_total": seconds_total,
     }
     result = {
         "kind": "inversion",
+        "schema_version": SCHEMA_VERSION,
         "attack": attack,
         "model": model,
         "dataset": dataset,
@@ -239,6 +231,7 @@ def run_inversion(
             torch.stack([o for o, _, _ in shown]),
             torch.stack([r for _, r, _ in shown]),
             [p for _, _, p in shown],
+            rebuilt=[t["rebuilt"] for t in targets[:32]],
         )
         atomic_write_bytes(out / "reconstructions.png", png)
         atomic_write_json(out / "results.json", result)
@@ -249,15 +242,18 @@ def run_inversion(
 def _echo_table(result: dict, echo: Callable[[str], None]) -> None:
     rows = result["targets"]
     show = rows if len(rows) <= 16 else rows[:16]
-    echo(f"{'index':>7} {'label':>5} {'recov':>5} {'PSNR':>8} {'SSIM':>6}")
+    echo(f"{'index':>7} {'label':>5} {'recov':>5} {'PSNR':>8} {'blank':>8} {'SSIM':>6}  rebuilt")
     for t in show:
         rl = "-" if t["recovered_label"] is None else str(t["recovered_label"])
-        echo(f"{t['index']:>7} {t['label']:>5} {rl:>5} {t['psnr']:>8.2f} {t['ssim']:>6.3f}")
+        mark = "yes" if t["rebuilt"] else "no"
+        row = f"{t['index']:>7} {t['label']:>5} {rl:>5} {t['psnr']:>8.2f} {t['baseline_psnr']:>8.2f}"
+        echo(f"{row} {t['ssim']:>6.3f}  {mark}")
     if len(rows) > len(show):
         echo(f"... {len(rows) - len(show)} more")
     s = result["summary"]
     la = "n/a" if s["label_accuracy"] is None else f"{s['label_accuracy']:.2f}"
     echo(
-        f"PSNR median {s['psnr_median']:.2f} dB, mean {s['psnr_mean']:.2f}, SSIM mean {s['ssim_mean']:.3f}, "
-        f"labels {la}, {s['seconds_total']:.1f} s"
+        f"rebuilt {s['rebuilt']} of {len(rows)} (PSNR at least 10 dB above a blank image and SSIM >= 0.5); "
+        f"PSNR median {s['psnr_median']:.2f} dB (blank image {s['baseline_psnr_median']:.2f}), mean "
+        f"{s['psnr_mean']:.2f}, SSIM mean {s['ssim_mean']:.3f}, labels {la}, {s['seconds_total']:.1f} s"
     )

@@ -26,7 +26,7 @@ computation: ``torch.func.vmap`` over the problems of a function that replays th
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, replace
 
 import torch
@@ -67,6 +67,7 @@ class MatchConfig:
     tag_alpha: float = 0.01
     seed: int = 0
     device: str | None = None  # default: where the update's tensors are
+    on_progress: Callable[[int, int, str], None] | None = None  # (done, total, label) after each iteration
 
     def validate(self) -> None:
         DISTANCES.get(self.distance)
@@ -381,6 +382,8 @@ class GradientMatching:
         select = max(1, round(cfg.select_at * cfg.iterations)) if R > 1 else -1
         for it in range(cfg.iterations):
             opt.step(closure)
+            if cfg.on_progress is not None:
+                cfg.on_progress(it + 1, cfg.iterations, "L-BFGS iterations")
             if it + 1 == select:  # each target keeps its restart with the lowest objective at this point
                 loss = torch.nan_to_num(closure(opt.z, None)[0], nan=float("inf")).view(T, R)
                 keep = torch.nn.functional.one_hot(loss.argmin(1), R).bool().flatten()
@@ -403,6 +406,8 @@ class GradientMatching:
                 y.grad = gy.sign() if cfg.signed else gy
             opt.step()
             sched.step()
+            if cfg.on_progress is not None:
+                cfg.on_progress(sched.last_epoch, n, "Adam steps")
             if cfg.boxed:
                 with torch.no_grad():
                     x.copy_(torch.maximum(torch.minimum(x, hi), lo))
