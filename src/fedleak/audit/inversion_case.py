@@ -29,6 +29,7 @@ class ScoredInversion:
     reconstructions: Tensor  # the matched reconstruction of each
     recs: list[Any]  # the attack's Reconstruction records
     label_method: str
+    notes: list[str]  # what the attack itself reported (a batch beyond reach, an inconsistency)
 
 
 def dataset_mean_image(data: Dataset, limit: int = 2000) -> Tensor:
@@ -88,6 +89,7 @@ def attack_and_score(
         reconstructions=torch.cat(recons),
         recs=list(recs),
         label_method=getattr(recs[0], "label_method", "none") if recs else "none",
+        notes=sorted({n for r in recs if (n := (getattr(r, "extras", None) or {}).get("note"))}),
     )
 
 

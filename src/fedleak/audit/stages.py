@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from fedleak.attacks.inversion import ATTACKS as INVERSION_ATTACKS
+from fedleak.attacks.inversion import why_not
 from fedleak.audit.config import AuditConfig
 from fedleak.audit.inversion_case import attack_and_score, dataset_mean_image, realism_card
 from fedleak.audit.mia import attack_target, attack_update
@@ -149,23 +150,6 @@ def _run_rounds(config: AuditConfig, fs: FederationSetup, federation, keep_round
 EXACT_ATTACKS = ("analytic", "spear")  # exact read-outs: tried first wherever they apply
 OPTIMISATION_ORDER = {"gradient": ("idlg", "ig", "dlg"), "delta": ("fedavg",)}
 MALICIOUS_ONLY = ("imprint",)
-
-
-def why_not(attack: str, update: ClientUpdate) -> str | None:
-    """None when ``attack`` fits ``update``, else one line saying why not."""
-    try:
-        from fedleak.attacks.inversion import applicable
-    except ImportError:
-        applicable = None
-    if applicable is not None:
-        return applicable(update).get(attack, f"{attack} is not an inversion attack")
-    if attack in MALICIOUS_ONLY:
-        return f"{attack} needs a malicious server that crafted the global model; this threat model is honest"
-    if update.kind == "delta" and attack != "fedavg":
-        return f"{attack} reads a gradient; this client sent a FedAvg model delta over {update.local_steps} local steps"
-    if update.kind == "gradient" and attack == "fedavg":
-        return "fedavg replays local steps; this client sent a single gradient (FedSGD)"
-    return None
 
 
 def choose_attacks(wanted: list[str], update: ClientUpdate) -> list[tuple[str, str | None]]:
@@ -319,9 +303,10 @@ def inversion_stage(
             f"[{fs.info.name}, {fs.plan.label}] {attack} on the {kind} updates of round {rnd}: {s.rebuilt}/{s.total} "
             f"rebuilt, median PSNR {s.psnr_median:.1f} dB (trivial baseline {s.baseline_psnr_median:.1f} dB)"
         )
-        note = None
+        notes = list(scored.notes)
         if s.rebuilt == 0:
-            note = "nothing rebuilt: no reconstruction beat the trivial baselines by the rule"
+            notes.append("nothing rebuilt: no reconstruction beat the trivial baselines by the rule")
+        note = "; ".join(notes) or None
         entry = InversionEntry(**base, realism=card, targets=scored.targets, summary=s, image=image, note=note)
         entries.append(entry.to_dict())
     return entries

@@ -11,7 +11,7 @@ independent updates together as one batched computation where it optimises.
     >>> float(fedleak.metrics.psnr(rec.pixels, data.pixels([3]))[0]) > 100
     True
     >>> ATTACKS.names()
-    ['analytic', 'dlg', 'fedavg', 'idlg', 'ig', 'imprint']
+    ['analytic', 'dlg', 'fedavg', 'idlg', 'ig', 'imprint', 'spear']
 
 Register your own with ``@ATTACKS.register("name", "one line of help")`` on a factory.
 """
@@ -23,9 +23,10 @@ from dataclasses import fields
 from typing import Any, Protocol
 
 from fedleak.attacks.inversion.analytic import linear_leak
-from fedleak.attacks.inversion.imprint import imprint_leak, imprint_model, with_plan
+from fedleak.attacks.inversion.imprint import IMPRINT_KEY, imprint_leak, imprint_model, with_plan
 from fedleak.attacks.inversion.optimize import PRESETS, GradientMatching, MatchConfig, make_config
 from fedleak.attacks.inversion.record import Reconstruction
+from fedleak.attacks.inversion.spear import spear_leak
 from fedleak.errors import FedleakInputError
 from fedleak.fl.update import ClientUpdate
 from fedleak.registry import Registry
@@ -79,9 +80,69 @@ def _analytic(**options: Any) -> PerUpdate:
     return PerUpdate("analytic", linear_leak, **options)
 
 
+@ATTACKS.register("spear", "SPEAR-style: a batch read exactly off a ReLU first layer's low-rank, sparse gradient")
+def _spear(**options: Any) -> PerUpdate:
+    seed = int(options.get("seed", 0))
+    return PerUpdate("spear", lambda u: spear_leak(u, seed=seed), **options)
+
+
 @ATTACKS.register("imprint", "Robbing the Fed: a malicious server's imprint block returns images exactly")
 def _imprint(**options: Any) -> PerUpdate:
     return PerUpdate("imprint", imprint_leak, **options)
+
+
+def _first_linear_reason(update: ClientUpdate, attack: str) -> str | None:
+    import math
+
+    from fedleak.attacks.inversion.analytic import first_linear
+
+    if update.data_spec is None:
+        return f"{attack} needs the data format of the update"
+    try:
+        first_linear(update.payload, math.prod(update.data_spec.shape))
+    except FedleakInputError:
+        return f"{attack} needs a fully connected first layer with a bias; this model has none"
+    return None
+
+
+def why_not(attack: str, update: ClientUpdate) -> str | None:
+    """None when ``attack`` fits ``update`` (its kind, the metadata granted, the architecture), else one line
+    saying why not. What each attack needs, as data the audit and the Flower wrapper choose attacks by."""
+    if attack not in ATTACKS:
+        return f"{attack!r} is not an inversion attack ({', '.join(ATTACKS.names())})"
+    gradient_only = ("analytic", "spear", "dlg", "idlg", "ig")
+    if attack in gradient_only and update.kind != "gradient":
+        steps = f" over {update.local_steps} local steps" if update.local_steps else ""
+        return f"{attack} reads one gradient; this client sent a FedAvg model delta{steps}"
+    if attack == "fedavg":
+        if update.kind != "delta":
+            return "fedavg replays local training; this client sent a single gradient (FedSGD)"
+        missing = [n for n in ("local_steps", "local_lr") if getattr(update, n) is None]
+        if missing:
+            return f"fedavg needs {', '.join(missing)}, which this threat model does not grant"
+    if attack == "imprint" and IMPRINT_KEY not in update.extras:
+        return "imprint needs a malicious server that planted an imprint block in the global model"
+    if attack in ("analytic", "spear"):
+        reason = _first_linear_reason(update, attack)
+        if reason:
+            return reason
+    if attack == "analytic" and (update.num_samples or 1) > 1:
+        return f"analytic reads one record exactly; this update holds {update.num_samples} (use spear for batches)"
+    if attack == "spear":
+        import math
+
+        from fedleak.attacks.inversion.analytic import first_linear
+        from fedleak.attacks.inversion.spear import followed_by_relu
+
+        w, _ = first_linear(update.payload, math.prod(update.data_spec.shape))
+        if followed_by_relu(update, w) is not True:
+            return "spear needs a ReLU after the first linear layer; this model has another activation"
+    return None
+
+
+def applicable(update: ClientUpdate) -> dict[str, str | None]:
+    """Every registered attack -> None if it fits ``update``, else why not (one line)."""
+    return {name: why_not(name, update) for name in ATTACKS.names()}
 
 
 def invert_batch(updates: Sequence[ClientUpdate], attack: str = "ig", **options: Any) -> list[Reconstruction]:
@@ -102,9 +163,11 @@ __all__ = [
     "GradientMatching",
     "MatchConfig",
     "Reconstruction",
+    "applicable",
     "imprint_model",
     "invert",
     "invert_batch",
     "make_config",
+    "why_not",
     "with_plan",
 ]
