@@ -217,14 +217,25 @@ def plot_roc(attacks: dict[str, dict], title: str = "") -> bytes:
 
 
 def _table(attacks: dict[str, dict]) -> str:
-    cols = f"{'AUC':>6} {'TPR@0.1%':>9} {'TPR@1%':>7} {'TPR@10%':>8} {'bal.acc':>8} {'seconds':>8}"
+    cols = f"{'AUC [95% CI]':>20} {'TPR@0.1%':>9} {'TPR@1%':>7} {'TPR@10%':>8} {'bal.acc':>8} {'seconds':>8}"
     head = f"{'attack':<16} {cols}"
     rows = [head, "-" * len(head)]
+
+    def rate(v: float | None, width: int) -> str:
+        return f"{'n/r':>{width}}" if v is None else f"{v:>{width}.3f}"
+
     for name, r in attacks.items():
-        t = r["tpr_at_fpr"]
+        t, (lo, hi) = r["tpr_at_fpr"], r["auc_ci"]
+        auc = f"{r['auc']:.3f} [{lo:.3f}, {hi:.3f}]"
         rows.append(
-            f"{name:<16} {r['auc']:>6.3f} {t['0.001']:>9.3f} {t['0.01']:>7.3f} {t['0.1']:>8.3f} "
+            f"{name:<16} {auc:>20} {rate(t['0.001'], 9)} {rate(t['0.01'], 7)} {rate(t['0.1'], 8)} "
             f"{r['balanced_accuracy']:>8.3f} {r['seconds']:>8.1f}"
+        )
+    c = next(iter(attacks.values()))["counts"] if attacks else {}
+    if c:
+        rows.append(
+            f"{c['members']} members, {c['non_members']} non-members; n/r: not resolvable (an FPR below "
+            f"1/{c['non_members']})"
         )
     return "\n".join(rows)
 

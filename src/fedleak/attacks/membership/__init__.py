@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from fedleak.attacks.membership import lira, rmia, shokri, threshold  # noqa: F401  (they register themselves)
+from fedleak.attacks.membership import lira, quantile, rmia, shokri, threshold  # noqa: F401  (they register)
 from fedleak.attacks.membership.context import MembershipContext, Records, logit_fn
 from fedleak.attacks.membership.federated import UPDATE_SIGNALS, update_scores
 from fedleak.attacks.membership.references import ReferenceModels, balanced_masks, train_references
