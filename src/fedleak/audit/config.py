@@ -7,7 +7,8 @@ error naming the key and the nearest valid one.
 
     [federation]
     dataset = "lfw-faces"
-    model = "lenet"
+    model = "lenet"                   # or your own: "path/to/file.py:factory"
+    weights = "trained.safetensors"   # optional: start from trained weights
     clients = 10
     rounds = 3
     mode = "fedavg"                   # or "fedsgd"
@@ -55,6 +56,7 @@ class Federation(_Strict):
     lr: float = Field(0.1, gt=0, allow_inf_nan=False)
     test_fraction: float = Field(0.2, gt=0, lt=1, allow_inf_nan=False)
     samples: int = Field(0, ge=0)
+    weights: str | None = None  # the initial global model: a .safetensors file (e.g. from fedleak train)
 
 
 class Threat(_Strict):

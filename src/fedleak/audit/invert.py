@@ -96,6 +96,7 @@ def run_inversion(
     grant: str | None = None,
     bins: int | None = None,
     options: dict[str, Any] | None = None,
+    weights: str | Path | None = None,
     out: Path | str | None = None,
     echo: Callable[[str], None] = print,
 ) -> dict:
@@ -127,7 +128,7 @@ def run_inversion(
     steps = (local_steps or DEFAULT_LOCAL_STEPS) if fedavg else None
     k = int(dplan.secagg or 1)
     torch.manual_seed(seed)
-    net = dplan.prepare(build(model, data.spec, seed=seed, device=dev))
+    net = dplan.prepare(build(model, data.spec, seed=seed, device=dev, weights=weights))
     if trained_rounds:
         _pretrain(net, data, positions, trained_rounds, seed, echo)
     rest = sorted(set(range(len(data))) - set(positions))

@@ -35,10 +35,12 @@ class FederationSetup:
     model_spec: str
     device: str
     seed: int
+    weights: str | None = None  # the initial global model's weights, when the config names a file
 
     def federation(self) -> Federation:
-        """A fresh federation (a freshly initialised model) of this setup, for the training stage."""
-        model = self.plan.prepare(build(self.model_spec, self.data.spec, seed=self.seed, device=self.device))
+        """A fresh federation (the initial global model) of this setup, for the training stage."""
+        model = build(self.model_spec, self.data.spec, seed=self.seed, device=self.device, weights=self.weights)
+        model = self.plan.prepare(model)
         return Federation(model, self.train, self.test, self.config, **self.plan.federation_options)
 
     def model(self):  # noqa: ANN201
@@ -119,6 +121,7 @@ def _setup(config: AuditConfig, defense: str, info: FederationInfo, key: str, te
         model_spec=info.model,
         device=config.device,
         seed=config.seed,
+        weights=config.federation.weights if key == "main" else None,
     )
 
 

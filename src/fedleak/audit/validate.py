@@ -28,7 +28,7 @@ def validate_config(config: AuditConfig) -> None:
     setups = [build_scenario(config, d) for d in ["none", *config.defenses]]  # data, splits, defenses
     for setup in setups:
         for fs in {id(s): s for s in (setup.main, setup.membership)}.values():
-            build(fs.model_spec, fs.data.spec, seed=config.seed)
+            build(fs.model_spec, fs.data.spec, seed=config.seed, weights=fs.weights)
             parts = partition(fs.train.labels, fs.config.partition, fs.config.clients, config.seed)
             k = int(fs.plan.secagg or 1)
             if k > fs.config.clients:

@@ -11,7 +11,10 @@ def register(app: typer.Typer) -> None:
     @app.command("invert")
     def invert(
         dataset: str = typer.Option(..., help="dataset spec, e.g. digits or imagefolder:PATH (see `fedleak datasets`)"),
-        model: str = typer.Option("lenet", help="model spec: lenet[:init=torch], convnet[:W], resnet20, mlp[:H]"),
+        model: str = typer.Option(
+            "lenet", help="model spec: lenet[:init=torch], convnet[:W], resnet20, mlp[:H], or yours: file.py:factory"
+        ),
+        weights: Path = typer.Option(None, help="trained weights (.safetensors, e.g. from fedleak train) to attack"),
         attack: str = typer.Option("idlg", help="dlg, idlg, ig, fedavg, analytic, imprint (text: tag, ...)"),
         modality: str = typer.Option("image", help="image or text"),
         indices: str = typer.Option(None, help="dataset indices to attack, e.g. 0,5000,10000"),
@@ -65,6 +68,6 @@ def register(app: typer.Typer) -> None:
         elif modality == "image":
             from fedleak.audit.invert import run_inversion
 
-            run_inversion(**common, restarts=restarts, trained_rounds=trained_rounds, grant=grant)
+            run_inversion(**common, restarts=restarts, trained_rounds=trained_rounds, grant=grant, weights=weights)
         else:
             raise FedleakInputError(f"--modality {modality!r}: choose image or text")

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from fedleak.data.dataset import Dataset
 from fedleak.fl.local import LocalTrainer, SGDTrainer, TrainSpec
 from fedleak.fl.update import ClientUpdate, ThreatModel
+from fedleak.models.user import live_spec
 
 UpdateTransform = Callable[[ClientUpdate, torch.Generator], ClientUpdate]
 
@@ -81,7 +82,7 @@ def client_update(
         kind, step_lr = "delta", lr
     buffers = {k: v.detach().clone() for k, v in local.named_buffers()} or None
     update = ClientUpdate(
-        model=getattr(model, "fedleak_spec", type(model).__name__.lower()),
+        model=live_spec(model),
         global_state=global_state,
         payload=payload,
         kind=kind,

@@ -165,7 +165,9 @@ class Auditor:
 
             model = build(model, data_spec, seed=0)
         names = [n for n, p in model.named_parameters() if p.requires_grad]
-        spec = getattr(model, "fedleak_spec", type(model).__name__.lower())
+        from fedleak.models.user import live_spec
+
+        spec = live_spec(model)
         return cls(model=spec, names=names, state_names=list(model.state_dict()), data_spec=data_spec, **options)
 
     def begin_round(self, rnd: int, sent: Mapping[int | None, tuple[dict[str, Tensor], Mapping[str, Any]]]) -> None:

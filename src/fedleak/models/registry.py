@@ -7,12 +7,15 @@
     >>> sum(p.numel() for p in model.parameters())
     2410
 
-Add your own with ``@MODELS.register("name")`` on ``(in_shape, num_classes, args, kwargs) -> nn.Module``.
+Add your own with ``@MODELS.register("name")`` on ``(in_shape, num_classes, args, kwargs) -> nn.Module``, or
+without registering: ``path/to/file.py:factory`` / ``package.module:factory`` specs and any ``nn.Module``
+(:mod:`fedleak.models.user`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -21,6 +24,8 @@ from fedleak.data.dataset import DataSpec
 from fedleak.device import resolve_device
 from fedleak.errors import FedleakInputError
 from fedleak.models import tabular, text, vision
+from fedleak.models.user import build_user, is_user_spec, live_spec
+from fedleak.models.weights import load_weights
 from fedleak.registry import Registry, parse_spec
 
 Builder = Callable[[tuple[int, ...], int, list[str], dict[str, str]], nn.Module]
@@ -104,8 +109,29 @@ def _lstm(in_shape, num_classes, args, kwargs):  # noqa: ANN001, ANN202
     return text.TextLSTM(vocab, num_classes, int(args[0]) if args else 64, int(kwargs.get("emb", 64)))
 
 
-def build(spec: str, data: DataSpec, seed: int = 0, device: str | torch.device = "cpu") -> nn.Module:
-    """Build the model named by ``spec`` for ``data``'s record shape and class count, seeded."""
+def build(
+    spec: str | nn.Module,
+    data: DataSpec,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    weights: str | Path | None = None,
+) -> nn.Module:
+    """Build the model named by ``spec`` for ``data``'s record shape and class count, seeded; ``spec`` may be a
+    registered name, ``path/to/file.py:factory``, ``package.module:factory`` or any ``nn.Module``. ``weights``:
+    a safetensors file of trained weights (shapes checked)."""
+    if isinstance(spec, nn.Module):
+        spec = live_spec(spec)
+    if is_user_spec(spec):
+        state = torch.random.get_rng_state()
+        torch.manual_seed(seed)
+        try:
+            model = build_user(spec, tuple(data.shape), data.num_classes)
+        finally:
+            torch.random.set_rng_state(state)
+        model.fedleak_spec = spec  # type: ignore[attr-defined]
+        if weights is not None:
+            load_weights(model, weights)
+        return model.to(resolve_device(device))
     name, args, kwargs = parse_spec(spec)
     builder = MODELS.get(name)
     if data.vocab_size is not None:  # text: the embedding table's size comes from the tokenizer
@@ -128,4 +154,6 @@ def build(spec: str, data: DataSpec, seed: int = 0, device: str | torch.device =
     if hasattr(model, "set_input_stats") and data.mean:
         model.set_input_stats(data.mean, data.std)  # models that see pixels undo the normalisation themselves
     model.fedleak_spec = spec  # type: ignore[attr-defined]  # so a ClientUpdate can name it
+    if weights is not None:
+        load_weights(model, weights)
     return model.to(dev)
