@@ -183,6 +183,46 @@ def attack_update(update: Any, members: Dataset, nonmembers: Dataset, signal: st
     return rep
 
 
+EXPOSED_LEVELS = (0.001, 0.01, 0.1)  # the lowest FPR the non-members resolve sets the exposure threshold
+
+
+def strongest_attack(attacks: dict[str, dict]) -> str:
+    """The attack with the highest TPR at the lowest FPR level at which every attack's TPR is resolvable
+    (None is not comparable: fall back to the next level), ties by AUC; by AUC alone when no level is."""
+    for level in ("0.001", "0.01", "0.1"):
+        rates = {a: r["tpr_at_fpr"].get(level) for a, r in attacks.items()}
+        if all(v is not None for v in rates.values()):
+            return max(attacks, key=lambda a: (rates[a], attacks[a]["auc"]))
+    return max(attacks, key=lambda a: attacks[a]["auc"])
+
+
+def exposed_records(
+    scores: Any, is_member: Any, ids: Any, labels: Any, attack: str, top: int = 10
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The members most exposed by ``attack``: those scoring above the threshold that flags at most a fraction
+    ``fpr`` of the non-members (the lowest of EXPOSED_LEVELS with ``fpr * non-members >= 1``), highest first,
+    at most ``top``. Returns (records, threshold): each record names its dataset ``index`` and ``label``."""
+    import torch
+
+    s = torch.as_tensor(scores, dtype=torch.float64).cpu()
+    m = torch.as_tensor(is_member, dtype=torch.bool).cpu()
+    non = s[~m].sort(descending=True).values
+    level = next((lv for lv in EXPOSED_LEVELS if lv * len(non) >= 1), None)
+    if level is None or not m.any():
+        return [], {"attack": attack, "fpr": None, "score": None, "members_above": 0}
+    allowed = int(level * len(non) + 1e-9)  # non-members allowed above the threshold
+    thr = float(non[allowed]) if allowed < len(non) else float("-inf")
+    pos = torch.nonzero(m & (s > thr)).flatten()
+    pos = pos[s[pos].argsort(descending=True)]
+    ids, labels = torch.as_tensor(ids).cpu(), torch.as_tensor(labels).cpu()
+    recs = [
+        {"index": int(ids[i]), "label": int(labels[i]), "score": float(s[i]), "attack": attack, "fpr": level}
+        for i in pos[:top].tolist()
+    ]
+    fpr_real = int((non > thr).sum()) / len(non)
+    return recs, {"attack": attack, "fpr": level, "fpr_measured": fpr_real, "score": thr, "members_above": len(pos)}
+
+
 def plot_roc(attacks: dict[str, dict], title: str = "") -> bytes:
     """A log-log ROC plot of every attack (PNG bytes)."""
     import matplotlib
@@ -196,7 +236,8 @@ def plot_roc(attacks: dict[str, dict], title: str = "") -> bytes:
     for i, (name, rep) in enumerate(attacks.items()):
         fpr = [max(v, floor) for v in rep["curve"]["fpr"]]
         tpr = [max(v, floor) for v in rep["curve"]["tpr"]]
-        label = f"{name} (AUC {rep['auc']:.3f}, {rep['tpr_at_fpr']['0.01']:.3f}@1%)"
+        t1 = rep["tpr_at_fpr"].get("0.01")
+        label = f"{name} (AUC {rep['auc']:.3f}, " + ("n/r" if t1 is None else f"{t1:.3f}") + "@1%)"
         ax.step(fpr, tpr, where="post", color=colors[(2 * i) % 20 + (i // 10) % 2], label=label)
     ax.plot([floor, 1], [floor, 1], "k:", lw=0.8, label="chance")
     ax.set(
@@ -395,6 +436,12 @@ def run_mia(
         "references": found["references"],
         "seconds_total": 0.0,
     }
+    ids = torch.cat([mem.indices, non.indices])
+    labels = torch.cat([mem.labels, non.labels])
+    strongest = strongest_attack(attacks)
+    result["exposed"], result["exposed_threshold"] = exposed_records(
+        found["scores"][strongest], found["is_member"], ids, labels, strongest
+    )
     if len(names) > 1:
         result["attacks"] = attacks
     else:
