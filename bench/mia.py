@@ -291,6 +291,40 @@ def tabular(
     return {**{key: attacks[key]["auc"] for key in ours}, "art": None if art is None else art["auc"]}
 
 
+def federation(seeds: list[int], clients: int = 5, rounds: int = 10, held_out: int = 397) -> None:
+    """Membership in one client's data from every round's updates vs the loss of the final global model, per
+    client: digits, mlp, ``clients`` IID clients, ``rounds`` FedAvg rounds; non-members: ``held_out`` records no
+    client held."""
+    from fedleak.audit.mia import attack_federation
+    from fedleak.fl import FedConfig, Federation
+
+    print(f"\n## federation: digits, mlp, {clients} clients, {rounds} FedAvg rounds, {held_out} held-out non-members")
+    print(f"{'seed':>4} {'client':>6} {'members':>7} {'rounds AUC':>10} {'TPR@1%':>7} {'final AUC':>9} {'TPR@1%':>7}")
+    data = fedleak.data.load("digits")
+    sums = {"federation": [0.0, 0.0], "final_model": [0.0, 0.0]}
+    n = 0
+    for seed in seeds:
+        perm = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
+        train, test = data.subset(perm[: len(data) - held_out]), data.subset(perm[len(data) - held_out :])
+        fed = Federation(
+            fedleak.models.build("mlp", data.spec, seed=seed), train, test, FedConfig(clients, rounds, seed=seed)
+        )
+        kept = [r.updates for r in fed.run(keep_updates=True)]
+        res = attack_federation(kept, {k: fed.client_data(k) for k in range(clients)}, test, fed.model)
+        for k, r in res["clients"].items():
+            f, g = r["federation"], r["final_model"]
+            print(
+                f"{seed:>4} {k:>6} {f['counts']['members']:>7} {f['auc']:>10.3f} {f['tpr_at_fpr']['0.01']:>7.3f} "
+                f"{g['auc']:>9.3f} {g['tpr_at_fpr']['0.01']:>7.3f}"
+            )
+            for key, rep in r.items():
+                sums[key][0] += rep["auc"]
+                sums[key][1] += rep["tpr_at_fpr"]["0.01"]
+            n += 1
+    for key, (auc, tpr) in sums.items():
+        print(f"mean over {n} client attacks, {key}: AUC {auc / n:.3f}, TPR@1% FPR {tpr / n:.3f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cifar", type=Path, default=DEFAULT_CIFAR)
@@ -322,7 +356,14 @@ def main() -> None:
     ap.add_argument("--skip-speed", action="store_true")
     ap.add_argument("--skip-cifar", action="store_true")
     ap.add_argument("--skip-tabular", action="store_true")
+    ap.add_argument("--federation", default="", help="seeds (e.g. 0,1): membership per client from every round")
+    ap.add_argument("--only-federation", action="store_true", help="run only the federation section")
     args = ap.parse_args()
+
+    if args.federation:
+        federation([int(v) for v in args.federation.split(",")])
+    if args.only_federation:
+        return
 
     if not args.skip_speed:
         for b in args.speed_batch.split(","):

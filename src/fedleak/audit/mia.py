@@ -186,6 +186,38 @@ def attack_update(update: Any, members: Dataset, nonmembers: Dataset, signal: st
 EXPOSED_LEVELS = (0.001, 0.01, 0.1)  # the lowest FPR the non-members resolve sets the exposure threshold
 
 
+def attack_federation(
+    rounds: Sequence[Sequence[Any]],
+    client_data: dict[int, Dataset],
+    nonmembers: Dataset,
+    final_model: Any,
+    *,
+    calibration: str = "others",
+    signal: str | None = None,
+) -> dict[str, Any]:
+    """Membership in each client's data, per client, from every round's updates the server kept (``rounds[r]``:
+    round r's ClientUpdates) beside the loss threshold on the final global model, on the same records (the
+    client's as members, ``nonmembers`` that no client held): {"clients": {k: {"federation": roc_report,
+    "final_model": roc_report}}, "calibration", "signal", "rounds"}."""
+    import torch
+
+    from fedleak.attacks.membership import federation_scores, membership_scores
+    from fedleak.metrics import roc_report
+
+    xn, yn = nonmembers.tensors()
+    per: dict[str, Any] = {}
+    for k, mem in client_data.items():
+        xm, ym = mem.tensors()
+        x, y = torch.cat([xm, xn]), torch.cat([ym, yn])
+        is_member = torch.arange(len(x)) < len(xm)
+        t0 = time.perf_counter()
+        fed = roc_report(federation_scores(rounds, k, x, y, calibration=calibration, signal=signal), is_member)
+        fed["seconds"] = time.perf_counter() - t0
+        final = roc_report(membership_scores(final_model, (x, y), "loss"), is_member)
+        per[str(k)] = {"federation": fed, "final_model": final}
+    return {"clients": per, "calibration": calibration, "signal": signal or "auto", "rounds": len(rounds)}
+
+
 def strongest_attack(attacks: dict[str, dict]) -> str:
     """The attack with the highest TPR at the lowest FPR level at which every attack's TPR is resolvable
     (None is not comparable: fall back to the next level), ties by AUC; by AUC alone when no level is."""

@@ -29,7 +29,12 @@ from torch import Tensor, nn
 
 from fedleak.attacks.membership import lira, quantile, rmia, shokri, threshold  # noqa: F401  (they register)
 from fedleak.attacks.membership.context import MembershipContext, Records, logit_fn
-from fedleak.attacks.membership.federated import UPDATE_SIGNALS, update_scores
+from fedleak.attacks.membership.federated import (
+    FEDERATION_CALIBRATIONS,
+    UPDATE_SIGNALS,
+    federation_scores,
+    update_scores,
+)
 from fedleak.attacks.membership.references import ReferenceModels, balanced_masks, train_references
 from fedleak.attacks.membership.registry import ATTACKS, AttackEntry, attack
 from fedleak.attacks.membership.shadowdata import SHADOW_DATA
@@ -38,6 +43,7 @@ from fedleak.fl.local import TrainSpec
 
 __all__ = [
     "ATTACKS",
+    "FEDERATION_CALIBRATIONS",
     "SHADOW_DATA",
     "UPDATE_SIGNALS",
     "AttackEntry",
@@ -46,6 +52,7 @@ __all__ = [
     "ReferenceModels",
     "attack",
     "balanced_masks",
+    "federation_scores",
     "logit_fn",
     "membership_scores",
     "train_references",

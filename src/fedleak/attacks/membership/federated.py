@@ -18,6 +18,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -85,3 +87,71 @@ def update_scores(update: ClientUpdate, x: Tensor, y: Tensor, signal: str | None
     ``signal`` defaults to loss-drop for deltas and gradient-alignment for gradients."""
     name = signal or ("loss-drop" if update.kind == "delta" else "gradient-alignment")
     return UPDATE_SIGNALS.get(name)(update, x, y)
+
+
+# --- membership in one client's data from every round the server saw (FedMIA-style, Zhu et al. 2024) ---------
+
+
+def _round_signals(updates: Sequence[ClientUpdate], x: Tensor, y: Tensor, signal: str | None) -> dict[int, Tensor]:
+    """Each client's signal on the records in one round: {client: (n,)}."""
+    out = {}
+    for u in updates:
+        if u.client is None:
+            raise FedleakInputError("federation membership needs per-client updates (no secure aggregation)")
+        s = update_scores(u, x, y, signal).detach().double().cpu()
+        if not torch.isfinite(s).all():
+            raise FedleakInputError(f"client {u.client}, round {u.round}: non-finite update signal")
+        out[int(u.client)] = s
+    return out
+
+
+FEDERATION_CALIBRATIONS: Registry = Registry("federation membership calibration")
+FEDERATION_CALIBRATIONS.register(
+    "others", "each round: the target client's signal minus the other clients' mean on the same record (FedMIA)"
+)(lambda target, others: target - others.mean(0))
+FEDERATION_CALIBRATIONS.register(
+    "others-z", "each round: the target client's signal as a z-score among the other clients' on the record"
+)(lambda target, others: (target - others.mean(0)) / others.std(0).clamp_min(1e-8))
+FEDERATION_CALIBRATIONS.register(
+    "global", "each round: the target client's signal against that round's global model alone (loss drop)"
+)(lambda target, others: target)
+
+
+def federation_scores(
+    rounds: Sequence[Sequence[ClientUpdate]],
+    client: int,
+    x: Tensor,
+    y: Tensor,
+    *,
+    calibration: str = "others",
+    signal: str | None = None,
+) -> Tensor:
+    """Scores (higher = more likely in ``client``'s data) for records (x, y) from every round's per-client updates
+    (``rounds[r]`` = the :class:`ClientUpdate` list of round r, e.g. ``Federation.step(keep_updates=True)``).
+
+    Per round in which the client took part, its update signal (:func:`update_scores`: loss drop from that round's
+    global model w0 to the client's w1) is calibrated (``FEDERATION_CALIBRATIONS``): ``others`` turns it into a
+    z-score among the other clients' signals on the same record (their updates are the non-member reference: a
+    record easy for every model drops for all of them), ``global`` keeps the drop against the round's global model.
+    The rounds' scores are averaged: a member stands out round after round, a non-member only by chance.
+
+    Measured (digits, mlp, 5 IID clients of 280 records, 10 FedAvg rounds of one local epoch; members: a client's
+    280 records, non-members: 397 held-out; seeds 0-1, 10 client attacks): ``others`` AUC 0.592, TPR@1% FPR 0.031
+    on average; ``others-z`` 0.581 / 0.015 (four other clients give a noisy per-record spread); ``global`` 0.584 /
+    0.026; the loss of the final global model on the same records 0.490 / 0.017 (``bench/mia.py --federation``).
+    """
+    calib = FEDERATION_CALIBRATIONS.get(calibration)
+    per_round = []
+    for updates in rounds:
+        sig = _round_signals(updates, x, y, signal)
+        if client not in sig:
+            continue
+        others = [s for c, s in sig.items() if c != client]
+        if calibration.startswith("others") and len(others) < (2 if calibration == "others-z" else 1):
+            raise FedleakInputError(
+                f"calibration {calibration!r} needs more clients besides {client} in each round; use 'global'"
+            )
+        per_round.append(calib(sig[client], torch.stack(others) if others else None))
+    if not per_round:
+        raise FedleakInputError(f"client {client} sent no update in the rounds given; pick a client that took part")
+    return torch.stack(per_round).mean(0)
