@@ -1,8 +1,8 @@
 """Run the example on Flower's simulation engine from Python (no `flwr run`, nothing downloaded):
 
-    FLWR_TELEMETRY_ENABLED=0 python examples/flower_app/run.py --clients 3 --rounds 3
+    FLWR_TELEMETRY_ENABLED=0 python examples/flower_app/run.py --clients 3 --rounds 2 --out runs/flower
 
-The audit's findings land in audit.json (see flower_app/server_app.py).
+The audit's findings land in a fedleak run folder: OUT/results.json and OUT/report.html.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ def main() -> None:
     p.add_argument("--clients", type=int, default=3)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--client-cpus", type=float, default=1.0)
-    p.add_argument("--out", default="audit.json")
+    p.add_argument("--out", default="runs/flower", help="run folder for results.json and report.html")
     a = p.parse_args()
 
     from flower_app import server_app
@@ -29,7 +29,7 @@ def main() -> None:
     from flwr.serverapp import ServerApp
     from flwr.simulation import run_simulation
 
-    run_config = {"num-server-rounds": a.rounds, "audit-out": a.out}
+    run_config = {"num-server-rounds": a.rounds, "audit-out": a.out, "num-partitions": a.clients}
     server = ServerApp()
 
     @server.main()
@@ -43,7 +43,7 @@ def main() -> None:
         num_supernodes=a.clients,
         backend_config={"client_resources": {"num_cpus": a.client_cpus, "num_gpus": 0.0}},
     )
-    print(Path(a.out).read_text())
+    print(f"wrote {Path(a.out) / 'results.json'} and {Path(a.out) / 'report.html'}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,6 @@
-"""The user's ClientApp, unchanged: the audit needs nothing from the clients."""
+"""The user's ClientApp. The audit needs nothing from the clients; the one line marked below only tells the
+server which data partition a reply comes from (Flower's node ids are random), so that the audit can score
+what it rebuilt against that partition in a simulation."""
 
 from __future__ import annotations
 
@@ -30,7 +32,8 @@ def train_fn(msg: Message, context: Context) -> Message:
     content = RecordDict(
         {
             "arrays": ArrayRecord(net.state_dict()),
-            "metrics": MetricRecord({"train_loss": loss, "num-examples": len(x)}),
+            # "partition-id": which partition this is (fedleak's WireKeys.client), for scoring in a simulation
+            "metrics": MetricRecord({"train_loss": loss, "num-examples": len(x), "partition-id": pid}),
         }
     )
     return Message(content=content, reply_to=msg)

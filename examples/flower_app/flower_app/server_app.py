@@ -1,6 +1,7 @@
-"""The user's ServerApp with its strategy wrapped by fedleak's :class:`AuditingStrategy` (the only change,
-marked below): every client reply becomes a ``ClientUpdate`` the server could attack, and the findings are
-written to ``audit.json`` when the run ends.
+"""The user's ServerApp with its strategy wrapped by fedleak's :class:`AuditingStrategy` (the change, marked
+below): every client reply becomes a ``ClientUpdate`` the server could attack with the attacks that fit it
+(FedAvg deltas: the FedAvg replay), and when the run ends the findings become a fedleak run folder
+(``results.json`` and ``report.html``), each reconstruction scored against the partition it came from.
 
 The audit reads the training hyperparameters from the train config the server sends (``lr``, ``batch-size``,
 ``local-epochs``) and the sample count from each reply's metrics (``num-examples``); if your app names them
@@ -9,36 +10,30 @@ otherwise, pass ``keys=WireKeys(...)``.
 
 from __future__ import annotations
 
-import json
-import math
-from pathlib import Path
-
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg
 
 from fedleak.data.dataset import DataSpec
 from fedleak.flower import AuditingStrategy
+from fedleak.flower.runfolder import write_flower_run
+from fedleak.results import FederationInfo
 from flower_app.task import Net, accuracy, load_data
 
 # what the server knows of the data format: 8x8 grey images in [0, 1], 10 classes (no normalisation)
 DIGITS = DataSpec("digits", "image", (1, 8, 8), 10, tuple(str(i) for i in range(10)), (0.0,), (1.0,))
 
 
-def update_norm(update) -> float:  # noqa: ANN001  (any callable on a ClientUpdate is an attack)
-    """How far this client moved the model: a cheap first look at who contributes what."""
-    return math.sqrt(sum(float(v.pow(2).sum()) for v in update.payload.values()))
-
-
 def build_strategy(fraction_train: float = 1.0, attacks: list | None = None) -> AuditingStrategy:
     inner = FedAvg(fraction_train=fraction_train, fraction_evaluate=0.0)
-    # ---- the one change: wrap the strategy -----------------------------------------------------------------
-    # "mlp" is fedleak's name for the same architecture as Net (same layers, same parameter names), so
-    # attacks that rebuild the model (e.g. "fedavg", which replays the client's local SGD) can run.
+    # ---- the change: wrap the strategy, handing over the clients' own torch model ---------------------------
+    # "auto": the attacks that fit each reply (here FedAvg deltas: the FedAvg replay of the local SGD), with a
+    # budget of 50 optimiser steps so the example runs in a minute; the replay rebuilds Net itself, so nothing
+    # needs registering with fedleak.
     return AuditingStrategy(
         inner,
-        attacks=attacks if attacks is not None else [update_norm],
-        model="mlp",
+        attacks=attacks if attacks is not None else [("auto", {"iterations": 50})],
+        model=Net(),
         data_spec=DIGITS,
     )
 
@@ -66,19 +61,23 @@ def main(grid: Grid, context: Context) -> None:
         train_config=train_config,
         evaluate_fn=evaluate,
     )
-    report = {
-        "audit": strategy.auditor.summary(),
-        "findings": [
-            {
-                "round": f.round,
-                "client": f.client,
-                "seen": f.seen,
-                "attack": f.attack,
-                "error": f.error,
-                "result": f.result if isinstance(f.result, float | int) else type(f.result).__name__,
-            }
-            for f in strategy.findings
-        ],
-        "accuracy": {str(k): float(v["accuracy"]) for k, v in result.evaluate_metrics_serverapp.items()},
-    }
-    Path(str(cfg.get("audit-out", "audit.json"))).write_text(json.dumps(report, indent=2))
+    # ---- and the findings as a fedleak run folder, scored against each simulated client's partition -------
+    parts = int(cfg.get("num-partitions", 1))
+    federation = FederationInfo(
+        name="the Flower app's federation",
+        dataset="digits (the app's own loader)",
+        model="flower_app.task.Net",
+        clients=parts,
+        rounds=rounds,
+        mode="fedavg",
+        local_epochs=1,
+        batch_size=16,
+        lr=0.1,
+    )
+    write_flower_run(
+        str(cfg.get("audit-out", "runs/flower")),
+        strategy.auditor,
+        federation,
+        accuracy={int(k): float(v["accuracy"]) for k, v in result.evaluate_metrics_serverapp.items()},
+        records_of=lambda client: load_data(client, parts),
+    )

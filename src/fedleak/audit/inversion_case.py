@@ -5,7 +5,6 @@ baseline. ``fedleak invert`` and the audit's inversion stage both call :func:`at
 
 from __future__ import annotations
 
-import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -94,18 +93,7 @@ def attack_and_score(
 
 
 def summarise(targets: Sequence[InversionTarget], seconds_total: float) -> InversionSummary:
-    psnrs = [t.psnr for t in targets]
-    labelled = [t for t in targets if t.recovered_label is not None]
-    return InversionSummary(
-        psnr_median=statistics.median(psnrs),
-        psnr_mean=statistics.fmean(psnrs),
-        ssim_mean=statistics.fmean(t.ssim for t in targets),
-        baseline_psnr_median=statistics.median(t.baseline_psnr for t in targets),
-        label_accuracy=(sum(t.label == t.recovered_label for t in labelled) / len(labelled)) if labelled else None,
-        rebuilt=sum(t.rebuilt for t in targets),
-        total=len(targets),
-        seconds_total=seconds_total,
-    )
+    return InversionSummary.of(list(targets), seconds_total)
 
 
 def realism_card(

@@ -18,11 +18,15 @@ An attack is a value: a name for :func:`fedleak.attacks.invert` (``"analytic"``,
 from __future__ import annotations
 
 import logging
+import tempfile
+import threading
 import time
 import traceback
+from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 from torch import Tensor, nn
 
@@ -30,11 +34,14 @@ from fedleak.data.dataset import DataSpec
 from fedleak.errors import FedleakInputError
 from fedleak.fl.update import ClientUpdate, ThreatModel
 from fedleak.flower.views import PayloadHow, WireKeys, build_update, resolve_how, same_arrays
+from fedleak.flower.viewstore import load_view, save_view
 
 log = logging.getLogger("fedleak.flower")
 
 AttackFn = Callable[[ClientUpdate], Any]
 AttackLike = str | tuple[str, Mapping[str, Any]] | tuple[str, AttackFn] | AttackFn
+KeepViews = Literal["disk", "memory"]
+AttackWhen = Literal["thread", "inline", "later"]
 
 
 @dataclass
@@ -50,6 +57,7 @@ class Finding:
     result: Any = None
     error: str | None = None
     seconds: float = 0.0
+    facts: dict[str, Any] = field(default_factory=dict)  # what the view held: kind, num_samples, local_steps, ...
 
     @property
     def seen(self) -> str:
@@ -76,6 +84,35 @@ def _invert(name: str, options: Mapping[str, Any]) -> AttackFn:
     return run
 
 
+AUTO = "auto"  # the inversion attacks that fit each view (exact ones first, then a replay or gradient match)
+EXACT = ("analytic", "spear")
+OPTIMISATION = {"gradient": ("idlg", "ig"), "delta": ("fedavg",)}
+
+
+def choose_attacks(update: ClientUpdate) -> list[str]:
+    """What "auto" runs on ``update``: every exact attack that fits, then the first optimisation attack that
+    fits its kind (FedAvg deltas: the FedAvg replay)."""
+    from fedleak.attacks.inversion import applicable
+
+    fits = [name for name, why in applicable(update).items() if why is None]
+    exact = [a for a in EXACT if a in fits]
+    optimise = [a for a in OPTIMISATION.get(update.kind, ()) if a in fits][:1]
+    return exact + optimise
+
+
+def _auto(options: Mapping[str, Any]) -> AttackFn:
+    def run(update: ClientUpdate) -> Any:
+        from fedleak.attacks import invert
+
+        names = choose_attacks(update)
+        if not names:
+            raise FedleakInputError("no inversion attack fits this update (see fedleak.attacks.inversion.applicable)")
+        return {name: invert(update, attack=name, **dict(options)) for name in names}
+
+    run.__name__ = AUTO
+    return run
+
+
 def resolve_attacks(attacks: Iterable[AttackLike] | Mapping[str, Any] | None) -> list[tuple[str, AttackFn]]:
     """Normalise the ``attacks=`` argument into (name, callable) pairs."""
     if attacks is None:
@@ -86,7 +123,9 @@ def resolve_attacks(attacks: Iterable[AttackLike] | Mapping[str, Any] | None) ->
         attacks = list(attacks.items())
     out: list[tuple[str, AttackFn]] = []
     for a in attacks:
-        if isinstance(a, str):
+        if a == AUTO or (isinstance(a, tuple) and len(a) == 2 and a[0] == AUTO):
+            out.append((AUTO, _auto(dict(a[1]) if isinstance(a, tuple) else {})))
+        elif isinstance(a, str):
             out.append((a, _invert(a, {})))
         elif isinstance(a, tuple) and len(a) == 2 and isinstance(a[0], str):
             name, what = a
@@ -286,18 +325,21 @@ class Auditor:
                 error = f"{type(e).__name__}: {e}"
                 log.warning("fedleak audit: attack %r failed on round %s: %s", name, view.round, error)
                 log.debug(traceback.format_exc())
-            self.findings.append(
-                Finding(
-                    round=view.round or 0,
-                    client=view.client,
-                    node_id=view.extras.get("node_id"),
-                    num_clients=view.num_clients,
-                    attack=name,
-                    result=result,
-                    error=error,
-                    seconds=time.perf_counter() - t0,
+            results = result.items() if name == AUTO and isinstance(result, dict) else [(name, result)]
+            seconds = (time.perf_counter() - t0) / max(1, len(results))
+            for attack_name, res in results:
+                self.findings.append(
+                    Finding(
+                        round=view.round or 0,
+                        client=view.client,
+                        node_id=view.extras.get("node_id"),
+                        num_clients=view.num_clients,
+                        attack=attack_name,
+                        result=res,
+                        error=error,
+                        seconds=seconds,
+                    )
                 )
-            )
 
     def summary(self) -> dict[str, Any]:
         """Plain facts for a report: rounds audited, whether each saw clients or only an aggregate,

@@ -20,7 +20,7 @@ class AuditingWrapper:
     def __init__(
         self,
         inner: Any,
-        attacks: Iterable[AttackLike] | Mapping[str, Any] | None = None,
+        attacks: Iterable[AttackLike] | Mapping[str, Any] | None = ("auto",),
         record: bool = True,
         *,
         model: nn.Module | str | None = None,

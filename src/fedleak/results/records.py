@@ -9,6 +9,7 @@ computed itself, which an honest server cannot obtain), each target ``psnr``, ``
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -92,6 +93,22 @@ class InversionSummary(Record):
     rebuilt: int
     total: int
     seconds_total: float
+
+    @classmethod
+    def of(cls, targets: list[InversionTarget], seconds_total: float) -> InversionSummary:
+        """The summary of scored targets (the one used by invert, the audit and the Flower run folder)."""
+        psnrs = [t.psnr for t in targets]
+        labelled = [t for t in targets if t.recovered_label is not None]
+        return cls(
+            psnr_median=statistics.median(psnrs),
+            psnr_mean=statistics.fmean(psnrs),
+            ssim_mean=statistics.fmean(t.ssim for t in targets),
+            baseline_psnr_median=statistics.median(t.baseline_psnr for t in targets),
+            label_accuracy=(sum(t.label == t.recovered_label for t in labelled) / len(labelled)) if labelled else None,
+            rebuilt=sum(t.rebuilt for t in targets),
+            total=len(targets),
+            seconds_total=seconds_total,
+        )
 
 
 @dataclass
