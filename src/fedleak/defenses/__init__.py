@@ -70,6 +70,8 @@ class DefensePlan:
             self.trainer.calls = int(rounds)
         if isinstance(self.aggregator, ClientDPAggregator) and clients:
             self.aggregator.population = int(clients)
+        if isinstance(self.aggregator, ClientDPAggregator) and rounds:
+            self.aggregator.planned_rounds = int(rounds)
         return self
 
     def privacy(self) -> dict[str, Any]:

@@ -83,6 +83,7 @@ class DPSGDTrainer:
     sample_rate: float | None = None
     ledger: Ledger = field(default_factory=Ledger)
     notes: list[str] = field(default_factory=list)
+    canaries: Any = None  # audit only: GradientCanaries joining the host client's per-sample gradients
 
     def __post_init__(self) -> None:
         check_accountant(self.accountant)
@@ -183,8 +184,11 @@ class DPSGDTrainer:
                     p.grad = None
                     if hasattr(p, "grad_sample"):
                         del p.grad_sample
-        out = noisy_clipped_mean(per, self.clip, z, generator)
-        self.ledger.add(fingerprint(x, y), z, q, 1)
+        unit = fingerprint(x, y)
+        hosted = self.canaries is not None and self.canaries.hosts(unit)
+        extra = self.canaries.clipped_sum(per, self.clip) if hosted else None
+        out = noisy_clipped_mean(per, self.clip, z, generator, extra=extra)
+        self.ledger.add(unit, z, q, 1)
         return out
 
     def privacy(self) -> dict[str, Any]:
@@ -210,10 +214,15 @@ class DPSGDTrainer:
 
 
 def noisy_clipped_mean(
-    per_sample: dict[str, Tensor], clip: float, noise: float, generator: torch.Generator
+    per_sample: dict[str, Tensor],
+    clip: float,
+    noise: float,
+    generator: torch.Generator,
+    extra: dict[str, Tensor] | None = None,
 ) -> dict[str, Tensor]:
     """DP-SGD's gradient: clip each sample's gradient (all parameters together) to ``clip``, sum, add
-    N(0, (noise*clip)^2) to every entry, divide by the number of samples."""
+    N(0, (noise*clip)^2) to every entry, divide by the number of samples. ``extra`` (already clipped
+    canary gradients, for an audit) joins the sum before the noise."""
     first = next(iter(per_sample.values()))
     b = first.shape[0]
     sq = sum(g.reshape(b, -1).double().pow(2).sum(1) for g in per_sample.values())
@@ -221,6 +230,8 @@ def noisy_clipped_mean(
     out = {}
     for n, g in per_sample.items():
         s = torch.einsum("b,b...->...", factor, g)
+        if extra is not None:
+            s = s + extra[n].to(s.dtype)
         eps = torch.randn(s.shape, generator=generator, dtype=s.dtype).to(s.device)
         out[n] = (s + noise * clip * eps) / max(1, b)
     return out

@@ -97,14 +97,17 @@ def _dp_sgd(plan: DefensePlan, args: list[str], kwargs: dict[str, str]) -> None:
     )
 
 
-@DEFENSES.register("client-dp", "client-level DP-FedAvg: clip each update to C, Gaussian noise Z*C on the sum")
+@DEFENSES.register(
+    "client-dp", "client-level DP-FedAvg (clip each update, noise on the sum): noise=Z,clip=C or epsilon=E,delta=D"
+)
 def _client_dp(plan: DefensePlan, args: list[str], kwargs: dict[str, str]) -> None:
     from fedleak.defenses.clientdp import ClientDPAggregator
 
-    _options("client-dp", args, kwargs, ("noise", "clip", "delta", "accountant"), 0)
+    _options("client-dp", args, kwargs, ("noise", "clip", "epsilon", "delta", "accountant"), 0)
     _only_one(plan, "aggregator", "client-dp")
     plan.aggregator = ClientDPAggregator(
-        noise=_num("client-dp", "noise", kwargs.get("noise")),
+        noise=_num("client-dp", "noise", kwargs["noise"]) if "noise" in kwargs else None,
+        target_epsilon=_num("client-dp", "epsilon", kwargs["epsilon"]) if "epsilon" in kwargs else None,
         clip=_num("client-dp", "clip", kwargs.get("clip"), default=1.0),
         delta=_num("client-dp", "delta", kwargs.get("delta"), default=1e-5),
         accountant=kwargs.get("accountant", "rdp"),
