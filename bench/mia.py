@@ -4,6 +4,11 @@ trained vectorised vs one after another (models per second, the ratio, and each 
     python bench/mia.py [--cifar PATH] [--ks 4,16,64] [--skip-attacks] [--skip-speed] [--skip-cifar]
                         [--tabular SPEC] [--tabular-seeds 0,1,2] [--skip-tabular]
                         [--art-python /tmp/artvenv/bin/python]
+                        [--rmia-choices 0,1] [--federation 0,1] [--only-federation]
+
+``--rmia-choices`` sweeps RMIA's tuning choices on the tabular protocol (the figures of the rmia module's
+docstring); ``--federation`` attacks each client of a digits federation from every round's updates beside the
+final model (the figures of ``federation_scores``); ``--only-federation`` stops after those two sections.
 
 Settings: digits/mlp (500 members, 16 references), breast-cancer/mlp (150 members) and, when the CIFAR-10
 tarball is there, CIFAR-10 with convnet (a modest member count so that it runs in minutes on 2 cores).
@@ -325,6 +330,58 @@ def federation(seeds: list[int], clients: int = 5, rounds: int = 10, held_out: i
         print(f"mean over {n} client attacks, {key}: AUC {auc / n:.3f}, TPR@1% FPR {tpr / n:.3f}")
 
 
+def rmia_choices(spec: str, seeds: list[int], members: int = 1000, population: int = 3010, held: int = 1000) -> None:
+    """The RMIA tuning choices of :mod:`fedleak.attacks.membership.rmia` on the tabular protocol: temperature,
+    gamma, z (population the references trained on vs ``held`` records none trained on), trimmed mean, offline
+    ``a``; beside LiRA online on the same target and reference models."""
+    from fedleak.attacks.membership import MembershipContext, Records, membership_scores
+    from fedleak.attacks.membership.rmia import rmia_scores, tune_offline_a
+    from fedleak.attacks.membership.signals import confidence
+    from fedleak.fl import SGDTrainer
+    from fedleak.metrics import roc_report
+
+    data = fedleak.data.load(spec)
+    ts = TrainSpec(epochs=50, batch_size=64, lr=0.1, momentum=0.9)
+    print(f"\n## RMIA choices on {_short(spec)}: mlp:128, {members} members, 16 references, {held} z none trained on")
+    for seed in seeds:
+        mem, non, pop = split_membership(data, members, seed, population)
+        trained_pop, z_out = pop.subset(range(len(pop) - held)), pop.subset(range(len(pop) - held, len(pop)))
+        torch.manual_seed(seed)
+        target = fedleak.models.build("mlp:128", data.spec, seed=seed)
+        SGDTrainer().train(target, *mem.tensors(), ts, torch.Generator().manual_seed(seed))
+        target.eval()
+        recs = Records.of(mem).cat(Records.of(non))
+        is_member = torch.arange(len(recs)) < len(mem)
+        ctx = MembershipContext(target, recs, Records.of(trained_pop), 16, "mlp:128", data.spec, ts, seed)
+        refs, in_x, in_z = ctx.reference_set(True)
+
+        def show(label: str, scores: torch.Tensor, is_member: torch.Tensor = is_member, seed: int = seed) -> None:
+            r = roc_report(scores, is_member)
+            t = r["tpr_at_fpr"]
+            print(f"seed {seed} {label:<40} AUC {r['auc']:.3f} TPR@1% {t['0.01']:.3f} TPR@0.1% {t['0.001']:.3f}")
+
+        show("lira online", membership_scores(target, None, "lira", context=ctx))
+        xo, yo = z_out.tensors()
+        logits = {
+            "pop": (ctx.target_population_logits(), ctx.reference_logits(True, "population"), trained_pop.labels, in_z),
+            "out": (ctx.query(xo), refs.logits(xo).float(), yo, torch.zeros(16, len(yo), dtype=torch.bool)),
+        }
+        tx, rx = ctx.target_logits(), ctx.reference_logits(True)
+        for temp in (1.0, 2.0, 3.0, 4.0):
+            px, qx = confidence(tx / temp, recs.y), confidence(rx / temp, recs.y)
+            for zname, (tz, rz, yz, inz) in logits.items():
+                pz, qz = confidence(tz / temp, yz), confidence(rz / temp, yz)
+                for gamma in (1.0, 2.0):
+                    for trim in (0.0, 0.1, 0.25):
+                        s = rmia_scores(px, qx, pz, qz, gamma=gamma, trim=trim)
+                        show(f"online T{temp} z={zname} gamma {gamma} trim {trim}", s)
+                if zname == "out":
+                    tuned = tune_offline_a(qx, in_x, qz, inz)
+                    for a in sorted({0.0, 0.3, 0.6, tuned}):
+                        s = rmia_scores(px, qx, pz, qz, in_x=in_x, in_z=inz, online=False, a=a, gamma=2.0)
+                        show(f"offline T{temp} z=out a {a}{' (tuned)' if a == tuned else ''}", s)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cifar", type=Path, default=DEFAULT_CIFAR)
@@ -358,12 +415,15 @@ def main() -> None:
     ap.add_argument("--skip-tabular", action="store_true")
     ap.add_argument("--federation", default="", help="seeds (e.g. 0,1): membership per client from every round")
     ap.add_argument("--only-federation", action="store_true", help="run only the federation section")
+    ap.add_argument("--rmia-choices", default="", help="seeds (e.g. 0,1): RMIA's tuning choices on --tabular")
     args = ap.parse_args()
 
+    if args.rmia_choices:
+        rmia_choices(args.tabular, [int(v) for v in args.rmia_choices.split(",")])
     if args.federation:
         federation([int(v) for v in args.federation.split(",")])
     if args.only_federation:
-        return
+        return  # (after --rmia-choices and --federation when given)
 
     if not args.skip_speed:
         for b in args.speed_batch.split(","):
