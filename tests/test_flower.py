@@ -188,8 +188,8 @@ def test_flower_dp_wrapper_outer_audit_sees_raw_updates_inner_sees_clipped(digit
     data, train, _ = digits
     model = build("mlp", data.spec, seed=0)
     clip = 0.05
-    inner = AuditingStrategy(FedAvg(), model=model)
-    outer = AuditingStrategy(DifferentialPrivacyServerSideFixedClipping(inner, 0.0, clip, 3), model=model)
+    inner = AuditingStrategy(FedAvg(), attacks=[], model=model)
+    outer = AuditingStrategy(DifferentialPrivacyServerSideFixedClipping(inner, 0.0, clip, 3), attacks=[], model=model)
     arrays, grid = ArrayRecord(model.state_dict()), FakeGrid([1, 2, 3])
     sent = outer.configure_train(1, arrays, ConfigRecord({"lr": 0.5}), grid)
     pairs = _replies(sorted(sent, key=lambda m: m.metadata.dst_node_id), model, train, epochs=2, lr=0.5)
@@ -210,7 +210,7 @@ def test_flower_legacy_secagg_results_become_one_aggregate_view(digits):
     data, train, _ = digits
     model = build("mlp", data.spec, seed=0)
     names = list(model.state_dict())
-    s = LegacyAuditingStrategy(LegacyFedAvg(), model=model, data_spec=data.spec)
+    s = LegacyAuditingStrategy(LegacyFedAvg(), attacks=[], model=model, data_spec=data.spec)
 
     class Proxy:
         def __init__(self, nid):

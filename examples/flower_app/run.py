@@ -21,6 +21,7 @@ def main() -> None:
     p.add_argument("--clients", type=int, default=3)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--client-cpus", type=float, default=1.0)
+    p.add_argument("--records-per-client", type=int, default=32)
     p.add_argument("--out", default="runs/flower", help="run folder for results.json and report.html")
     a = p.parse_args()
 
@@ -29,7 +30,12 @@ def main() -> None:
     from flwr.serverapp import ServerApp
     from flwr.simulation import run_simulation
 
-    run_config = {"num-server-rounds": a.rounds, "audit-out": a.out, "num-partitions": a.clients}
+    run_config = {
+        "num-server-rounds": a.rounds,
+        "audit-out": a.out,
+        "num-partitions": a.clients,
+        "records-per-client": a.records_per_client,
+    }
     server = ServerApp()
 
     @server.main()

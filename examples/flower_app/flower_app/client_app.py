@@ -16,8 +16,8 @@ app = ClientApp()
 def train_fn(msg: Message, context: Context) -> Message:
     pid = int(context.node_config["partition-id"])
     parts = int(context.node_config["num-partitions"])
-    x, y = load_data(pid, parts)
     config = msg.content["config"]
+    x, y = load_data(pid, parts, records=int(config.get("records-per-client", 32)))
     net = Net()
     net.load_state_dict(msg.content["arrays"].to_torch_state_dict())
     loss = train(

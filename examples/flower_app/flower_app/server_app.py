@@ -17,14 +17,15 @@ from flwr.serverapp.strategy import FedAvg
 from fedleak.data.dataset import DataSpec
 from fedleak.flower import AuditingStrategy
 from fedleak.flower.runfolder import write_flower_run
-from fedleak.results import FederationInfo
 from flower_app.task import Net, accuracy, load_data
 
 # what the server knows of the data format: 8x8 grey images in [0, 1], 10 classes (no normalisation)
 DIGITS = DataSpec("digits", "image", (1, 8, 8), 10, tuple(str(i) for i in range(10)), (0.0,), (1.0,))
 
 
-def build_strategy(fraction_train: float = 1.0, attacks: list | None = None) -> AuditingStrategy:
+def build_strategy(
+    fraction_train: float = 1.0, attacks: list | None = None, out: str = "runs/flower"
+) -> AuditingStrategy:
     inner = FedAvg(fraction_train=fraction_train, fraction_evaluate=0.0)
     # ---- the change: wrap the strategy, handing over the clients' own torch model ---------------------------
     # "auto": the attacks that fit each reply (here FedAvg deltas: the FedAvg replay of the local SGD), with a
@@ -35,6 +36,7 @@ def build_strategy(fraction_train: float = 1.0, attacks: list | None = None) -> 
         attacks=attacks if attacks is not None else [("auto", {"iterations": 50})],
         model=Net(),
         data_spec=DIGITS,
+        views_dir=f"{out}/views",  # what the server saw, as safetensors (attacks run on a worker thread)
     )
 
 
@@ -45,7 +47,8 @@ app = ServerApp()
 def main(grid: Grid, context: Context) -> None:
     cfg = context.run_config
     rounds = int(cfg.get("num-server-rounds", 3))
-    strategy = build_strategy(float(cfg.get("fraction-train", 1.0)))
+    out = str(cfg.get("audit-out", "runs/flower"))
+    strategy = build_strategy(float(cfg.get("fraction-train", 1.0)), out=out)
     x_test, y_test = load_data(0, 1, seed=1)
 
     def evaluate(rnd: int, arrays: ArrayRecord) -> MetricRecord:
@@ -53,7 +56,9 @@ def main(grid: Grid, context: Context) -> None:
         net.load_state_dict(arrays.to_torch_state_dict())
         return MetricRecord({"accuracy": accuracy(net, x_test, y_test)})
 
-    train_config = ConfigRecord({"lr": 0.1, "batch-size": 16, "local-epochs": 1})
+    train_config = ConfigRecord(
+        {"lr": 0.1, "batch-size": 16, "local-epochs": 1, "records-per-client": int(cfg.get("records-per-client", 32))}
+    )
     result = strategy.start(
         grid=grid,
         initial_arrays=ArrayRecord(Net().state_dict()),
@@ -62,22 +67,11 @@ def main(grid: Grid, context: Context) -> None:
         evaluate_fn=evaluate,
     )
     # ---- and the findings as a fedleak run folder, scored against each simulated client's partition -------
-    parts = int(cfg.get("num-partitions", 1))
-    federation = FederationInfo(
-        name="the Flower app's federation",
-        dataset="digits (the app's own loader)",
-        model="flower_app.task.Net",
-        clients=parts,
-        rounds=rounds,
-        mode="fedavg",
-        local_epochs=1,
-        batch_size=16,
-        lr=0.1,
-    )
+    parts, per_client = int(cfg.get("num-partitions", 1)), int(cfg.get("records-per-client", 32))
     write_flower_run(
-        str(cfg.get("audit-out", "runs/flower")),
+        out,
         strategy.auditor,
-        federation,
         accuracy={int(k): float(v["accuracy"]) for k, v in result.evaluate_metrics_serverapp.items()},
-        records_of=lambda client: load_data(client, parts),
+        records_of=lambda partition: load_data(partition, parts, records=per_client),
+        app={"model": "flower_app.task.Net", "strategy": "FedAvg", "clients": parts, "rounds": rounds},
     )

@@ -20,11 +20,13 @@ class Net(nn.Module):
         return self.net(x)
 
 
-def load_data(partition_id: int, num_partitions: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """This client's share of the digits: pixels in [0, 1], shape (n, 1, 8, 8)."""
+def load_data(
+    partition_id: int, num_partitions: int, seed: int = 0, records: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """This client's share of the digits (its first ``records`` when given): pixels in [0, 1], (n, 1, 8, 8)."""
     x, y = load_digits(return_X_y=True)
     order = np.random.default_rng(seed).permutation(len(x))
-    mine = np.array_split(order, num_partitions)[partition_id]
+    mine = np.array_split(order, num_partitions)[partition_id][:records]
     pixels = torch.tensor(x[mine] / 16.0, dtype=torch.float32).view(-1, 1, 8, 8)
     return pixels, torch.tensor(y[mine], dtype=torch.long)
 

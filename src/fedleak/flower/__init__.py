@@ -7,6 +7,9 @@ package imports without it, and the names that need it load it on first use.
   :class:`~fedleak.fl.ClientUpdate` view, attacks run on it, :class:`Finding` records collect.
 - :func:`run_flower_federation`: ``fedleak.fl.Federation``'s setup as Flower ClientApps/ServerApp on the
   simulation engine (``audit`` calls it for ``engine = "flower"``).
+- :data:`leakage_guard` / :class:`LeakageGuard`: a client mod that checks the received model for malicious
+  constructions and the client's own update for exact exposure before it is sent (warn, clip or refuse).
+- :func:`write_flower_run`: an audited run as a fedleak run folder (results.json, report.html).
 - :func:`train_references_on_ray`: membership-inference reference models, K split in chunks, one Ray task
   each.
 
@@ -34,6 +37,9 @@ _LAZY = {
     "message_client_app": "fedleak.flower.apps",
     "legacy_client_app": "fedleak.flower.apps",
     "train_references_on_ray": "fedleak.flower.ray_backend",
+    "leakage_guard": "fedleak.flower.guard",
+    "LeakageGuard": "fedleak.flower.guard",
+    "write_flower_run": "fedleak.flower.runfolder",
     "ray_reference_trainer": "fedleak.flower.ray_backend",
 }
 

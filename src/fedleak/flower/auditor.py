@@ -19,11 +19,10 @@ from __future__ import annotations
 
 import logging
 import tempfile
-import threading
 import time
 import traceback
-from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -149,6 +148,12 @@ class Auditor:
     arrays). ``record``: keep every view in :attr:`views` (memory grows with rounds x clients). ``select``:
     which views to attack (default all). ``secure_aggregation``: None detects it (identical arrays in every
     reply), True/False asserts it. ``client_ids``: node id -> client index, when the server knows it.
+    ``keep_views``: "disk" (default) writes each view to ``views_dir`` as safetensors (a temporary folder when
+    None) and reads it back on demand; "memory" keeps the tensors in :attr:`views`. ``attack_in``: "thread"
+    (default) runs the attacks on one worker thread, off the round's critical path (call :meth:`finish` before
+    reading the findings); "inline" runs them inside ``aggregate_train``; "later" runs none during the run (the
+    views stay on disk for ``fedleak audit-flower``). :attr:`timing` holds, per round, the seconds the audit
+    added to the round's critical path and the round's own wall time (``configure_train`` to the replies seen).
     """
 
     def __init__(
@@ -166,8 +171,25 @@ class Auditor:
         data_spec: DataSpec | None = None,
         secure_aggregation: bool | None = None,
         client_ids: Mapping[int, int] | None = None,
+        keep_views: KeepViews = "disk",
+        views_dir: str | Path | None = None,
+        attack_in: AttackWhen = "thread",
     ) -> None:
         resolve_how(payload, {})  # validate early
+        if keep_views not in ("disk", "memory"):
+            raise FedleakInputError(f"keep_views={keep_views!r}: choose 'disk' or 'memory'")
+        if attack_in not in ("thread", "inline", "later"):
+            raise FedleakInputError(f"attack_in={attack_in!r}: choose 'thread', 'inline' or 'later'")
+        if attack_in == "later" and (not record or keep_views != "disk"):
+            raise FedleakInputError("attack_in='later' attacks the saved views: keep record=True, keep_views='disk'")
+        self.keep_views, self.attack_in = keep_views, attack_in
+        self.views_dir = Path(views_dir) if views_dir is not None else None
+        self.view_files: list[Path] = []
+        self._memory_views: list[ClientUpdate] = []
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: list[Future] = []
+        self.timing: dict[int, dict[str, float]] = {}
+        self._round_start: dict[int, float] = {}
         self.model, self.names = model, list(names or [])
         self.state_names = list(state_names) if state_names is not None else None
         self.attacks = resolve_attacks(attacks)
@@ -181,7 +203,6 @@ class Auditor:
         self.secure_aggregation = secure_aggregation
         self.client_ids: dict[int, int] = dict(client_ids or {})
         self.sent: dict[int, dict[int | None, tuple[dict[str, Tensor], dict[str, Any]]]] = {}
-        self.views: list[ClientUpdate] = []
         self.findings: list[Finding] = []
         self.errors: list[str] = []  # what kept the audit (not the training) from seeing a round
         self.seen: dict[int, dict[str, Any]] = {}  # per round: what the server saw (clients or an aggregate)
@@ -211,6 +232,7 @@ class Auditor:
 
     def begin_round(self, rnd: int, sent: Mapping[int | None, tuple[dict[str, Tensor], Mapping[str, Any]]]) -> None:
         """Remember what the server sent each node this round: (global state, train config)."""
+        self._round_start[rnd] = time.perf_counter()
         self.sent[rnd] = {nid: (state, dict(cfg)) for nid, (state, cfg) in sent.items()}
 
     def _sent_for(self, rnd: int, node_id: int | None) -> tuple[dict[str, Tensor], dict[str, Any]]:
@@ -236,6 +258,7 @@ class Auditor:
     def observe(self, rnd: int, replies: Sequence[Reply]) -> list[ClientUpdate]:
         """Build the views of this round's replies, attack them, store findings; never raises for an
         attack."""
+        t0 = time.perf_counter()
         replies = [r for r in replies if r.arrays]
         if not replies:
             return []
@@ -257,13 +280,60 @@ class Auditor:
             "secure_aggregation": bool(aggregated),
             "num_clients": len(replies),
             "clients": [None] if aggregated else [v.client for v in views],
+            "node_ids": [r.node_id for r in replies],
         }
-        if self.record:
-            self.views.extend(views)
         for v in views:
+            if self.record:
+                self._keep(v)
+            if self.attack_in != "later" and (self.select is None or self.select(v)):
+                if self.attack_in == "inline":
+                    self._attack(v)
+                else:
+                    if self._pool is None:
+                        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fedleak-audit")
+                    self._pending.append(self._pool.submit(self._attack, v))
+        t1 = time.perf_counter()
+        self.timing[rnd] = {
+            "audit_seconds_on_path": t1 - t0,
+            "round_seconds": t1 - self._round_start.get(rnd, t0),
+        }
+        return views
+
+    # ---- the views the server kept -------------------------------------------------------------------------
+
+    def _keep(self, view: ClientUpdate) -> None:
+        if self.keep_views == "memory":
+            self._memory_views.append(view)
+            return
+        if self.views_dir is None:
+            self.views_dir = Path(tempfile.mkdtemp(prefix="fedleak-views-"))
+        who = "agg" if view.client is None else f"c{view.client}"
+        path = self.views_dir / f"view_r{view.round}_{who}_{len(self.view_files)}.safetensors"
+        self.view_files.append(save_view(view, path))
+
+    @property
+    def views(self) -> list[ClientUpdate]:
+        """Every view kept (read back from disk when they went there)."""
+        if self.keep_views == "memory":
+            return list(self._memory_views)
+        return [load_view(p) for p in self.view_files]
+
+    def finish(self) -> list[Finding]:
+        """Wait for the attacks still running on the worker thread; returns the findings."""
+        for f in self._pending:
+            f.result()
+        self._pending.clear()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        return self.findings
+
+    def attack_saved(self, views: Iterable[ClientUpdate] | None = None) -> list[Finding]:
+        """Run the attacks now on ``views`` (default: the views kept on disk), in this thread."""
+        for v in self.views if views is None else views:
             if self.select is None or self.select(v):
                 self._attack(v)
-        return views
+        return self.findings
 
     def _names(self, arrays: Mapping[str, Tensor]) -> list[str]:
         return self.names or [k for k, v in arrays.items() if v.is_floating_point()]
@@ -327,6 +397,8 @@ class Auditor:
                 log.debug(traceback.format_exc())
             results = result.items() if name == AUTO and isinstance(result, dict) else [(name, result)]
             seconds = (time.perf_counter() - t0) / max(1, len(results))
+            facts = {k: getattr(view, k) for k in ("kind", "num_samples", "local_steps", "local_lr", "batch_size")}
+            facts["train_mode"] = view.train_mode
             for attack_name, res in results:
                 self.findings.append(
                     Finding(
@@ -338,6 +410,7 @@ class Auditor:
                         result=res,
                         error=error,
                         seconds=seconds,
+                        facts=facts,
                     )
                 )
 

@@ -201,7 +201,11 @@ def run_flower_federation(
         transforms=tuple(transforms),
         send_labels=threat.labels and not secagg,
     )
-    auditor = Auditor.for_model(model, train.spec, attacks=attacks, record=True, threat=threat)
+    # fedleak's own federation reads each round's views back at once and its findings after the run: in memory,
+    # attacked inline (the audit pipeline times the attacks itself)
+    auditor = Auditor.for_model(
+        model, train.spec, attacks=attacks, record=True, threat=threat, keep_views="memory", attack_in="inline"
+    )
     recorder = _Recorder(model, test, auditor)
     ray = ray or RayOptions()
     level = _quiet_flower(verbose)

@@ -1,167 +1,160 @@
-"""A Flower run, audited, as a fedleak run folder: ``results.json`` in the audit's schema (one federation: the
-app's; one scenario per defense the app ran, here its own setup) and ``report.html``. Every reconstruction an
-attack returned is scored against the records of the client that sent the update, when the caller can hand
-them over (a simulation knows each partition), and shown as a picture either way.
+"""An audited Flower run as a fedleak run folder: ``results.json`` (kind ``flower-audit``: per round what the
+server saw and which node was which partition; per round, client and attack what was rebuilt, scored against the
+client's records when the app hands them over, as in a simulation), one PNG per reconstruction, and a standalone
+``report.html``.
 
-    write_flower_run("runs/flower", strategy.auditor, federation, records_of=lambda client: (x, y))
+    write_flower_run("runs/flower", strategy.auditor, records_of=lambda partition: load_data(partition, 3))
 """
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
-import torch
 from torch import Tensor
 
 from fedleak import __version__
-from fedleak.fl.update import ClientUpdate
+from fedleak.data.dataset import DataSpec
+from fedleak.errors import FedleakInputError
 from fedleak.flower.auditor import Auditor, Finding
+from fedleak.flower.report_html import image_grid_png, render
 from fedleak.metrics.image import image_scores, is_rebuilt, trivial_baselines
-from fedleak.report.figures import save_reconstruction_png
-from fedleak.results import (
-    AuditResults,
-    FederationInfo,
-    InversionEntry,
-    InversionSummary,
-    InversionTarget,
-    Realism,
-    RoundRecord,
-    Scenario,
-    Setup,
-    Training,
-)
-from fedleak.runio import atomic_write_json
+from fedleak.runio import atomic_write_bytes, atomic_write_json
 
-RecordsOf = Callable[[int], tuple[Tensor, Tensor]]  # client -> (inputs as the model sees them, labels)
+KIND, SCHEMA_VERSION = "flower-audit", 1
+SHOWN = 32  # records pictured per entry
+RecordsOf = Callable[[int], tuple[Tensor, Tensor]]  # partition -> (inputs as the model sees them, labels)
 
 
-def _realism(view: ClientUpdate | None, finding: Finding, auditor: Auditor) -> Realism:
-    granted = [
-        g for g in ("num_samples", "local_steps", "local_lr", "batch_size", "labels") if getattr(auditor.threat, g)
-    ]
-    return Realism(
-        update="sent",
-        received=view.kind if view is not None else "delta",
-        records_per_update=view.num_samples if view is not None else None,
-        local_steps=view.local_steps if view is not None else None,
-        local_epochs=None,
-        local_batch_size=view.batch_size if view is not None else None,
-        num_clients=finding.num_clients,
-        granted=granted,
-        model_mode="train" if view is None or view.train_mode else "eval",
-        bn_prior=None,
-        beyond_server=[],
-    )
+def _median(xs: list[float]) -> float | None:
+    return float(statistics.median(xs)) if xs else None
 
 
-def _view_of(auditor: Auditor, f: Finding) -> ClientUpdate | None:
-    return next((v for v in auditor.views if v.round == f.round and v.client == f.client), None)
+def _score(f: Finding, x: Tensor, y: Tensor, spec: DataSpec) -> tuple[list[dict[str, Any]], Tensor, Tensor]:
+    recon = f.result.pixels.detach().cpu().float()
+    truth = spec.denormalize(x.float()).clamp(0, 1) if spec.modality == "image" else x.float()
+    if recon.shape[1:] != truth.shape[1:]:
+        raise FedleakInputError(
+            f"records_of({f.client}) gives records of shape {tuple(truth.shape[1:])}, the reconstruction has "
+            f"{tuple(recon.shape[1:])}; hand over the records as the model sees them"
+        )
+    sc = image_scores(recon, truth)
+    base = trivial_baselines(truth)
+    targets = []
+    for j in range(len(truth)):
+        p, s, b = float(sc["psnr"][j]), float(sc["ssim"][j]), float(base[j])
+        targets.append(
+            {"index": j, "label": int(y[j]), "psnr": p, "ssim": s, "baseline_psnr": b, "rebuilt": is_rebuilt(p, s, b)}
+        )
+    return targets, truth, recon[sc["perm"]]
+
+
+def _summary(targets: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
+    return {
+        "targets": len(targets),
+        "rebuilt": sum(t["rebuilt"] for t in targets),
+        "psnr_median": _median([t["psnr"] for t in targets]),
+        "ssim_median": _median([t["ssim"] for t in targets]),
+        "baseline_psnr_median": _median([t["baseline_psnr"] for t in targets]),
+        "seconds": seconds,
+    }
+
+
+def _rounds(auditor: Auditor, accuracy: Mapping[int, float]) -> list[dict[str, Any]]:
+    partition_of = {}
+    for f in auditor.findings:
+        partition_of[(f.round, f.node_id)] = f.client
+    out = []
+    for rnd in sorted(set(auditor.seen) | set(accuracy)):
+        seen = auditor.seen.get(rnd, {})
+        timing = auditor.timing.get(rnd, {})
+        nodes = seen.get("node_ids", [])
+        clients = [{"node_id": n, "partition": c} for n, c in zip(nodes, seen.get("clients", []), strict=False)]
+        out.append(
+            {
+                "round": rnd,
+                "seen": "aggregate" if seen.get("secure_aggregation") else "each client's update",
+                "num_clients": seen.get("num_clients"),
+                "clients": clients,
+                "test_accuracy": accuracy.get(rnd),
+                "round_seconds": timing.get("round_seconds"),
+                "audit_seconds_on_path": timing.get("audit_seconds_on_path"),
+            }
+        )
+    return out
 
 
 def write_flower_run(
     out: str | Path,
     auditor: Auditor,
-    federation: FederationInfo,
     *,
     accuracy: Mapping[int, float] | None = None,
     records_of: RecordsOf | None = None,
     seed: int = 0,
-    report: bool = True,
-) -> AuditResults:
-    """Write ``out/results.json`` (and ``out/report.html``) for an audited Flower run."""
+    app: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Write ``out/results.json`` (kind ``flower-audit``), one PNG per reconstruction and ``out/report.html``;
+    waits for attacks still running. ``records_of(partition)`` hands over that client's records (a simulation
+    knows them) so each reconstruction is scored; without it the pictures show the reconstructions alone."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    findings = auditor.finish()
     spec = auditor.data_spec
-    entries: list[InversionEntry] = []
-    for i, f in enumerate(auditor.findings):
-        rec = f.result
-        if not hasattr(rec, "pixels"):
-            continue  # not a reconstruction (a number, or an error, listed in the notes below)
-        view = _view_of(auditor, f)
-        recon = rec.pixels.detach().cpu().float()
-        targets: list[InversionTarget] = []
+    entries: list[dict[str, Any]] = []
+    images: dict[str, bytes] = {}
+    notes = [f"round {f.round}, client {f.client}: {f.attack} failed ({f.error})" for f in findings if f.error]
+    records_cache: dict[int, tuple[Tensor, Tensor]] = {}
+    for i, f in enumerate(findings):
+        if not hasattr(f.result, "pixels"):
+            if f.error is None:
+                notes.append(f"round {f.round}, client {f.client}: {f.attack} gave {f.result!r}")
+            continue
+        entry: dict[str, Any] = {
+            "update": "sent",
+            "round": f.round,
+            "client": f.client,
+            "node_id": f.node_id,
+            "seen": f.seen,
+            "attack": f.attack,
+            "received": f.facts.get("kind", "update"),
+            "records_in_update": f.facts.get("num_samples"),
+            "local_steps": f.facts.get("local_steps"),
+            "targets": [],
+            "summary": None,
+        }
+        recon = f.result.pixels.detach().cpu().float()
         truth = None
         if records_of is not None and f.client is not None and spec is not None:
-            x, y = records_of(f.client)
-            truth = spec.denormalize(x.float()).clamp(0, 1) if spec.modality == "image" else x.float()
-            sc = image_scores(recon, truth)
-            base = trivial_baselines(truth)
-            for j in range(len(truth)):
-                p, s = float(sc["psnr"][j]), float(sc["ssim"][j])
-                targets.append(
-                    InversionTarget(
-                        index=j,
-                        label=int(y[j]),
-                        recovered_label=None,
-                        psnr=p,
-                        ssim=s,
-                        mse=float(sc["mse"][j]),
-                        baseline_psnr=float(base[j]),
-                        rebuilt=is_rebuilt(p, s, float(base[j])),
-                        seconds=f.seconds / max(1, len(truth)),
-                        client=f.client,
-                    )
-                )
-            recon = recon[sc["perm"]]
-        image = f"flower_r{f.round}_c{f.client}_{f.attack}_{i}.png"
-        shown = min(len(recon), 32)
-        save_reconstruction_png(
-            out / image,
-            (truth if truth is not None else torch.full_like(recon, 0.5))[:shown].numpy(),
-            recon[:shown].numpy(),
-            [t.psnr for t in targets[:shown]] if targets else [float("nan")] * shown,
-            rebuilt=[t.rebuilt for t in targets[:shown]] if targets else None,
-        )
-        summary = InversionSummary.of(targets, f.seconds) if targets else None
-        entries.append(
-            InversionEntry(
-                update="sent",
-                attack=f.attack,
-                round=f.round,
-                federation=federation.name,
-                clients=[f.client] if f.client is not None else [],
-                realism=_realism(view, f, auditor),
-                targets=targets,
-                summary=summary,
-                image=image,
-                note=None if targets else "not scored: the caller did not hand over this client's records",
+            if f.client not in records_cache:
+                records_cache[f.client] = records_of(f.client)
+            targets, truth, recon = _score(f, *records_cache[f.client], spec)
+            entry["targets"], entry["summary"] = targets, _summary(targets, f.seconds)
+        else:
+            entry["note"] = (
+                "not scored: an aggregate of several clients"
+                if f.client is None
+                else "not scored: the app did not hand over this client's records"
             )
-        )
-    notes = [f"round {f.round}, client {f.client}: {f.attack} failed ({f.error})" for f in auditor.findings if f.error]
-    acc = dict(accuracy or {})
-    rounds = [RoundRecord(round=int(r), test_accuracy=float(a)) for r, a in sorted(acc.items())]
-    final = rounds[-1].test_accuracy if rounds else None
-    info = federation.replace(test_accuracy=final)
-    results = AuditResults(
-        seed=seed,
-        fedleak_version=__version__,
-        scenarios=[
-            Scenario(
-                defense="none",
-                training=Training(federation=info, rounds=rounds, final_test_accuracy=final),
-                inversion=entries,
-                skipped=notes,
-            )
-        ],
-        setup=Setup(
-            engine="flower",
-            federations=[info],
-            defenses=[],
-            threat_model={
-                "server": "honest-but-curious",
-                "grants": _realism(None, Finding(0, None, None, 1, ""), auditor).granted,
-            },
-            seed=seed,
-        ),
-        config={"flower": auditor.summary()},
-    )
-    from fedleak.report.verdict import audit_verdict
-
-    results.verdict = audit_verdict(results)
-    atomic_write_json(out / "results.json", results.to_dict())
-    if report:
-        from fedleak.report import build_report
-
-        build_report(out)
+        if recon.dim() == 4:
+            name = f"r{f.round}_c{f.client}_{f.attack}_{i}.png"
+            png = image_grid_png(None if truth is None else truth[:SHOWN].numpy(), recon[:SHOWN].numpy())
+            atomic_write_bytes(out / name, png)
+            entry["image"], images[name] = name, png
+        entries.append(entry)
+    results = {
+        "kind": KIND,
+        "schema_version": SCHEMA_VERSION,
+        "fedleak_version": __version__,
+        "seed": seed,
+        "app": dict(app or {}),
+        "audit": {**auditor.summary(), "attack_in": auditor.attack_in, "keep_views": auditor.keep_views},
+        "views_dir": str(auditor.views_dir) if auditor.views_dir is not None else None,
+        "rounds": _rounds(auditor, dict(accuracy or {})),
+        "inversion": entries,
+        "notes": notes,
+    }
+    atomic_write_json(out / "results.json", results)
+    atomic_write_bytes(out / "report.html", render(results, images).encode())
     return results

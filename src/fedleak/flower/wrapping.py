@@ -4,13 +4,14 @@ forwarding unknown attributes to the wrapped strategy, and exposing the findings
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 from torch import nn
 
 from fedleak.data.dataset import DataSpec
 from fedleak.fl.update import ClientUpdate, ThreatModel
-from fedleak.flower.auditor import AttackLike, Auditor, Finding
+from fedleak.flower.auditor import AttackLike, AttackWhen, Auditor, Finding, KeepViews
 from fedleak.flower.views import PayloadHow, WireKeys
 
 
@@ -32,6 +33,9 @@ class AuditingWrapper:
         secure_aggregation: bool | None = None,
         client_ids: Mapping[int, int] | None = None,
         auditor: Auditor | None = None,
+        keep_views: KeepViews = "disk",
+        views_dir: str | Path | None = None,
+        attack_in: AttackWhen = "thread",
     ) -> None:
         self.inner = inner
         self.auditor = auditor or Auditor.for_model(
@@ -45,6 +49,9 @@ class AuditingWrapper:
             keys=keys,
             secure_aggregation=secure_aggregation,
             client_ids=client_ids,
+            keep_views=keep_views,
+            views_dir=views_dir,
+            attack_in=attack_in,
         )
 
     def __getattr__(self, name: str) -> Any:
@@ -58,7 +65,8 @@ class AuditingWrapper:
 
     @property
     def findings(self) -> list[Finding]:
-        return self.auditor.findings
+        """Every finding so far, once the attacks still running on the worker thread are done."""
+        return self.auditor.finish()
 
     @property
     def views(self) -> list[ClientUpdate]:
