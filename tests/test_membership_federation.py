@@ -78,3 +78,16 @@ def test_strongest_attack_falls_back_when_a_rate_is_not_resolvable():
     # at 0.1% one attack is not resolvable: compare at 1% instead, where b is stronger despite its lower AUC
     assert strongest_attack({"a": rep(0.9, 0.2, 0.3), "b": rep(0.8, None, 0.4)}) == "b"
     assert strongest_attack({"a": rep(0.9, 0.2, 0.3), "b": rep(0.8, 0.1, 0.4)}) == "a"
+
+
+def test_run_mia_lists_exposed_members_by_dataset_index():
+    from fedleak.audit.mia import run_mia, split_membership
+
+    r = run_mia(dataset="digits", model="mlp:32", attack="loss", members=150, epochs=30, echo=lambda line: None)
+    mem, _, _ = split_membership(fedleak.data.load("digits"), 150, 0)
+    members = dict(zip(mem.indices.tolist(), mem.labels.tolist(), strict=True))
+    thr = r["exposed_threshold"]
+    assert thr["fpr"] == 0.01 and thr["attack"] == "loss"  # 150 non-members resolve 1% (not 0.1%)
+    assert r["exposed"], "a target fitted 30 epochs on 150 records exposes some members at 1% FPR"
+    for rec in r["exposed"]:
+        assert members[rec["index"]] == rec["label"] and rec["score"] > thr["score"]
