@@ -14,7 +14,7 @@ def register(app: typer.Typer) -> None:
         model: str = typer.Option("mlp", help="model spec: mlp[:H1,H2], lenet, convnet[:W], resnet20"),
         attack: str = typer.Option(
             "all",
-            help="loss|confidence|entropy|mentropy (+ -class)|shokri|lira|lira-offline|rmia|rmia-offline|all",
+            help="loss|confidence|entropy|mentropy (+ -class)|shokri|lira|lira-offline|rmia|rmia-offline|quantile|all",
         ),
         members: int = typer.Option(500, help="M records train the target; M more are held-out non-members"),
         population: int = typer.Option(0, help="cap the attacker's population records (0: all the rest)"),
@@ -36,10 +36,13 @@ def register(app: typer.Typer) -> None:
         from fedleak.audit.mia import run_mia
         from fedleak.cli.common import out_dir, say
         from fedleak.errors import FedleakInputError
+        from fedleak.progress import is_terminal, progress_bar
 
         out_dir(out)
         if backend not in ("local", "ray"):
             raise FedleakInputError(f"--backend {backend!r}: choose local or ray")
+        if not 0 <= momentum < 1:
+            raise FedleakInputError(f"--momentum {momentum}: SGD momentum lies in [0, 1), e.g. 0.9 (0: none)")
         if ray_address and backend != "ray":
             raise FedleakInputError("--ray-address needs --backend ray")
         trainer = None
@@ -47,23 +50,25 @@ def register(app: typer.Typer) -> None:
             from fedleak.flower import ray_reference_trainer
 
             trainer = ray_reference_trainer(address=ray_address)
-        run_mia(
-            dataset=dataset,
-            model=model,
-            attack=attack,
-            members=members,
-            population=population,
-            references=references,
-            shadow_data=shadow_data,
-            epochs=epochs,
-            lr=lr,
-            momentum=momentum,
-            batch_size=batch_size,
-            defense=defense,
-            vectorised=not sequential,
-            seed=seed,
-            device=device,
-            out=out,
-            echo=say,
-            reference_trainer=trainer,
-        )
+        with progress_bar("reference models") as report:  # a bar with ETA on a terminal, plain lines in pipes
+            run_mia(
+                dataset=dataset,
+                model=model,
+                attack=attack,
+                members=members,
+                population=population,
+                references=references,
+                shadow_data=shadow_data,
+                epochs=epochs,
+                lr=lr,
+                momentum=momentum,
+                batch_size=batch_size,
+                defense=defense,
+                vectorised=not sequential,
+                seed=seed,
+                device=device,
+                out=out,
+                echo=say,
+                reference_trainer=trainer,
+                on_progress=report if is_terminal() else None,
+            )
