@@ -29,6 +29,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDic
 from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping, FedAvg  # noqa: E402
 
 from fedleak.flower import AuditingStrategy, LegacyAuditingStrategy  # noqa: E402
+from fedleak.flower.auditor import Auditor, Reply  # noqa: E402
 
 RAY_CPUS = 2
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "flower_app"
@@ -128,6 +129,44 @@ def _norm(payload):
 
 
 # --- the wrappers, driven by hand-made messages (no Ray) ----------------------------------------------------
+
+
+def _one_record_round(model, data, aud, pairs):
+    """Round 1: each (node, record) pair sends a FedSGD step on that one record; partition id = record index."""
+    state = _state(model)
+    cfg = {"lr": 0.1, "batch-size": 1, "local-epochs": 1, "mode": "fedsgd"}
+    aud.begin_round(1, {nid: (state, cfg) for nid, _ in pairs})
+    replies = []
+    for nid, idx in pairs:
+        u = client_update(model, data.subset([idx]), local_epochs=1, batch_size=1, lr=0.1)
+        new = {k: v + u.payload[k] if k in u.payload else v for k, v in u.global_state.items()}
+        replies.append(Reply(nid, new, {"num-examples": 1, "partition-id": idx}))
+    aud.observe(1, replies)
+
+
+def test_flower_views_on_disk_attacked_after_the_run_equal_a_thread_audit(digits, tmp_path):
+    """attack_in='later' keeps only the views (safetensors) during the run; audit_saved_views (fedleak
+    audit-flower) attacks them afterwards, scored against each partition: the analytic read-out of a one-record
+    FedSGD step is the record (> 100 dB), and the worker-thread audit of the same replies finds the same."""
+    from fedleak.flower.saved import audit_saved_views
+
+    data, _, _ = digits
+    model = build("mlp", data.spec, seed=0)
+    pairs = [(7, 3), (8, 9)]
+    later = Auditor.for_model(model, data.spec, attacks=["analytic"], attack_in="later", views_dir=tmp_path / "views")
+    _one_record_round(model, data, later, pairs)
+    assert later.findings == [] and len(later.view_files) == 2  # nothing attacked during the run
+    res = audit_saved_views(tmp_path, attacks=["analytic"], records_of=lambda p: (data.inputs([p]), data.labels[[p]]))
+    got = {e["client"]: e["targets"][0] for e in res["inversion"]}
+    assert set(got) == {3, 9} and all(t["psnr"] > 100 and t["rebuilt"] for t in got.values())
+    assert {c["node_id"]: c["partition"] for c in res["rounds"][0]["clients"]} == dict(pairs)
+    threaded = Auditor.for_model(model, data.spec, attacks=["analytic"], keep_views="memory")
+    _one_record_round(model, data, threaded, pairs)
+    found = {f.client: f.result.pixels for f in threaded.finish()}
+    assert set(found) == {3, 9}
+    for c in (3, 9):
+        assert psnr(found[c].clamp(0, 1), data.pixels([c])).item() > 100
+    assert (tmp_path / "report.html").read_text().count("data:image/png") == 2
 
 
 def test_flower_wrapper_passes_everything_through_and_sees_each_client(digits, task_identity):
@@ -400,21 +439,25 @@ def test_flower_ray_reference_models_give_the_same_auc_as_in_process(digits, ray
 
 
 def test_flower_ray_example_app_audits_an_unchanged_user_clientapp(ray_session, tmp_path, monkeypatch):
-    """examples/flower_app: the user's ClientApp (plain torch, no fedleak) under Flower's FedAvg wrapped by
-    the auditing strategy. The server sees each client's own update every round; training goes on as usual."""
+    """examples/flower_app: the user's ClientApp (plain torch, its own nn.Module, no fedleak) under Flower's FedAvg
+    wrapped by the auditing strategy. Each round the server sees each partition's own update (node ids mapped to
+    partitions), the FedAvg replay runs on every one of them and is scored against that partition's records; the
+    views are on disk; training goes on as usual."""
     from flwr.serverapp import ServerApp
     from flwr.simulation import run_simulation
+
+    from fedleak.flower.viewstore import load_view
 
     monkeypatch.syspath_prepend(str(EXAMPLE))
     from flower_app import server_app
     from flower_app.client_app import app as client_app
 
-    out = tmp_path / "audit.json"
+    out = tmp_path / "run"
     server = ServerApp()
 
     @server.main()
     def main(grid, context):
-        context.run_config.update({"num-server-rounds": 2, "audit-out": str(out)})
+        context.run_config.update({"num-server-rounds": 2, "audit-out": str(out), "num-partitions": 3})
         server_app.main(grid, context)
 
     run_simulation(
@@ -423,9 +466,25 @@ def test_flower_ray_example_app_audits_an_unchanged_user_clientapp(ray_session, 
         num_supernodes=3,
         backend_config={"client_resources": {"num_cpus": RAY_CPUS, "num_gpus": 0.0}},
     )
-    report = json.loads(out.read_text())
-    assert report["audit"]["secure_aggregation"] is False and report["audit"]["errors"] == 0
-    per_round = {r: {f["client"] for f in report["findings"] if f["round"] == r} for r in (1, 2)}
-    assert all(len(c) == 3 for c in per_round.values()) and per_round[1] == per_round[2]
-    assert all(f["seen"] == "client" and f["result"] > 0 for f in report["findings"])
-    assert report["accuracy"]["2"] > 0.6  # the wrapped server still trains the model
+    res = json.loads((out / "results.json").read_text())
+    assert res["kind"] == "flower-audit" and res["schema_version"] == 1 and res["notes"] == []
+    rounds = {r["round"]: r for r in res["rounds"]}
+    for rnd in (1, 2):
+        assert sorted(c["partition"] for c in rounds[rnd]["clients"]) == [0, 1, 2]
+        assert len({c["node_id"] for c in rounds[rnd]["clients"]}) == 3
+    assert rounds[2]["test_accuracy"] > rounds[0]["test_accuracy"]  # the wrapped server still trains the model
+    inv = res["inversion"]
+    assert sorted((e["round"], e["client"]) for e in inv) == [(r, c) for r in (1, 2) for c in range(3)]
+    for e in inv:
+        assert e["update"] == "sent" and e["attack"] == "fedavg" and len(e["targets"]) == 32
+        t = e["targets"][0]
+        assert {"index", "psnr", "ssim", "baseline_psnr", "rebuilt"} <= set(t)
+        assert all(math.isfinite(t["psnr"]) for t in e["targets"])
+        assert e["summary"]["rebuilt"] == sum(t["rebuilt"] for t in e["targets"])
+        assert (out / e["image"]).stat().st_size > 0
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == len(inv)
+    views = sorted((out / "views").glob("*.safetensors"))
+    assert len(views) == 6
+    v = load_view(views[0])
+    assert v.kind == "delta" and v.num_samples == 32 and v.round in (1, 2)

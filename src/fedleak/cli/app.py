@@ -39,7 +39,7 @@ def _root(
 
 
 # one module per command; each defines register(app)
-COMMANDS = ("datasets", "train", "audit", "report", "sweep", "invert", "mia", "audit_dp")
+COMMANDS = ("datasets", "train", "audit", "report", "sweep", "invert", "mia", "audit_dp", "audit_flower")
 
 for _name in COMMANDS:
     importlib.import_module(f"fedleak.cli.cmd_{_name}").register(app)
