@@ -30,9 +30,14 @@ from fedleak.metrics.roc import auc, tpr_at_fpr
 def test_roc_exact_values_and_ties():
     r = roc_report([0.9, 0.8, 0.7, 0.1], [True, False, True, False])
     assert r["auc"] == 0.75
-    assert r["tpr_at_fpr"] == {"0.001": 0.5, "0.01": 0.5, "0.1": 0.5}
+    # two non-members resolve no FPR level of 10% or below: not resolvable, never a number
+    assert r["tpr_at_fpr"] == {"0.001": None, "0.01": None, "0.1": None}
     assert r["balanced_accuracy"] == 0.75
-    const = roc_report(np.zeros(10), np.arange(10) < 5)
+    # ten non-members resolve 10% (one non-member above the threshold): 0.85 is that one, all three members beat
+    # the next (0.6); at 1% and 0.1% they do not resolve
+    ten = roc_report([0.9, 0.8, 0.7] + [0.85, 0.6] + [0.1] * 8, [True] * 3 + [False] * 10)
+    assert ten["tpr_at_fpr"] == {"0.001": None, "0.01": None, "0.1": 1.0}
+    const = roc_report(np.zeros(20), np.arange(20) < 10)
     assert const["auc"] == 0.5 and const["tpr_at_fpr"]["0.1"] == 0.0
     from sklearn.metrics import roc_auc_score
 
