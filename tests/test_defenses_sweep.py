@@ -12,7 +12,9 @@ from fedleak.errors import FedleakInputError
 
 
 def _fake_experiments(monkeypatch, calls):
-    def run_inversion(*, dataset, model, attack, defenses, seed, out, indices=None, iterations=None, echo=print):
+    def run_inversion(
+        *, dataset, model, attack, defenses, seed, out, indices=None, iterations=None, echo=print, **extra
+    ):
         calls.append(("invert", tuple(defenses)))
         frac = float(defenses[0].split(":")[1]) if defenses and defenses[0].startswith("prune") else 0.0
         return {
@@ -36,8 +38,8 @@ def _fake_experiments(monkeypatch, calls):
         acc = 0.95 - (0.3 if defenses and "epsilon=1" in defenses[0] else 0.0)
         return {"kind": "train", "rounds": [{"round": rounds, "test_accuracy": acc}], "privacy": {}}
 
-    fakes = {"run_inversion": run_inversion, "run_mia": run_mia, "run_training": run_training}
-    monkeypatch.setattr(sweep_mod, "_experiment", lambda module, name: fakes[name])
+    for name, fake in (("run_inversion", run_inversion), ("run_mia", run_mia), ("run_training", run_training)):
+        monkeypatch.setattr(sweep_mod, name, fake)  # the sweep calls the experiments' own functions directly
 
 
 def test_sweep_grid_table_plot_and_resume(tmp_path, monkeypatch):
@@ -56,6 +58,7 @@ def test_sweep_grid_table_plot_and_resume(tmp_path, monkeypatch):
     assert row["dp-sgd:epsilon=1"]["utility"] == pytest.approx(0.65) and row["none"]["utility"] == 0.95
     # the membership experiment trains centrally: it runs for dp-sgd and none, not for pruning
     assert ("mia", ("prune:0.5",)) not in calls and row["prune:0.5"].get("auc") is None
+    assert "membership not measured" in row["prune:0.5"]["note"]  # said, not silently dropped
     assert ("train", ("prune:0.5",)) in calls
     on_disk = json.loads((tmp_path / "results.json").read_text())
     assert on_disk["kind"] == "sweep" and on_disk["rows"] == json.loads((tmp_path / "sweep.json").read_text())["rows"]

@@ -28,6 +28,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from fedleak.audit.invert import run_inversion
+from fedleak.audit.mia import run_mia
+from fedleak.audit.train import run_training
 from fedleak.errors import FedleakInputError
 from fedleak.report.plots import sweep_png
 from fedleak.runio import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
@@ -128,10 +131,6 @@ def run_sweep(
     """
     if not invert and not mia:
         raise FedleakInputError("fedleak sweep: choose an attack: --invert idlg and/or --mia loss")
-    from fedleak.audit.invert import run_inversion
-    from fedleak.audit.mia import run_mia
-    from fedleak.audit.train import run_training
-
     points = grid_points(defenses)
     out = Path(out)
     rows: list[dict] = []
