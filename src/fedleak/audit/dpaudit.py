@@ -195,7 +195,7 @@ def _gradient(opts: DPAuditOptions, data: Any, model: Any, plan: Any, dev: Any) 
     fed = _fedsgd(opts, model, train, test, trainer)
     dim = sum(p.numel() for p in model.parameters() if p.requires_grad)
     m = opts.num_canaries or min(DEFAULT_CANARIES["gradient"], dim)
-    host = fingerprint(*fed.client_data(0).tensors())
+    host = fingerprint(*(t.to(dev) for t in fed.client_data(0).tensors()))  # as the trainer will see it
     trainer.canaries = GradientCanaries.draw(m, dim, opts.seed, host, opts.magnitude * trainer.clip)
     coords = trainer.canaries.coords.to(dev)
     score = torch.zeros(m, dtype=torch.float64, device=dev)
@@ -214,8 +214,11 @@ def _gradient(opts: DPAuditOptions, data: Any, model: Any, plan: Any, dev: Any) 
                 h = h - control
             score += h[coords] / trainer.clip
             acc = r.test_accuracy
+        hosted = trainer.canaries.steps_seen
     finally:
         trainer.canaries = None
+    if hosted != opts.rounds:
+        raise RuntimeError(f"gradient canaries joined {hosted} of {opts.rounds} steps of their host: audit invalid")
     return _Run(
         score.cpu().numpy(),
         draw_inclusion(m, opts.seed),
