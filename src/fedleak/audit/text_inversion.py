@@ -58,6 +58,8 @@ def run_text_inversion(
     attack: str = "tag",
     indices: Sequence[int] | None = None,
     num_images: int | None = None,
+    num_records: int | None = None,
+    lora_rank: int | None = None,
     batch_size: int = 1,
     iterations: int | None = None,
     local_steps: int | None = None,
@@ -73,6 +75,9 @@ def run_text_inversion(
     ``out`` when given).
 
     ``options`` go to the attack (for ``tag``: :class:`fedleak.attacks.inversion.text.TagOptions` fields).
+    ``num_records`` is ``num_images`` under its text name; ``attack="auto"`` picks ``dager`` for a decoder LM
+    (a model with next-token targets) and ``tag`` for a classifier; ``lora_rank`` R makes the client a LoRA
+    fine-tuning client (a ``gpt`` with rank-R adapters on its Q/K/V projections, sending only the adapters).
     """
     from fedleak.attacks.inversion.text import TEXT_ATTACKS, invert_text
     from fedleak.attacks.inversion.tokens import set_scores
@@ -84,7 +89,14 @@ def run_text_inversion(
     from fedleak.metrics.text import match_sequences, text_scores
     from fedleak.models import build
 
-    TEXT_ATTACKS.get(attack)
+    if attack != "auto":
+        TEXT_ATTACKS.get(attack)
+    if num_records is not None:
+        num_images = num_records
+    if lora_rank is not None:
+        if lora_rank < 1 or not model.startswith("gpt"):
+            raise FedleakInputError(f"--lora-rank {lora_rank}: LoRA clients need --model gpt[...] and a rank >= 1")
+        model = f"{model}{',' if ':' in model else ':'}lora={lora_rank}"
     if (local_steps is not None and local_steps < 1) or local_lr <= 0:
         raise FedleakInputError("--local-steps must be >= 1 and --local-lr > 0")
     if iterations is not None and iterations < 0:
@@ -103,6 +115,8 @@ def run_text_inversion(
     groups = group_positions(positions, batch_size, "records")
     tok = data.extras["tokenizer"]
     net = build(model, data.spec, seed=seed, device=dev)
+    if attack == "auto":
+        attack = "dager" if callable(getattr(net, "training_targets", None)) else "tag"
     prepare = getattr(dplan, "prepare", None)
     if prepare is not None:
         net = prepare(net)
@@ -145,7 +159,7 @@ def run_text_inversion(
             }
             if rec.tokens is not None:
                 row.update(text_scores(true[j], rec.tokens[perm[j]], tok.pad_id))
-                row["gradient_distance"] = rec.distance
+                row["gradient_distance"] = rec.distance if rec.distance == rec.distance else None
             else:
                 row.update(dict.fromkeys(("token_accuracy", "exact_match", "rouge_1", "rouge_2", "rouge_l")))
             row["seconds"] = seconds_total / len(positions)
@@ -157,6 +171,7 @@ def run_text_inversion(
         "token_accuracy_mean": _mean([t["token_accuracy"] for t in scored]),
         "token_accuracy_min": min((t["token_accuracy"] for t in scored), default=None),
         "exact_match_rate": _mean([t["exact_match"] for t in scored]),
+        "exact_match": _mean([t["exact_match"] for t in scored]),  # fraction of sequences recovered exactly
         "rouge_1_mean": _mean([t["rouge_1"] for t in scored]),
         "rouge_2_mean": _mean([t["rouge_2"] for t in scored]),
         "rouge_l_mean": _mean([t["rouge_l"] for t in scored]),
@@ -182,6 +197,8 @@ def run_text_inversion(
         "vocab_size": int(data.spec.vocab_size or 0),
         "tokenizer": tok.kind,
         "labels_recovered": any(r.labels_recovered for r in recs),
+        "lora_rank": lora_rank,
+        "attack_details": [r.extras for r in recs] if attack == "dager" else None,
         "defense": dplan.label,
         "privacy": dplan.privacy(),
         "targets": targets,

@@ -21,11 +21,19 @@ def register(app: typer.Typer) -> None:
         num_images: int = typer.Option(
             None, min=1, max=100_000, help="attack a seeded sample of N records (instead of --indices)"
         ),
+        num_records: int = typer.Option(None, min=1, max=100_000, help="the same as --num-images (text)"),
+        lora_rank: int = typer.Option(None, min=1, max=4096, help="text: LoRA clients with rank-R adapters (gpt)"),
         batch_size: int = typer.Option(1, min=1, max=100_000, help="records per client update B"),
         local_steps: int = typer.Option(
             None, min=1, max=100_000, help="FedAvg: local SGD steps S (default 5 for --attack fedavg)"
         ),
         local_lr: float = typer.Option(0.1, help="FedAvg: local learning rate"),
+        local_epochs: int = typer.Option(
+            None, min=1, max=10_000, help="FedAvg: local epochs E over the update's records (instead of --local-steps)"
+        ),
+        local_batch_size: int = typer.Option(
+            None, min=1, max=100_000, help="FedAvg: mini-batch b of the local epochs (default: --batch-size)"
+        ),
         iterations: int = typer.Option(
             None, min=1, max=1_000_000, help="optimiser steps (L-BFGS: calls of step, as DLG's code)"
         ),
@@ -64,10 +72,24 @@ def register(app: typer.Typer) -> None:
         if modality == "text":
             from fedleak.audit.text_inversion import run_text_inversion
 
-            run_text_inversion(**common)
+            if num_records is not None:
+                common["num_images"] = num_records
+            run_text_inversion(**common, lora_rank=lora_rank)
         elif modality == "image":
+            if lora_rank is not None:
+                raise FedleakInputError("--lora-rank is for --modality text")
+            if num_records is not None:
+                common["num_images"] = num_records
             from fedleak.audit.invert import run_inversion
 
-            run_inversion(**common, restarts=restarts, trained_rounds=trained_rounds, grant=grant, weights=weights)
+            run_inversion(
+                **common,
+                local_epochs=local_epochs,
+                local_batch_size=local_batch_size,
+                restarts=restarts,
+                trained_rounds=trained_rounds,
+                grant=grant,
+                weights=weights,
+            )
         else:
             raise FedleakInputError(f"--modality {modality!r}: choose image or text")

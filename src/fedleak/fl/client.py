@@ -62,6 +62,10 @@ def client_update(
         (x, y), spec = data, None
     dev = next(model.parameters()).device
     x, y = x.to(dev), y.to(dev)
+    sent_labels = y
+    lm_targets = getattr(model, "training_targets", None)  # a language model trains on its own next tokens
+    if callable(lm_targets):
+        y = lm_targets(x)
     g = torch.Generator().manual_seed(seed)
     global_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     names = parameter_names(model)
@@ -70,7 +74,7 @@ def client_update(
     if local_steps is None and local_epochs is None:
         if batch_size is not None and batch_size < len(x):
             pick = torch.randperm(len(x), generator=g)[:batch_size].sort().values.to(dev)
-            x, y = x[pick], y[pick]
+            x, y, sent_labels = x[pick], y[pick], sent_labels[pick]
         payload = trainer.gradient(local, x, y, g)
         kind, steps, b, step_lr = "gradient", None, len(x), None
     else:
@@ -90,7 +94,7 @@ def client_update(
         local_steps=steps,
         local_lr=step_lr,
         batch_size=b,
-        labels=y.detach().clone(),
+        labels=sent_labels.detach().clone(),
         data_spec=spec,
         client=client,
         round=round,

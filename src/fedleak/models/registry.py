@@ -103,6 +103,11 @@ def _transformer(in_shape, num_classes, args, kwargs):  # noqa: ANN001, ANN202
     return text.TextTransformer(vocab, length, num_classes, width, layers, int(kwargs.get("heads", 4)))
 
 
+@MODELS.register("gpt", "text LM: GPT-style decoder; gpt:layers=2,dim=768,heads=12,tied=0,lora=R (next-token loss)")
+def _gpt(in_shape, num_classes, args, kwargs):  # noqa: ANN001, ANN202
+    return text.gpt_from_spec(*_need_text("gpt", in_shape, kwargs), args, kwargs)
+
+
 @MODELS.register("lstm", "text: one-layer LSTM (cell written out); lstm:HIDDEN (default 64), emb=64")
 def _lstm(in_shape, num_classes, args, kwargs):  # noqa: ANN001, ANN202
     vocab, _ = _need_text("lstm", in_shape, kwargs)

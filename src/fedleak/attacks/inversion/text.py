@@ -437,4 +437,6 @@ def invert_text(
     return fn(ups, **options)
 
 
+from fedleak.attacks.inversion import dager as _dager  # noqa: E402, F401  (registers "dager")
+
 __all__ = ["TEXT_ATTACKS", "TagOptions", "TextReconstruction", "invert_text", "tag_attack", "tokens_attack"]
