@@ -22,6 +22,7 @@ from typing import Any
 
 from fedleak.data import Dataset, load
 from fedleak.errors import FedleakInputError
+from fedleak.progress import OnProgress
 from fedleak.runio import atomic_write_bytes, atomic_write_json
 
 HEADLINE_ORDER = ("lira", "rmia", "lira-offline", "rmia-offline", "shokri")
@@ -97,9 +98,11 @@ def attack_target(
     options: dict[str, dict] | None = None,
     echo: Callable[[str], None] = print,
     reference_trainer: Callable | None = None,
+    on_progress: OnProgress | None = None,
 ) -> dict[str, Any]:
     """Run ``attacks`` on an already-trained ``target``: returns {"attacks": {name: roc_report + seconds},
-    "references": {...}}. Reference/shadow models train like ``train_spec`` (vectorised, checkpointed)."""
+    "references": {...}, "exposed": [...], "exposed_threshold": {...}} (see :func:`exposed_records`).
+    Reference/shadow models train like ``train_spec`` (vectorised, checkpointed)."""
     import torch
 
     from fedleak.attacks.membership import MembershipContext, Records, membership_scores
@@ -119,7 +122,10 @@ def attack_target(
     is_member = torch.cat([torch.ones(len(members), dtype=torch.bool), torch.zeros(len(nonmembers), dtype=torch.bool)])
 
     def progress(label: str, done: int, total: int) -> None:
-        echo(f"  {label}: {done}/{total} models trained")
+        if on_progress is not None:  # a bar with ETA on a terminal (fedleak.progress)
+            on_progress(done, total, f"{label}: models trained")
+        else:
+            echo(f"  {label}: {done}/{total} models trained")
 
     ctx = MembershipContext(
         target,
@@ -163,7 +169,17 @@ def attack_target(
             seconds=refs.seconds,
             models_per_second=refs.count / refs.seconds if refs.seconds else None,
         )
-    return {"attacks": out, "references": refs_info, "scores": scored, "is_member": is_member}
+    strongest = strongest_attack(out)
+    ids = records.ids if records.ids is not None else torch.arange(len(records))
+    exposed, threshold = exposed_records(scored[strongest], is_member, ids, records.y, strongest)
+    return {
+        "attacks": out,
+        "references": refs_info,
+        "scores": scored,
+        "is_member": is_member,
+        "exposed": exposed,  # the members most exposed by the strongest attack (dataset index, label, score)
+        "exposed_threshold": threshold,
+    }
 
 
 def attack_update(update: Any, members: Dataset, nonmembers: Dataset, signal: str | None = None) -> dict[str, Any]:
@@ -343,6 +359,7 @@ def run_mia(
     out: Path | str | None = None,
     echo: Callable[[str], None] = print,
     reference_trainer: Callable | None = None,
+    on_progress: OnProgress | None = None,
 ) -> dict[str, Any]:
     """The whole experiment; with ``out`` writes results.json, roc.png, target.safetensors and the reference
     models (``references/``, resumed on a rerun with the same options)."""
@@ -428,6 +445,7 @@ def run_mia(
         vectorised=vectorised,
         echo=echo,
         reference_trainer=reference_trainer,
+        on_progress=on_progress,
     )
     attacks = found["attacks"]
     headline = next((a for a in HEADLINE_ORDER if a in attacks), None) or max(attacks, key=lambda a: attacks[a]["auc"])
@@ -468,12 +486,7 @@ def run_mia(
         "references": found["references"],
         "seconds_total": 0.0,
     }
-    ids = torch.cat([mem.indices, non.indices])
-    labels = torch.cat([mem.labels, non.labels])
-    strongest = strongest_attack(attacks)
-    result["exposed"], result["exposed_threshold"] = exposed_records(
-        found["scores"][strongest], found["is_member"], ids, labels, strongest
-    )
+    result["exposed"], result["exposed_threshold"] = found["exposed"], found["exposed_threshold"]
     if len(names) > 1:
         result["attacks"] = attacks
     else:
