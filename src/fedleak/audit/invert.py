@@ -89,6 +89,8 @@ def run_inversion(
     restarts: int | None = None,
     local_steps: int | None = None,
     local_lr: float = 0.1,
+    local_epochs: int | None = None,
+    local_batch_size: int | None = None,
     trained_rounds: int = 0,
     seed: int = 0,
     device: str = "cpu",
@@ -124,8 +126,17 @@ def run_inversion(
         )
     positions = choose_positions(len(data), indices, num_images if num_images is not None else batch_size, seed)
     groups = group_positions(positions, batch_size)
-    fedavg = attack in FEDAVG_ATTACKS or local_steps is not None
-    steps = (local_steps or DEFAULT_LOCAL_STEPS) if fedavg else None
+    if local_epochs is not None and local_steps is not None:
+        raise FedleakInputError("--local-epochs and --local-steps both set; give one (E epochs, or S steps)")
+    if (local_epochs is not None and local_epochs < 1) or (local_batch_size is not None and local_batch_size < 1):
+        raise FedleakInputError("--local-epochs and --local-batch-size must be >= 1")
+    if local_batch_size is not None and local_batch_size > batch_size:
+        raise FedleakInputError(
+            f"--local-batch-size {local_batch_size} exceeds the {batch_size} records per update (--batch-size)"
+        )
+    fedavg = attack in FEDAVG_ATTACKS or local_steps is not None or local_epochs is not None
+    steps = (local_steps or DEFAULT_LOCAL_STEPS) if fedavg and local_epochs is None else None
+    mini = (local_batch_size or batch_size) if fedavg else batch_size
     k = int(dplan.secagg or 1)
     torch.manual_seed(seed)
     net = dplan.prepare(build(model, data.spec, seed=seed, device=dev, weights=weights))
@@ -146,7 +157,8 @@ def run_inversion(
                 net,
                 data.subset(recs),
                 local_steps=steps,
-                batch_size=batch_size,
+                local_epochs=local_epochs if fedavg else None,
+                batch_size=mini,
                 lr=local_lr,
                 seed=seed * 1000 + client,
                 threat=threat,
@@ -211,7 +223,9 @@ def run_inversion(
         "updates": len(updates),
         "iterations": iterations,
         "restarts": restarts,
-        "local_steps": steps,
+        "local_steps": (steps or local_epochs * -(-batch_size // mini)) if fedavg else None,  # type: ignore[operator]
+        "local_epochs": local_epochs if fedavg else None,
+        "local_batch_size": mini if fedavg else None,
         "local_lr": local_lr if fedavg else None,
         "trained_rounds": trained_rounds,
         "device": str(dev),

@@ -20,7 +20,7 @@ embeddings), and compose with ``torch.func.vmap`` to batch independent targets a
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -99,12 +99,19 @@ def fedavg_delta(
     batch_size: int,
     loss_fn: LossFn = soft_cross_entropy,
     forward: Forward | None = None,
+    order: Sequence[Tensor | slice] | None = None,
 ) -> dict[str, Tensor]:
     """w1 - w0 after ``local_steps`` SGD steps at ``local_lr`` on minibatches of ``batch_size``
-    (differentiable in ``inputs``), as Geiping et al. replay a FedAvg client."""
+    (differentiable in ``inputs``), as Geiping et al. replay a FedAvg client.
+
+    E local epochs of n records in batches of b are ``local_steps = E * ceil(n / b)`` steps; each record has one
+    dummy, shared by every epoch it appears in. ``order`` (one index batch per step) is the client's batch order
+    when the server knows it (``fedleak.fl.local.minibatches`` with the client's generator gives exactly the
+    client's), else consecutive slices per epoch (:func:`local_batches`)."""
     fwd = _forward(model, consts, forward)
     p = dict(params)
-    for sl in local_batches(inputs.shape[0], batch_size, local_steps):
+    batches = list(order) if order is not None else local_batches(inputs.shape[0], batch_size, local_steps)
+    for sl in batches:
         xb, yb = inputs[sl], targets[sl]
         g = torch.func.grad(lambda q, xb=xb, yb=yb: loss_fn(fwd(q, xb), yb))(p)
         p = {k: p[k] - local_lr * g[k] for k in p}
