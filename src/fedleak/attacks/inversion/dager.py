@@ -111,7 +111,7 @@ def _candidates(model: torch.nn.Module, u: ClientUpdate) -> Tensor:
 
 @torch.no_grad()
 def dager_one(u: ClientUpdate, opts: DagerOptions) -> TextReconstruction:
-    model = _model(u).double().eval()
+    model = _model(u).eval()  # float32 as the client computed; distances in float64
     if not hasattr(model, "training_targets") or len(model.blocks) < 2:
         raise FedleakInputError("--attack dager needs a decoder LM with >= 2 blocks (e.g. --model gpt); use tag")
     tol = opts.tol if opts.tol is not None else (3e-2 if u.kind == "delta" else 1e-3)
