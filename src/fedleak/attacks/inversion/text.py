@@ -1,6 +1,6 @@
 """Text inversion: the words (and their order) a client trained on, from the update it sent.
 
-Two attacks, by name in :data:`TEXT_ATTACKS`:
+Three attacks, by name in :data:`TEXT_ATTACKS` (``dager``, for decoder LMs, lives in :mod:`.dager`):
 
 - ``tokens``: the exact set of tokens the batch used, read off the rows of the embedding gradient that are
   non-zero (:mod:`.tokens`); no optimisation, exact for a batch as for one record.
