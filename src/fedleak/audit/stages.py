@@ -22,7 +22,7 @@ from fedleak.defenses import secure_sum
 from fedleak.fl import ClientUpdate, ThreatModel, TrainSpec, client_update, evaluate
 from fedleak.metrics.privacy import audit_privacy
 from fedleak.models import save_weights
-from fedleak.report.figures import save_reconstruction_png
+from fedleak.report.figures import save_reconstruction_png, thumbnails_png
 from fedleak.results import (
     InversionEntry,
     MembershipPart,
@@ -32,7 +32,7 @@ from fedleak.results import (
     TextEntry,
     Training,
 )
-from fedleak.runio import atomic_write_json, read_json
+from fedleak.runio import atomic_write_bytes, atomic_write_json, read_json
 
 # ----------------------------------------------------------------- client updates as files
 
@@ -371,6 +371,17 @@ def membership_stage(
     info = fs.info.replace(test_accuracy=float(test_acc))
     parts: list[MembershipPart] = []
     if "global" in m.targets:
+        exposed = list(res.get("exposed") or [])
+        exposed_image = None
+        if exposed and fs.data.spec.modality == "image":
+            where = {int(ix): pos for pos, ix in enumerate(fs.data.indices.tolist())}
+            pics = fs.data.pixels([where[int(e["index"])] for e in exposed])
+            names = fs.data.spec.class_names
+            exposed_image = f"exposed_{fs.key}_{slug}.png"
+            atomic_write_bytes(
+                run.path / exposed_image,
+                thumbnails_png(pics, [f"#{e['index']} {names[e['label']]}" for e in exposed]),
+            )
         parts.append(
             MembershipPart(
                 target="global",
@@ -378,6 +389,9 @@ def membership_stage(
                 federation=info,
                 attacks={a: Roc.from_dict(r) for a, r in attacks.items()},
                 train_accuracy=float(train_acc),
+                exposed=exposed,
+                exposed_threshold=dict(res.get("exposed_threshold") or {}),
+                exposed_image=exposed_image,
             )
         )
     last = str(fcfg.rounds)

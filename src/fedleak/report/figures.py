@@ -93,6 +93,38 @@ def reconstruction_png(
     return buf.getvalue()
 
 
+def thumbnails_png(images, captions: Sequence[str], columns: int = 10) -> bytes:  # noqa: ANN001
+    """A grid of small pictures (N, C, H, W) in [0, 1], each with its caption (e.g. the most exposed records)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    images = _array(images)
+    n = len(images)
+    cols = max(1, min(n, columns))
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(1.2 * cols + 0.2, 1.45 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for i in range(n):
+        arr = np.clip(images[i], 0, 1).transpose(1, 2, 0)
+        ax = axes[i // cols][i % cols]
+        ax.imshow(
+            arr[..., 0] if arr.shape[2] == 1 else arr,
+            cmap="gray" if arr.shape[2] == 1 else None,
+            vmin=0,
+            vmax=1,
+            interpolation="nearest",
+        )
+        ax.set_title(str(captions[i]), fontsize=7)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue()
+
+
 def _array(x):  # noqa: ANN001, ANN202
     if hasattr(x, "detach"):
         x = x.detach().cpu().float().numpy()

@@ -234,6 +234,8 @@ class MembershipView:
     federation: str = ""
     realism: RealismView | None = None
     exposed: list[dict] = field(default_factory=list)
+    exposed_picture: Picture | None = None
+    exposed_fpr: float | None = None
 
 
 def membership_view(entry: Any, run_dir: Path, default_picture: str = "") -> MembershipView:
@@ -261,4 +263,6 @@ def membership_view(entry: Any, run_dir: Path, default_picture: str = "") -> Mem
         federation=text(fed.get("name")),
         realism=realism_view(entry.get("realism"), ""),
         exposed=[as_dict(x) for x in as_list(entry.get("exposed"))],
+        exposed_picture=load_picture(run_dir, entry.get("exposed_image")) if entry.get("exposed_image") else None,
+        exposed_fpr=number(as_dict(entry.get("exposed_threshold")).get("fpr")),
     )

@@ -149,7 +149,9 @@ class MembershipPart(Record):
     attacks: dict[str, Roc]
     train_accuracy: float | None = None
     realism: Realism | None = None  # for a client's update
-    exposed: list[dict[str, Any]] = field(default_factory=list)
+    exposed: list[dict[str, Any]] = field(default_factory=list)  # the most exposed members (index, label, score)
+    exposed_threshold: dict[str, Any] = field(default_factory=dict)  # the FPR level and threshold they exceed
+    exposed_image: str | None = None  # their thumbnails, for image data
     image: str | None = None  # a ROC picture in the run folder (else the report draws one from ``curve``)
 
 
