@@ -230,6 +230,8 @@ def run_inversion(
         "trained_rounds": trained_rounds,
         "device": str(dev),
         "update_kind": updates[0].kind,
+        "train_mode": bool(updates[0].train_mode),
+        "bn_prior": False,  # no attack uses BatchNorm running statistics as a prior yet (#15 item 3 open)
         "num_clients": k,
         "threat": {name: getattr(threat, name) for name in threat.__dataclass_fields__},
         "label_method": recs[0].label_method,
