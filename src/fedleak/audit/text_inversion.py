@@ -205,6 +205,13 @@ def run_text_inversion(
         "summary": summary,
     }
     _echo_table(result, echo)
+    for i, x in enumerate(result["attack_details"] or []):
+        if x["span_vacuous"] or x["stopped_at_position"] is not None:
+            echo(
+                f"dager, update {i}: the attack failed - span ranks {x['rank_1']}/{x['rank_2']} "
+                f"{'fill their whole space (more inputs than the rank)' if x['span_vacuous'] else 'do not separate'}"
+                f", stopped at position {x['stopped_at_position']}"
+            )
     if out is not None:
         out = Path(out)
         table = side_by_side(targets, f"{attack} on {model}, {dataset}, batch {batch_size}")
