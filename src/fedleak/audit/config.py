@@ -102,6 +102,20 @@ class Text(_Strict):
     iterations: int | None = None
 
 
+class AuditDP(_Strict):
+    """``[audit_dp]``: audit the DP guarantee itself with canaries in one training run (``fedleak audit-dp``),
+    on the federation's dataset and model unless named here."""
+
+    enabled: bool = False
+    defense: str = "dp-sgd:epsilon=8,delta=1e-5"
+    canaries: Literal["gradient", "record", "client"] = "gradient"
+    num_canaries: int | None = Field(None, ge=2, le=100_000)
+    dataset: str | None = None
+    model: str | None = None
+    clients: int = Field(10, ge=2, le=1000)
+    rounds: int = Field(30, ge=1, le=10_000)
+
+
 class AuditConfig(_Strict):
     seed: int = 0
     engine: Literal["local", "flower"] = "local"
@@ -112,6 +126,7 @@ class AuditConfig(_Strict):
     inversion: Inversion = Inversion()
     membership: Membership = Membership()
     text: Text = Text()
+    audit_dp: AuditDP = AuditDP()
 
     def resolved(self) -> dict[str, Any]:
         """The config with every default filled in (written as the run's config.toml)."""

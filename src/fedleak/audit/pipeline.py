@@ -24,6 +24,7 @@ from fedleak.audit.validate import validate_config
 from fedleak.report.verdict import audit_verdict
 from fedleak.results import (
     AuditResults,
+    DPAudit,
     InversionEntry,
     MembershipPart,
     Privacy,
@@ -145,7 +146,14 @@ def run_audit(
         config=config.resolved(),
         versions=versions(),
     )
+    if config.audit_dp.enabled:
+        results.dp_audit = DPAudit.from_dict(run.stage("audit-dp", lambda: stages.dp_audit_stage(run, config, echo)))
     results.verdict = audit_verdict(results)
+    if results.dp_audit is not None:
+        d = results.dp_audit
+        results.verdict.append(
+            f"Auditing {d.defense} itself with {d.canaries['total']} {d.canary_kind} canaries: {d.verdict}"
+        )
     results.seconds_total = round(time.perf_counter() - t0, 2)
     atomic_write_json(run.file("results.json"), results.to_dict())
     echo("verdict:")

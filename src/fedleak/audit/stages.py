@@ -24,6 +24,7 @@ from fedleak.metrics.privacy import audit_privacy
 from fedleak.models import save_weights
 from fedleak.report.figures import save_reconstruction_png, thumbnails_png
 from fedleak.results import (
+    DPAudit,
     InversionEntry,
     MembershipPart,
     Privacy,
@@ -443,6 +444,43 @@ def membership_stage(
         privacy.attack = best
         privacy.details |= {k: v for k, v in emp.items() if k != "epsilon_lower_bound"}
     return {"parts": [p.to_dict() for p in parts], "privacy": privacy.to_dict()}
+
+
+# ----------------------------------------------------------------- the DP guarantee itself
+
+
+def dp_audit_stage(run: RunFolder, config: AuditConfig, echo) -> dict:  # noqa: ANN001
+    """``[audit_dp]``: the canary audit (the same case as ``fedleak audit-dp``) in the run folder's ``audit_dp/``."""
+    from fedleak.audit.dpaudit import DPAuditOptions, run_dp_audit
+
+    a = config.audit_dp
+    opts = DPAuditOptions(
+        dataset=a.dataset or config.federation.dataset,
+        model=a.model or config.federation.model,
+        defense=a.defense,
+        canaries=a.canaries,
+        num_canaries=a.num_canaries,
+        clients=a.clients,
+        rounds=a.rounds,
+        seed=derive_seed(run.seed, "audit-dp"),
+        device=config.device,
+    )
+    res = run_dp_audit(opts, out=run.path / "audit_dp", echo=lambda line: echo(f"[audit-dp] {line}"))
+    return DPAudit(
+        folder="audit_dp",
+        defense=a.defense,
+        canary_kind=a.canaries,
+        epsilon=res.epsilon,
+        delta=res.delta,
+        epsilon_lower_bound=res.epsilon_lower_bound,
+        epsilon_estimate=res.epsilon_estimate,
+        canaries=res.counts,
+        runs=res.runs,
+        confidence=float(res.bound["confidence"]),
+        bound_exceeds_epsilon=res.bound_exceeds_epsilon,
+        verdict=res.verdict,
+        image="audit_dp/canary_scores.png",
+    ).to_dict()
 
 
 # ----------------------------------------------------------------- text

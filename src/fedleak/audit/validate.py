@@ -12,7 +12,9 @@ def validate_config(config: AuditConfig) -> None:
     """Raise FedleakInputError (one line: what and how to fix it) for anything a person can get wrong."""
     from fedleak.attacks.inversion import ATTACKS as INV
     from fedleak.audit.scenario import build_scenario
+    from fedleak.data import load
     from fedleak.data.partition import partition
+    from fedleak.defenses import plan as plan_of
     from fedleak.device import resolve_device
     from fedleak.fl import ThreatModel
     from fedleak.models import build
@@ -64,7 +66,6 @@ def validate_config(config: AuditConfig) -> None:
             )
     if config.text.enabled:
         from fedleak.attacks.inversion.text import TEXT_ATTACKS
-        from fedleak.data import load
 
         t = config.text
         data = load(t.dataset)
@@ -76,6 +77,20 @@ def validate_config(config: AuditConfig) -> None:
         build(t.model, data.spec, seed=config.seed)
         if t.num_records > len(data):
             raise FedleakInputError(f"text.num_records {t.num_records}: {t.dataset} has {len(data)} records")
+    if config.audit_dp.enabled:
+        a = config.audit_dp
+        dp = plan_of([a.defense])
+        kind = "client" if dp.aggregator is not None else "gradient"
+        if dp.aggregator is None and dp.trainer is None:
+            raise FedleakInputError(f"audit_dp.defense {a.defense!r}: give a DP defense (dp-sgd:... or client-dp:...)")
+        if (a.canaries == "client") != (kind == "client"):
+            raise FedleakInputError(
+                f"audit_dp.canaries {a.canaries!r} does not fit {a.defense!r}: client canaries audit client-dp, "
+                "gradient and record canaries audit dp-sgd"
+            )
+        d = load(a.dataset) if a.dataset else None
+        if d is not None:
+            build(a.model or fed.model, d.spec, seed=config.seed)
     if config.engine == "flower":
         try:
             import fedleak.flower  # noqa: F401

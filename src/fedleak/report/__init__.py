@@ -20,7 +20,7 @@ from typing import Any
 from fedleak.report.audit_page import audit_context
 from fedleak.report.html import render
 from fedleak.report.load import load_results
-from fedleak.report.single_page import inversion_context, membership_context, sweep_context
+from fedleak.report.single_page import dp_audit_context, inversion_context, membership_context, sweep_context
 from fedleak.runio import atomic_write_text
 
 __all__ = ["PAGES", "build_report", "render_report"]
@@ -30,6 +30,7 @@ PAGES: dict[str, tuple[str, Callable[[dict, Path], dict[str, Any]]]] = {
     "inversion": ("single.html.j2", inversion_context),
     "membership": ("single.html.j2", membership_context),
     "sweep": ("single.html.j2", sweep_context),
+    "dp_audit": ("single.html.j2", dp_audit_context),
 }
 """kind -> (template, context builder)."""
 

@@ -134,6 +134,16 @@ def membership_note(training: Any) -> str:
     )
 
 
+def dp_audit_view(block: Any, run_dir: Path) -> dict[str, Any] | None:
+    """The canary audit's figures and histogram, when the audit ran one."""
+    d = as_dict(block)
+    if not d:
+        return None
+    from fedleak.report.views import load_picture
+
+    return {**d, "picture": load_picture(run_dir, d.get("image"))}
+
+
 def audit_context(results: dict, run_dir: Path) -> dict[str, Any]:
     """Everything audit.html.j2 shows. The results are checked against the schema first (a run folder of another
     schema version is refused with one line naming the fedleak that wrote it)."""
@@ -161,4 +171,5 @@ def audit_context(results: dict, run_dir: Path) -> dict[str, Any]:
         "has_membership": any(s.membership for s in scenarios),
         "privacy_utility_plot": _uri(privacy_utility_png(numbers)),
         "accuracy_plot": _uri(accuracy_png(rounds)),
+        "dp_audit": dp_audit_view(results.get("dp_audit"), run_dir),
     }

@@ -149,3 +149,25 @@ def sweep_context(results: dict, run_dir: Path) -> dict[str, Any]:
     names = [results.get("image"), *as_list(results.get("images"))]
     ctx["pictures"] = [Picture(picture(run_dir, n), n) for n in names if isinstance(n, str) and n]
     return ctx
+
+
+def dp_audit_context(results: dict, run_dir: Path) -> dict[str, Any]:
+    """A canary audit of a DP guarantee (``fedleak audit-dp``): the three figures, the canaries, the histogram."""
+    priv = as_dict(results.get("privacy"))
+    ctx = _base(results, run_dir, f"Privacy audit: {text(results.get('defense'))}")
+    ctx["dp_audit"] = {
+        "defense": text(results.get("defense")),
+        "canary_kind": text(results.get("canary_kind")),
+        "epsilon": priv.get("epsilon"),
+        "delta": priv.get("delta"),
+        "epsilon_lower_bound": priv.get("epsilon_lower_bound"),
+        "epsilon_estimate": priv.get("epsilon_estimate"),
+        "canaries": as_dict(priv.get("canaries")),
+        "runs": priv.get("runs"),
+        "confidence": priv.get("confidence"),
+        "bound_exceeds_epsilon": bool(priv.get("bound_exceeds_epsilon")),
+        "verdict": text(priv.get("verdict")),
+        "picture": Picture(picture(run_dir, "canary_scores.png"), "canary_scores.png"),
+    }
+    ctx["privacy"] = None  # shown in full by the section below
+    return ctx

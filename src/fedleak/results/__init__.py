@@ -12,6 +12,7 @@ another schema version with one line that says which fedleak wrote it.
 from fedleak.results.records import (
     SCHEMA_VERSION,
     AuditResults,
+    DPAudit,
     FederationInfo,
     InversionEntry,
     InversionSummary,
@@ -32,6 +33,7 @@ from fedleak.results.serial import Record, from_dict
 __all__ = [
     "SCHEMA_VERSION",
     "AuditResults",
+    "DPAudit",
     "FederationInfo",
     "InversionEntry",
     "InversionSummary",

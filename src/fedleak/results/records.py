@@ -203,6 +203,27 @@ class Setup(Record):
 
 
 @dataclass
+class DPAudit(Record):
+    """The canary audit of a DP guarantee (``[audit_dp]``): its own run folder under ``folder``; the figures that
+    the report shows, never confused: the accountant's epsilon, the statistically valid lower bound, and the
+    one-shot estimate (an estimate, not a bound)."""
+
+    folder: str
+    defense: str
+    canary_kind: str
+    epsilon: float
+    delta: float
+    epsilon_lower_bound: float
+    epsilon_estimate: float | None
+    canaries: dict[str, int]
+    runs: int
+    confidence: float
+    bound_exceeds_epsilon: bool
+    verdict: str
+    image: str | None = None
+
+
+@dataclass
 class AuditResults(Record):
     seed: int
     fedleak_version: str
@@ -214,6 +235,7 @@ class AuditResults(Record):
     versions: dict[str, str] = field(default_factory=dict)
     verdict: list[str] = field(default_factory=list)
     seconds_total: float | None = None
+    dp_audit: DPAudit | None = None
 
 
 def check_schema(results: dict[str, Any], source: str = "results.json") -> None:
