@@ -52,14 +52,17 @@ class DagerOptions:
 
 
 def row_span(grad: Tensor, rank_tol: float) -> Tensor:
-    """An orthonormal basis (d, r) of the row space of ``grad`` (float64), r its numerical rank."""
+    """An orthonormal basis (d, r) of the row space of ``grad`` (float64), r its numerical rank: singular values
+    above ``rank_tol`` x the largest and above 3x the noise floor (a FedAvg delta ``w1 - w0`` carries float32
+    rounding of the weights, ~1e-5 of its largest singular value, where a gradient carries ~2e-8)."""
     g = grad.detach().double()
     if not torch.isfinite(g).all():
         raise FedleakInputError("the update holds NaN/inf values; a finite update is needed to attack it")
     _, s, vh = torch.linalg.svd(g, full_matrices=False)
     if s.numel() == 0 or s[0] == 0:
         return g.new_zeros(g.shape[1], 0)
-    return vh[: int((s > rank_tol * s[0]).sum())].T
+    floor = s[-max(1, len(s) // 4) :].median()  # the float noise floor (the bottom quarter: no inputs there)
+    return vh[: int((s > torch.maximum(rank_tol * s[0], 3 * floor)).sum())].T
 
 
 def span_distance(z: Tensor, basis: Tensor) -> Tensor:
