@@ -61,7 +61,8 @@ def row_span(grad: Tensor, rank_tol: float) -> Tensor:
     _, s, vh = torch.linalg.svd(g, full_matrices=False)
     if s.numel() == 0 or s[0] == 0:
         return g.new_zeros(g.shape[1], 0)
-    floor = s[-max(1, len(s) // 4) :].median()  # the float noise floor (the bottom quarter: no inputs there)
+    # the float noise floor, from the bottom quarter (no inputs there) of a space wide enough to have one
+    floor = s[-(len(s) // 4) :].median() if len(s) >= 64 else s.new_zeros(())
     return vh[: int((s > torch.maximum(rank_tol * s[0], 3 * floor)).sum())].T
 
 
