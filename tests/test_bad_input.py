@@ -66,6 +66,7 @@ def make(tmp: Path, what: str) -> str:
 INV = ["invert", "--dataset", "digits", "--model", "mlp", "--attack", "analytic"]
 MIA = ["mia", "--dataset", "digits", "--model", "mlp:16", "--attack", "loss", "--members", "50", "--epochs", "1"]
 TRAIN = ["train", "--dataset", "digits", "--model", "mlp", "--clients", "2", "--rounds", "1"]
+SWEEP = ["sweep", "--dataset", "digits", "--model", "mlp", "--invert", "analytic", "--defense"]
 
 # (id, argv with {X} for a made input and {OUT} for the run folder, input kind, words the line must hold)
 CASES = [
@@ -126,6 +127,15 @@ CASES = [
     ("cfg membership client", ["audit", "{X}", "--out", "{OUT}"], "cfg:[membership]|client = 50", "membership.client"),
     ("cfg not toml", ["audit", "{X}", "--out", "{OUT}"], "cfg:[federation|x", "not valid TOML"),
     ("report of a folder without results", ["report", "{OUT}"], None, "does not exist"),
+    ("lr overflows to inf", [*TRAIN, "--lr", "1e999", "--out", "{OUT}"], None, "finite"),
+    ("mia momentum 1", [*MIA, "--momentum", "1", "--out", "{OUT}"], None, "--momentum"),
+    ("train rounds 0", [*TRAIN[:7], "--rounds", "0", "--out", "{OUT}"], None, "--rounds"),
+    ("train secagg > clients", [*TRAIN, "--defense", "secagg:5", "--out", "{OUT}"], None, "secagg:2 or fewer"),
+    ("sweep secagg > clients", [*SWEEP, "secagg:50", "--clients", "3", "--out", "{OUT}"], None, "secagg:3"),
+    ("sweep samples < clients", [*SWEEP, "prune:0.5", "--samples", "5", "--out", "{OUT}"], None, "--clients"),
+    ("sweep rounds 0", [*SWEEP, "prune:0.5", "--rounds", "0", "--out", "{OUT}"], None, "--rounds"),
+    ("demo bad device", ["demo", "--device", "tpu", "--out", "{OUT}"], None, "tpu"),
+    ("audit seed not a number", ["audit", "{X}", "--seed", "x", "--out", "{OUT}"], "cfg:seed = 0", "--seed"),
 ]
 
 
@@ -140,4 +150,4 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, name, argv, kind, wo
     assert len(lines) == 1 and "Traceback" not in err, err
     assert words.lower() in lines[0].lower(), lines[0]
     assert not (out / "results.json").exists() and not (out / "metrics.json").exists()
-    assert not (out / "config.toml").exists()  # the whole config is checked before the run folder is made
+    assert not out.exists()  # everything is checked before the run folder is made

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
@@ -25,17 +26,9 @@ def is_terminal() -> bool:
 def progress(items: Iterable[T], total: int, label: str, plain_lines: int = 10) -> Iterator[T]:
     """Yield ``items``, showing a bar with ETA on a terminal, else at most ``plain_lines`` lines on stderr."""
     if is_terminal():
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rich.progress import Progress
 
-        columns = (
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TextColumn("{task.completed}/{task.total}"),
-            TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
-        )
-        with Progress(*columns, transient=True) as bar:
+        with Progress(*_columns(), transient=True) as bar:
             task = bar.add_task(label, total=total)
             for item in items:
                 yield item
@@ -48,31 +41,56 @@ def progress(items: Iterable[T], total: int, label: str, plain_lines: int = 10) 
                 print(f"{label}: {i}/{total}", file=sys.stderr, flush=True)
 
 
-@contextlib.contextmanager
-def progress_bar(label: str) -> Iterator[OnProgress]:
-    """A callback ``(done, total, label)`` for library code that reports its own progress (inversion iterations,
-    reference models): on a terminal a bar with elapsed time and ETA; elsewhere nothing (logs stay clean).
+def _columns() -> tuple:
+    from rich.progress import BarColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-        >>> with progress_bar("steps") as report:
-        ...     report(1, 2, "steps")
-    """
-    if not is_terminal():
-        yield lambda done, total, what: None
-        return
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    with Progress(
+    return (
         TextColumn("{task.description}"),
         BarColumn(),
         TextColumn("{task.completed}/{task.total}"),
         TimeElapsedColumn(),
         TextColumn("ETA"),
         TimeRemainingColumn(),
-        transient=True,
-    ) as bar:
-        task = bar.add_task(label, total=None)
+    )
 
-        def report(done: int, total: int, what: str) -> None:
-            bar.update(task, completed=done, total=total, description=what or label)
 
+def _periodic_lines(label: str, every_s: float) -> OnProgress:
+    last = [time.monotonic()]
+
+    def report(done: int, total: int, what: str) -> None:
+        now = time.monotonic()
+        if now - last[0] >= every_s:
+            last[0] = now
+            print(f"{what or label}: {done}/{total}", file=sys.stderr, flush=True)
+
+    return report
+
+
+@contextlib.contextmanager
+def progress_bar(label: str, every_s: float = 30.0) -> Iterator[OnProgress]:
+    """A callback ``(done, total, label)`` for library code that reports its own progress (inversion iterations,
+    reference models): on a terminal a bar with elapsed time and ETA, shown from the first report on; elsewhere
+    (CI, pipes) one plain line on stderr every ``every_s`` seconds, so short work prints nothing.
+
+        >>> with progress_bar("steps") as report:
+        ...     report(1, 2, "steps")
+    """
+    if not is_terminal():
+        yield _periodic_lines(label, every_s)
+        return
+    from rich.progress import Progress
+
+    state: dict = {}
+
+    def report(done: int, total: int, what: str) -> None:
+        if "bar" not in state:
+            state["bar"] = Progress(*_columns(), transient=True)
+            state["bar"].start()
+            state["task"] = state["bar"].add_task(what or label, total=total)
+        state["bar"].update(state["task"], completed=done, total=total, description=what or label)
+
+    try:
         yield report
+    finally:
+        if "bar" in state:
+            state["bar"].stop()

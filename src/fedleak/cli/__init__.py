@@ -6,6 +6,7 @@ Heavy packages (torch, opacus, flwr) load inside the commands, so ``fedleak --he
 
 from __future__ import annotations
 
+import math
 import signal
 import sys
 
@@ -50,17 +51,23 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-NON_FINITE = {"nan", "+nan", "-nan", "inf", "+inf", "-inf", "infinity", "+infinity", "-infinity"}
+PATH_OPTIONS = {"--out", "--dataset", "--weights"}  # names, not numbers: a folder may be called "inf"
 
 
 def _refuse_non_finite(args: list[str]) -> None:
-    """No option takes NaN or infinity: a number of iterations, a learning rate or a fraction that is not finite is
-    always a mistake, and would otherwise run to meaningless figures."""
+    """No option takes NaN or infinity: a number of iterations, a learning rate or a fraction that is not finite
+    ("nan", "inf", or "1e999", which overflows to inf) is always a mistake, and would run to meaningless figures."""
     from fedleak.errors import FedleakInputError
 
     for i, a in enumerate(args):
         option, _, value = a.partition("=") if a.startswith("--") and "=" in a else (args[i - 1] if i else "", "", a)
-        if value.strip().lower() in NON_FINITE and option.startswith("--"):
+        if not option.startswith("--") or option in PATH_OPTIONS:
+            continue
+        try:
+            number = float(value)
+        except ValueError:
+            continue
+        if not math.isfinite(number):
             raise FedleakInputError(f"{option} {value}: must be a finite number")
 
 

@@ -36,6 +36,7 @@ def register(app: typer.Typer) -> None:
         from fedleak.cli.common import int_list, out_dir, say
 
         out_dir(out)
+        check_utility_training(dataset, defense, clients, rounds, samples, seed)
         run_sweep(
             dataset=dataset,
             model=model,
@@ -55,3 +56,18 @@ def register(app: typer.Typer) -> None:
             out=out,
             echo=say,
         )
+
+
+def check_utility_training(dataset: str, grids: list[str], clients: int, rounds: int, samples: int, seed: int) -> None:
+    """Everything the utility training of each grid point needs, checked before the first point runs (a sweep
+    that fails at its last point leaves hours of work and a folder without results)."""
+    from fedleak.audit.sweep import grid_points
+    from fedleak.audit.train import train_test_split
+    from fedleak.cli.common import check_federation
+    from fedleak.data import load
+    from fedleak.data.partition import partition
+
+    specs = [spec for _, spec in grid_points(grids) if spec != "none"]
+    check_federation(clients, rounds, specs, where="the utility training (--clients)")
+    train, _ = train_test_split(load(dataset), 0.2, samples, seed)
+    partition(train.labels, "iid", clients, seed)

@@ -34,9 +34,10 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Federated training on a partition of a dataset; prints and saves test accuracy per round."""
         from fedleak.audit.train import run_training
-        from fedleak.cli.common import out_dir, say
+        from fedleak.cli.common import check_federation, out_dir, say
 
         out_dir(out)
+        check_federation(clients, rounds, defense)
         run_training(
             dataset=dataset,
             model=model,

@@ -3,15 +3,11 @@ and the parsing of comma lists."""
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TypeVar
 
 from fedleak.errors import FedleakInputError
+from fedleak.progress import is_terminal, progress  # noqa: F401  (the commands' progress, re-exported)
 from fedleak.runio import check_out_dir
-
-T = TypeVar("T")
 
 
 def out_dir(path: Path, resume: bool = False) -> Path:
@@ -29,27 +25,23 @@ def int_list(text: str | None, option: str) -> list[int] | None:
         raise FedleakInputError(f"{option} {text!r}: give comma-separated integers, e.g. 0,5000,10000") from None
 
 
-def is_terminal() -> bool:
-    return sys.stderr.isatty()
-
-
-def progress(items: Iterable[T], total: int, label: str, plain_lines: int = 10) -> Iterator[T]:
-    """A rich progress bar on a terminal; otherwise (CI, pipes) at most ``plain_lines`` plain lines."""
-    if is_terminal():
-        from rich.progress import Progress
-
-        with Progress(transient=True) as bar:
-            task = bar.add_task(label, total=total)
-            for item in items:
-                yield item
-                bar.advance(task)
-    else:
-        every = max(1, total // plain_lines) if plain_lines else 0
-        for i, item in enumerate(items, 1):
-            yield item
-            if every and (i % every == 0 or i == total):
-                print(f"{label}: {i}/{total}", file=sys.stderr, flush=True)
-
-
 def say(text: str) -> None:
     print(text, flush=True)
+
+
+def check_federation(clients: int, rounds: int, defenses: list[str], where: str = "the federation") -> None:
+    """What a federated training needs before anything runs: a client, a round, and secure aggregation over at
+    most as many clients as there are (each of ``defenses`` is checked alone and all together)."""
+    from fedleak.defenses import plan
+
+    if clients < 1:
+        raise FedleakInputError(f"--clients {clients}: need at least one client")
+    if rounds < 1:
+        raise FedleakInputError(f"--rounds {rounds}: train at least one round")
+    for spec in defenses:
+        k = plan([spec]).secagg
+        if k and k > clients:
+            raise FedleakInputError(
+                f"--defense {spec}: secure aggregation over {k} clients, but {where} has only {clients}; "
+                f"use secagg:{clients} or fewer, or more --clients"
+            )
