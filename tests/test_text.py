@@ -119,7 +119,7 @@ def test_token_set_is_exact_for_one_record_and_a_batch(demo, spec, batch):
 
 
 def test_text_attack_registry():
-    assert TEXT_ATTACKS.names() == ["tag", "tokens"]
+    assert TEXT_ATTACKS.names() == ["dager", "tag", "tokens"]
     with pytest.raises(FedleakInputError, match="unknown text attack"):
         invert_text([], attack="tga")
 

@@ -98,8 +98,9 @@ class Text(_Strict):
     dataset: str = "demo-records"
     model: str = "transformer"
     attack: str = "tag"
-    num_records: int = Field(4, ge=1)
-    iterations: int | None = None
+    num_records: int = Field(4, ge=1, le=100_000)
+    batch_size: int = Field(1, ge=1, le=4096)  # records per client update (DAGER reads whole batches)
+    iterations: int | None = Field(None, ge=1, le=1_000_000)
 
 
 class AuditDP(_Strict):

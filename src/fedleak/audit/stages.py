@@ -495,18 +495,23 @@ def text_stage(config: AuditConfig, echo) -> dict:  # noqa: ANN001
         dataset=t.dataset,
         model=t.model,
         attack=t.attack,
-        num_images=t.num_records,
+        num_records=t.num_records,
+        batch_size=t.batch_size,
         iterations=t.iterations,
         seed=config.seed,
         device=config.device,
         echo=lambda s: None,
     )
     summary = res.get("summary", {})
-    tok = summary.get("token_accuracy_median")
-    echo(f"[text: {t.dataset}] {t.attack}: median token accuracy " + ("n/a" if tok is None else f"{tok:.2f}"))
+    tok, exact = summary.get("token_accuracy_median"), summary.get("exact_match")
+    echo(
+        f"[text: {t.dataset}, {t.model}] {res.get('attack', t.attack)}: median token accuracy "
+        + ("n/a" if tok is None else f"{tok:.2f}")
+        + ("" if exact is None else f", {exact:.0%} of the sequences exactly")
+    )
     return TextEntry(
         update="sent",
-        attack=t.attack,
+        attack=str(res.get("attack", t.attack)),
         dataset=t.dataset,
         model=t.model,
         targets=res.get("targets", []),
