@@ -174,3 +174,30 @@ def test_audit_text_case_is_recovered_and_reported(tmp_path):
     assert all(t["recovered_text"] == t["text"] for t in case["targets"])
     html = (tmp_path / "run" / "report.html").read_text()
     assert case["targets"][0]["text"].split()[1] in html  # the true record is shown beside the recovered one
+
+
+def test_audit_dp_section_carries_the_three_figures_never_confused(tmp_path):
+    cfg = {
+        "federation": {"dataset": "digits", "model": "mlp", "clients": 2, "rounds": 1},
+        "inversion": {"enabled": False},
+        "membership": {"enabled": False},
+        "audit_dp": {
+            "enabled": True,
+            "defense": "client-dp:epsilon=4,delta=1e-5",
+            "canaries": "client",
+            "num_canaries": 100,
+            "rounds": 5,
+        },
+    }
+    results = run_audit(parse_config(cfg), tmp_path / "run", echo=lambda s: None)
+    d = results.dp_audit
+    own = json.loads((tmp_path / "run" / "audit_dp" / "results.json").read_text())["privacy"]
+    assert (d.epsilon, d.epsilon_lower_bound, d.epsilon_estimate) == (
+        own["epsilon"],
+        own["epsilon_lower_bound"],
+        own["epsilon_estimate"],
+    )  # the audit shows the canary run's own figures
+    assert 3.5 < d.epsilon <= 4.0 and 0 <= d.epsilon_lower_bound <= d.epsilon and d.canaries["total"] == 100
+    assert results.verdict[-1].startswith("Auditing client-dp:epsilon=4,delta=1e-5 itself with 100 client canaries")
+    html = (tmp_path / "run" / "report.html").read_text()
+    assert "Auditing the privacy guarantee" in html and "an estimate, not a bound" in html

@@ -68,3 +68,18 @@ def test_any_module_works_in_python_without_registration():
     assert float(fedleak.metrics.psnr(rec.pixels, data.pixels([7]))[0]) > 100
     lenet_like = fedleak.fl.client_update(Mine(), data.subset([7, 8]))
     assert fedleak.attacks.inversion.why_not("spear", lenet_like) is not None  # no ReLU after its first layer
+
+
+def test_auto_picks_the_attacks_that_fit_what_the_server_received():
+    from fedleak.attacks.inversion import auto_attacks
+
+    data = fedleak.data.load("digits")
+    tanh = fedleak.models.build("mlp", data.spec, seed=0)
+    relu = fedleak.models.build("mlp:64,act=relu", data.spec, seed=0)
+    one = fedleak.fl.client_update(tanh, data.subset([3]))
+    batch = fedleak.fl.client_update(relu, data.subset([3, 4, 5]))
+    delta = fedleak.fl.client_update(tanh, data.subset([3, 4]), local_steps=2, batch_size=1, lr=0.1)
+    assert auto_attacks(one) == ["analytic", "idlg"]  # one record, linear first layer: exact, then a match
+    assert auto_attacks(batch) == ["spear", "idlg"]  # a batch through ReLU: spear, not analytic (a mixture)
+    assert auto_attacks(delta) == ["fedavg"]  # a FedAvg delta: only the replay fits
+    assert auto_attacks(fedleak.fl.ThreatModel.from_grants("none").view(delta)) == []  # no lr granted: nothing

@@ -83,17 +83,13 @@ def attack_and_score(
         recons.append(rec.pixels.detach().cpu()[perm])
     return ScoredInversion(
         targets=targets,
-        summary=summarise(targets, seconds_total),
+        summary=InversionSummary.of(targets, seconds_total),
         originals=torch.cat(origs),
         reconstructions=torch.cat(recons),
         recs=list(recs),
         label_method=getattr(recs[0], "label_method", "none") if recs else "none",
         notes=sorted({n for r in recs if (n := (getattr(r, "extras", None) or {}).get("note"))}),
     )
-
-
-def summarise(targets: Sequence[InversionTarget], seconds_total: float) -> InversionSummary:
-    return InversionSummary.of(list(targets), seconds_total)
 
 
 def realism_card(
@@ -119,6 +115,6 @@ def realism_card(
         num_clients=update.num_clients,
         granted=granted,
         model_mode="train" if update.train_mode else "eval",
-        bn_prior=(bool(update.buffers) if has_bn else None),
+        bn_prior=(False if has_bn else None),  # True only where an attack reports using the running statistics
         beyond_server=list(beyond_server),
     )

@@ -9,11 +9,10 @@ from pathlib import Path
 
 import torch
 
-from fedleak.attacks.inversion import ATTACKS as INVERSION_ATTACKS
-from fedleak.attacks.inversion import why_not
+from fedleak.attacks.inversion import auto_attacks, why_not
 from fedleak.audit.config import AuditConfig
 from fedleak.audit.inversion_case import attack_and_score, dataset_mean_image, realism_card
-from fedleak.audit.mia import attack_target, attack_update
+from fedleak.audit.mia import attack_target, attack_update, strongest_attack
 from fedleak.audit.runfolder import RunFolder, damaged
 from fedleak.audit.scenario import FederationSetup
 from fedleak.audit.seeds import derive_seed, generator
@@ -148,10 +147,6 @@ def _run_rounds(config: AuditConfig, fs: FederationSetup, federation, keep_round
 
 # ----------------------------------------------------------------- inversion
 
-EXACT_ATTACKS = ("analytic", "spear")  # exact read-outs: tried first wherever they apply
-OPTIMISATION_ORDER = {"gradient": ("idlg", "ig", "dlg"), "delta": ("fedavg",)}
-MALICIOUS_ONLY = ("imprint",)
-
 
 def choose_attacks(wanted: list[str], update: ClientUpdate) -> list[tuple[str, str | None]]:
     """(attack, why not) pairs: 'auto' -> every exact attack that fits plus the first optimisation attack that
@@ -161,12 +156,7 @@ def choose_attacks(wanted: list[str], update: ClientUpdate) -> list[tuple[str, s
         if w != "auto":
             out.append((w, why_not(w, update)))
             continue
-        out += [(a, None) for a in EXACT_ATTACKS if a in INVERSION_ATTACKS and why_not(a, update) is None]
-        first = next(
-            (a for a in OPTIMISATION_ORDER[update.kind] if a in INVERSION_ATTACKS and why_not(a, update) is None), None
-        )
-        if first:
-            out.append((first, None))
+        out += [(a, None) for a in auto_attacks(update)]
     seen, unique = set(), []
     for a, why in out:
         if a not in seen:
@@ -285,9 +275,8 @@ def inversion_stage(
             "device": config.device,
         }
         scored = attack_and_score(updates, originals, attack, options, mean_img, clients)
-        bn = [r.extras.get("bn_prior") for r in scored.recs if isinstance(getattr(r, "extras", None), dict)]
-        if card.bn_prior is not None:
-            card.bn_prior = bool(bn and bn[0])
+        if card.bn_prior is not None:  # the model has BatchNorm: did the attack use its running statistics?
+            card.bn_prior = any(bool((getattr(r, "extras", None) or {}).get("bn_prior")) for r in scored.recs)
         image = f"inversion_{slug}_{kind}_{attack}_r{rnd}.png"
         names = fs.data.spec.class_names
         save_reconstruction_png(
@@ -314,17 +303,6 @@ def inversion_stage(
 
 
 # ----------------------------------------------------------------- membership
-
-
-def _best_attack(attacks: dict[str, dict]) -> str | None:
-    """The attack with the highest TPR at the lowest resolvable FPR level (then AUC)."""
-    if not attacks:
-        return None
-    for level in ("0.001", "0.01", "0.1"):
-        vals = {a: r["tpr_at_fpr"].get(level) for a, r in attacks.items()}
-        if all(v is not None for v in vals.values()):
-            return max(vals, key=lambda a: (vals[a], attacks[a]["auc"]))
-    return max(attacks, key=lambda a: attacks[a]["auc"])
 
 
 def membership_stage(
@@ -430,7 +408,7 @@ def membership_stage(
         accountant=priv.get("accountant"),
         details={k: v for k, v in priv.items() if k not in ("epsilon", "delta", "accountant")},
     )
-    best = _best_attack(attacks)
+    best = strongest_attack(attacks) if attacks else None
     if best:
         emp = audit_privacy(
             res["scores"][best].numpy(),
@@ -466,21 +444,14 @@ def dp_audit_stage(run: RunFolder, config: AuditConfig, echo) -> dict:  # noqa: 
         device=config.device,
     )
     res = run_dp_audit(opts, out=run.path / "audit_dp", echo=lambda line: echo(f"[audit-dp] {line}"))
-    return DPAudit(
-        folder="audit_dp",
-        defense=a.defense,
-        canary_kind=a.canaries,
-        epsilon=res.epsilon,
-        delta=res.delta,
-        epsilon_lower_bound=res.epsilon_lower_bound,
-        epsilon_estimate=res.epsilon_estimate,
-        canaries=res.counts,
-        runs=res.runs,
-        confidence=float(res.bound["confidence"]),
-        bound_exceeds_epsilon=res.bound_exceeds_epsilon,
-        verdict=res.verdict,
-        image="audit_dp/canary_scores.png",
-    ).to_dict()
+    privacy = res.to_dict()["privacy"]  # the figures, as the audit-dp run folder records them
+    extra = {
+        "folder": "audit_dp",
+        "defense": a.defense,
+        "canary_kind": a.canaries,
+        "image": "audit_dp/canary_scores.png",
+    }
+    return DPAudit.from_dict({**privacy, **extra}).to_dict()
 
 
 # ----------------------------------------------------------------- text

@@ -84,26 +84,14 @@ def _invert(name: str, options: Mapping[str, Any]) -> AttackFn:
 
 
 AUTO = "auto"  # the inversion attacks that fit each view (exact ones first, then a replay or gradient match)
-EXACT = ("analytic", "spear")
-OPTIMISATION = {"gradient": ("idlg", "ig"), "delta": ("fedavg",)}
-
-
-def choose_attacks(update: ClientUpdate) -> list[str]:
-    """What "auto" runs on ``update``: every exact attack that fits, then the first optimisation attack that
-    fits its kind (FedAvg deltas: the FedAvg replay)."""
-    from fedleak.attacks.inversion import applicable
-
-    fits = [name for name, why in applicable(update).items() if why is None]
-    exact = [a for a in EXACT if a in fits]
-    optimise = [a for a in OPTIMISATION.get(update.kind, ()) if a in fits][:1]
-    return exact + optimise
 
 
 def _auto(options: Mapping[str, Any]) -> AttackFn:
     def run(update: ClientUpdate) -> Any:
         from fedleak.attacks import invert
+        from fedleak.attacks.inversion import auto_attacks
 
-        names = choose_attacks(update)
+        names = auto_attacks(update)
         if not names:
             raise FedleakInputError("no inversion attack fits this update (see fedleak.attacks.inversion.applicable)")
         return {name: invert(update, attack=name, **dict(options)) for name in names}

@@ -140,6 +140,18 @@ def why_not(attack: str, update: ClientUpdate) -> str | None:
     return None
 
 
+EXACT_ATTACKS = ("analytic", "spear")  # exact read-outs: tried first wherever they apply
+OPTIMISATION_ORDER = {"gradient": ("idlg", "ig", "dlg"), "delta": ("fedavg",)}
+
+
+def auto_attacks(update: ClientUpdate) -> list[str]:
+    """What "auto" runs on ``update`` (the audit and the Flower wrapper alike): every exact attack that fits,
+    then the first optimisation attack that fits its kind (FedAvg deltas: the FedAvg replay)."""
+    exact = [a for a in EXACT_ATTACKS if a in ATTACKS and why_not(a, update) is None]
+    order = OPTIMISATION_ORDER.get(update.kind, ())
+    return exact + [a for a in order if a in ATTACKS and why_not(a, update) is None][:1]
+
+
 def applicable(update: ClientUpdate) -> dict[str, str | None]:
     """Every registered attack -> None if it fits ``update``, else why not (one line)."""
     return {name: why_not(name, update) for name in ATTACKS.names()}
@@ -164,6 +176,7 @@ __all__ = [
     "MatchConfig",
     "Reconstruction",
     "applicable",
+    "auto_attacks",
     "imprint_model",
     "invert",
     "invert_batch",
