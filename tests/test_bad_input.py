@@ -57,6 +57,12 @@ def make(tmp: Path, what: str) -> str:
     if what == "file":
         (tmp / "afile").write_text("x")
         return str(tmp / "afile")
+    if what == "weights-shape":  # the parameters of mlp:7 on digits: the same names, other shapes
+        from fedleak.data import load
+        from fedleak.models import build, save_weights
+
+        save_weights(build("mlp:7", load("digits").spec), tmp / "w.safetensors")
+        return str(tmp / "w.safetensors")
     if what.startswith("cfg:"):
         (tmp / "c.toml").write_text(what[4:].replace("|", "\n"))
         return str(tmp / "c.toml")
@@ -135,6 +141,8 @@ CASES = [
     ("sweep samples < clients", [*SWEEP, "prune:0.5", "--samples", "5", "--out", "{OUT}"], None, "--clients"),
     ("sweep rounds 0", [*SWEEP, "prune:0.5", "--rounds", "0", "--out", "{OUT}"], None, "--rounds"),
     ("demo bad device", ["demo", "--device", "tpu", "--out", "{OUT}"], None, "tpu"),
+    ("train weights wrong shape", [*TRAIN, "--weights", "{X}", "--out", "{OUT}"], "weights-shape", "does not fit"),
+    ("mia weights wrong shape", [*MIA, "--weights", "{X}", "--out", "{OUT}"], "weights-shape", "does not fit"),
     ("audit seed not a number", ["audit", "{X}", "--seed", "x", "--out", "{OUT}"], "cfg:seed = 0", "--seed"),
 ]
 

@@ -83,3 +83,32 @@ def test_auto_picks_the_attacks_that_fit_what_the_server_received():
     assert auto_attacks(batch) == ["spear", "idlg"]  # a batch through ReLU: spear, not analytic (a mixture)
     assert auto_attacks(delta) == ["fedavg"]  # a FedAvg delta: only the replay fits
     assert auto_attacks(fedleak.fl.ThreatModel.from_grants("none").view(delta)) == []  # no lr granted: nothing
+
+
+def test_train_and_mia_start_from_weights(tmp_path, capsys):
+    """--weights is where fedleak train's global model and fedleak mia's target start. With a learning rate too
+    small to move them (1e-4, one round / one epoch), the accuracy is the loaded model's (>= 0.8 here after 5
+    rounds) where the seeded initialisation stays near chance (10 classes): the file really was the start."""
+    base = ["--dataset", "digits", "--model", "mlp", "--seed", "0"]
+    fed = ["--clients", "2", "--batch-size", "32"]
+    code, _, err = run_cli(["train", *base, *fed, "--rounds", "5", "--out", tmp_path / "t"], capsys)
+    assert code == 0, err
+    trained = json.loads((tmp_path / "t" / "metrics.json").read_text())["rounds"][-1]["test_accuracy"]
+    assert trained >= 0.8
+    weights = tmp_path / "t" / "model.safetensors"
+    still = ["--rounds", "1", "--lr", "1e-4"]
+    code, _, err = run_cli(["train", *base, *fed, *still, "--weights", weights, "--out", tmp_path / "w"], capsys)
+    assert code == 0, err
+    metrics = json.loads((tmp_path / "w" / "metrics.json").read_text())
+    assert metrics["weights"] == str(weights)
+    assert abs(metrics["rounds"][0]["test_accuracy"] - trained) <= 0.02
+    code, _, err = run_cli(["train", *base, *fed, *still, "--out", tmp_path / "f"], capsys)
+    assert json.loads((tmp_path / "f" / "metrics.json").read_text())["rounds"][0]["test_accuracy"] < 0.3
+
+    mia = ["mia", *base, "--attack", "loss", "--members", "100", "--epochs", "1", "--lr", "1e-4"]
+    code, _, err = run_cli([*mia, "--weights", weights, "--out", tmp_path / "m"], capsys)
+    assert code == 0, err
+    res = json.loads((tmp_path / "m" / "results.json").read_text())
+    assert res["config"]["weights"] == str(weights) and res["target"]["test_accuracy"] >= 0.8
+    code, _, err = run_cli([*mia, "--out", tmp_path / "n"], capsys)
+    assert json.loads((tmp_path / "n" / "results.json").read_text())["target"]["test_accuracy"] < 0.3

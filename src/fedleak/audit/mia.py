@@ -329,6 +329,18 @@ def _table(attacks: dict[str, dict]) -> str:
     return "\n".join(rows)
 
 
+REFERENCES_FROM_SEEDS = (
+    "seeded random initialisations, not the target's --weights: an attacker who knows the starting weights and "
+    "starts its reference models from them may do better than these figures"
+)
+
+
+def _file_sha256(path: str | Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
 def _target_digest(dataset: str, model: str, train_spec: Any, members: Dataset, seed: int, defense: str) -> str:
     import hashlib
     import json
@@ -360,9 +372,12 @@ def run_mia(
     echo: Callable[[str], None] = print,
     reference_trainer: Callable | None = None,
     on_progress: OnProgress | None = None,
+    weights: str | Path | None = None,
 ) -> dict[str, Any]:
     """The whole experiment; with ``out`` writes results.json, roc.png, target.safetensors and the reference
-    models (``references/``, resumed on a rerun with the same options)."""
+    models (``references/``, resumed on a rerun with the same options). ``weights``: a safetensors file the
+    target starts its training from instead of its seeded initialisation (shapes checked); the reference and
+    shadow models keep their own seeded initialisations, and results.json says so."""
     from fedleak.attacks.membership import SHADOW_DATA
     from fedleak.defenses import plan as defense_plan
     from fedleak.defenses import privacy_block
@@ -402,13 +417,14 @@ def run_mia(
 
     train_spec = TrainSpec(epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum)
     torch.manual_seed(seed)
-    target = build(model, data.spec, seed=seed, device=dev)
+    target = build(model, data.spec, seed=seed, device=dev, weights=weights)
     target = plan.prepare(target) if hasattr(plan, "prepare") else target
     if hasattr(plan, "bind"):
         plan.bind(rounds=1)
     trainer = plan.trainer or SGDTrainer()
     outp = Path(out) if out is not None else None
-    digest = _target_digest(dataset, model, train_spec, mem, seed, plan.label)
+    start = model if weights is None else f"{model}@{_file_sha256(weights)}"  # another start, another target
+    digest = _target_digest(dataset, start, train_spec, mem, seed, plan.label)
     ckpt = outp / f"target-{digest}.safetensors" if outp is not None else None
     t0 = time.perf_counter()
     xm, ym = mem.tensors()
@@ -479,11 +495,12 @@ def run_mia(
             "shadow_data": shadow_data,
             "device": str(dev),
             "vectorised": vectorised,
+            "weights": str(weights) if weights is not None else None,
         },
         "defense": plan.label,
         # the accountant's epsilon beside the lower bound the headline attack's scores prove
         "privacy": privacy_block(plan, found["scores"][headline], found["is_member"], seed=seed),
-        "references": found["references"],
+        "references": found["references"] | ({"initialisation": REFERENCES_FROM_SEEDS} if weights and paired else {}),
         "seconds_total": 0.0,
     }
     result["exposed"], result["exposed_threshold"] = found["exposed"], found["exposed_threshold"]
@@ -493,6 +510,8 @@ def run_mia(
         result["seconds"] = head["seconds"]
     result["seconds_total"] = time.perf_counter() - t_start
     echo(_table(attacks))
+    if weights is not None and paired:
+        echo(f"note: the target started from {weights}; the reference models from {REFERENCES_FROM_SEEDS}")
     if outp is not None:
         atomic_write_bytes(outp / "roc.png", plot_roc(attacks, f"{model} on {dataset}, {len(mem)} members"))
         atomic_write_json(outp / "results.json", result)

@@ -11,7 +11,12 @@ def register(app: typer.Typer) -> None:
     @app.command("mia")
     def mia(
         dataset: str = typer.Option(..., help="dataset spec, e.g. digits, breast-cancer, imagefolder:PATH"),
-        model: str = typer.Option("mlp", help="model spec: mlp[:H1,H2], lenet, convnet[:W], resnet20"),
+        model: str = typer.Option(
+            "mlp", help="model spec: mlp[:H1,H2], lenet, convnet[:W], resnet20, or yours: file.py:factory"
+        ),
+        weights: Path = typer.Option(
+            None, help="the target's initial weights (.safetensors, e.g. from fedleak train); it trains from them"
+        ),
         attack: str = typer.Option(
             "all",
             help="loss|confidence|entropy|mentropy (+ -class)|shokri|lira|lira-offline|rmia|rmia-offline|quantile|all",
@@ -71,4 +76,5 @@ def register(app: typer.Typer) -> None:
                 echo=say,
                 reference_trainer=trainer,
                 on_progress=report if is_terminal() else None,
+                weights=weights,
             )

@@ -11,7 +11,12 @@ def register(app: typer.Typer) -> None:
     @app.command("train")
     def train(
         dataset: str = typer.Option(..., help="dataset spec, e.g. digits or imagefolder:PATH (see `fedleak datasets`)"),
-        model: str = typer.Option("mlp", help="model spec: lenet, convnet[:W], resnet18, resnet20, mlp[:H1,H2]"),
+        model: str = typer.Option(
+            "mlp", help="model spec: lenet, convnet[:W], resnet18, resnet20, mlp[:H1,H2], or yours: file.py:factory"
+        ),
+        weights: Path = typer.Option(
+            None, help="start the global model from these weights (.safetensors, e.g. an earlier run's model)"
+        ),
         clients: int = typer.Option(10, help="number of clients N"),
         rounds: int = typer.Option(10, help="federated rounds R"),
         fraction: float = typer.Option(1.0, help="fraction of clients sampled each round"),
@@ -56,4 +61,5 @@ def register(app: typer.Typer) -> None:
             defenses=defense,
             out=out,
             echo=say,
+            weights=weights,
         )
