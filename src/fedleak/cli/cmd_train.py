@@ -10,9 +10,13 @@ import typer
 def register(app: typer.Typer) -> None:
     @app.command("train")
     def train(
-        dataset: str = typer.Option(..., help="dataset spec, e.g. digits or imagefolder:PATH (see `fedleak datasets`)"),
+        dataset: str = typer.Option(
+            ..., help="dataset spec, e.g. digits, imagefolder:PATH or text:PATH (see `fedleak datasets`)"
+        ),
         model: str = typer.Option(
-            "mlp", help="model spec: lenet, convnet[:W], resnet18, resnet20, mlp[:H1,H2], or yours: file.py:factory"
+            "mlp",
+            help="model spec: lenet, convnet[:W], resnet18, resnet20, mlp[:H1,H2], transformer (text), gpt[:lora=R] "
+            "(text LM: next-token loss), or yours: file.py:factory",
         ),
         weights: Path = typer.Option(
             None, help="start the global model from these weights (.safetensors, e.g. an earlier run's model)"

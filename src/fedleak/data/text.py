@@ -3,8 +3,9 @@
 - ``text:PATH`` reads a UTF-8 file, one record per line (blank lines skipped). Options:
   ``?tokenizer=word|char`` (default word), ``max_len=N`` (default 32: records are cut to N tokens and padded
   with PAD to the longest record, at most N), ``label=auto|tab|first``: ``tab`` takes ``LABEL<TAB>TEXT``
-  lines, ``first`` uses the first word of each line as its class (and keeps it in the text); ``auto``
-  (default) is ``tab`` when every line has a tab, else ``first``.
+  lines, ``first`` uses the first word of each line as its class (and keeps it in the text), ``none`` gives
+  every record the one class ``text`` (a language model, ``gpt``, trains on next tokens and needs no labels);
+  ``auto`` (default) is ``tab`` when every line has a tab, else ``first``.
 - ``demo-records``: the bundled synthetic corpus ``corpora/demo_records.txt`` (240 made-up records: names,
   addresses, phone numbers, diagnoses; see ``corpora/make_demo_records.py``), word level; the class is the
   record type (tenant, customer, employee, patient: order of first appearance).
@@ -31,7 +32,7 @@ from fedleak.data.tokenize import TOKENIZERS, Tokenizer
 from fedleak.errors import FedleakInputError
 
 DEMO_FILE = "demo_records.txt"
-LABEL_MODES = ("auto", "tab", "first")
+LABEL_MODES = ("auto", "tab", "first", "none")
 
 
 def text_dataset(
@@ -47,7 +48,9 @@ def text_dataset(
         raise FedleakInputError(f"{name}: no records; give a text file with one record per line")
     if label == "auto":
         label = "tab" if all("\t" in ln for ln in lines) else "first"
-    if label == "tab":
+    if label == "none":
+        texts, names = [ln.strip() for ln in lines], ["text"] * len(lines)
+    elif label == "tab":
         if not all("\t" in ln for ln in lines):
             raise FedleakInputError(f"{name}: label=tab but a line has no tab; write LABEL<TAB>TEXT lines")
         pairs = [ln.split("\t", 1) for ln in lines]
@@ -56,10 +59,10 @@ def text_dataset(
         texts = [ln.strip() for ln in lines]
         names = [t.split()[0] for t in texts]
     class_names = list(dict.fromkeys(names))  # order of first appearance
-    if len(class_names) < 2:
+    if len(class_names) < 2 and label != "none":
         raise FedleakInputError(
             f"{name}: all records have the class {class_names[0]!r}; a classifier needs at least two "
-            "(use label=tab with LABEL<TAB>TEXT lines)"
+            "(use label=tab with LABEL<TAB>TEXT lines), or label=none for a language model (--model gpt)"
         )
     tok: Tokenizer = TOKENIZERS.get(tokenizer).fit(texts)
     length = min(max_len, max(len(tok.split(t)) for t in texts))

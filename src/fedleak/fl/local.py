@@ -92,18 +92,25 @@ class SGDTrainer:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 1024) -> tuple[float, float]:
-    """(accuracy, mean cross-entropy) in eval mode."""
+    """(accuracy, mean cross-entropy) in eval mode, per record for a classifier. A language model (one with
+    ``training_targets``, e.g. ``gpt``) is scored on its own next tokens instead of ``y``: next-token accuracy
+    and the mean cross-entropy per predicted token (nats; ``exp`` of it is the perplexity), padding excluded."""
     was = model.training
     model.eval()
-    correct, loss = 0, 0.0
+    correct, loss, n = 0, 0.0, 0
     dev = next(model.parameters()).device
+    lm_targets = getattr(model, "training_targets", None)
     for i in range(0, len(x), batch_size):
         xb, yb = x[i : i + batch_size].to(dev), y[i : i + batch_size].to(dev)
+        if callable(lm_targets):
+            yb = lm_targets(xb)
         out = model(xb)
-        loss += float(F.cross_entropy(out, yb, reduction="sum"))
-        correct += int((out.argmax(1) == yb).sum())
+        loss += float(F.cross_entropy(out, yb, reduction="sum"))  # ignore_index (-100) positions left out
+        keep = yb != -100
+        correct += int(((out.argmax(1) == yb) & keep).sum())
+        n += int(keep.sum())
     model.train(was)
-    n = max(1, len(x))
+    n = max(1, n)
     return correct / n, loss / n
 
 

@@ -124,6 +124,9 @@ class LoRALinear(nn.Module):
         return self.base(x) + self.scale * (x @ self.lora_a.T) @ self.lora_b.T
 
 
+IGNORE_INDEX = -100  # F.cross_entropy's default ignore_index: a target position that does not count
+
+
 class CausalSelfAttention(SelfAttention):
     def forward(self, x: Tensor) -> Tensor:
         b, n, d = x.shape
@@ -145,14 +148,17 @@ class GPT(nn.Module):
 
     ``forward`` returns next-token logits shaped ``(B, V, L)`` (vocabulary second, as ``F.cross_entropy``
     takes them) and :meth:`training_targets` the targets a client trains against: the record shifted by one,
-    the position after the last predicting PAD (the end of the record). ``lora=R`` wraps every attention
-    Q/K/V projection in a rank-R adapter and freezes everything else: the client then trains and sends only
-    the adapters.
+    the last token predicting PAD (the end of the record), and the padded positions after it set to
+    ``IGNORE_INDEX`` so that ``F.cross_entropy`` leaves them out: the loss is the mean over the records' real
+    positions, padding masked. ``lora=R`` wraps every attention Q/K/V projection in a rank-R adapter and
+    freezes everything else: the client then trains and sends only the adapters.
 
         >>> m = GPT(vocab=30, length=6, width=16, layers=2, heads=2)
         >>> ids = torch.randint(2, 30, (3, 6))
         >>> m(ids).shape, m.training_targets(ids)[:, -1].tolist()
         (torch.Size([3, 30, 6]), [0, 0, 0])
+        >>> m.training_targets(torch.tensor([[5, 6, 7, 0, 0, 0]])).tolist()   # PAD inputs predict nothing
+        [[6, 7, 0, -100, -100, -100]]
         >>> a, b = ids.clone(), ids.clone(); b[:, 4:] = 5                 # causal: a later token changes nothing
         >>> torch.allclose(m(a)[..., :4], m(b)[..., :4], atol=1e-6)
         True
@@ -195,7 +201,10 @@ class GPT(nn.Module):
         return self.head(self.ln(self.hidden(x))).transpose(1, 2)
 
     def training_targets(self, x: Tensor) -> Tensor:
-        return torch.cat([x[:, 1:], torch.full_like(x[:, :1], self.pad_id)], dim=1)
+        """Next-token targets of ``x``: shifted by one, PAD after the last token, ``IGNORE_INDEX`` where the input
+        itself is PAD (nothing to predict there)."""
+        t = torch.cat([x[:, 1:], torch.full_like(x[:, :1], self.pad_id)], dim=1)
+        return t.masked_fill(x == self.pad_id, IGNORE_INDEX)
 
 
 GPT_OPTIONS = ("layers", "dim", "heads", "tied", "lora", "vocab")

@@ -11,15 +11,22 @@ Q/K/V projection reads ``z = LN1(E[token] + P[position])``, so
 2. sequences grow position by position: a prefix extended by a candidate survives when the second block's
    Q/K/V input at its last position (which, the attention being causal, depends on the prefix only) lies in
    the span of the second block's ``qkv.weight`` gradient;
-3. the sequences alive at the last position are the batch. The second block's gradient has one input per
-   distinct prefix, so its rank must equal the number of distinct prefixes found: the batch size is read
-   from it (``extras["rank_2"]`` against ``extras["prefixes"]``) and a shortfall is reported, not hidden.
+3. the client's loss masks padding (a PAD input predicts nothing, so it is in no span): a prefix that no
+   candidate extends is a record that ends there, PAD after it; the prefixes alive at the last position are
+   the full-length records. The second block's gradient has one input per distinct prefix, so its rank minus
+   the prefixes that were extended is the number of records (``extras["batch_size_from_rank"]``, against
+   ``extras["sequences_found"]``); a shortfall is reported, not hidden. A record that is a prefix of another in
+   the same batch leaves no input of its own in either span and is not told apart.
 
 Variants: a FedAvg delta (``kind == "delta"``, a few local SGD steps) is a sum of gradients at nearby weights
 and its span is checked the same way against the global model with a looser tolerance; a LoRA update (only the
 adapters ``A`` (r x d) and ``B`` (3d x r) of each Q/K/V projection are sent) gives ``dB = sum_i g_i (A z_i)^T``
-and ``dA = B^T sum_i g_i z_i^T``, both of rank <= r: the check runs in the adapters' spaces and is reported as
-*vacuous* when that span is already full (more inputs than the rank), because every vector then passes.
+and ``dA = B^T sum_i g_i z_i^T``, both of rank <= r. ``dB``'s rows live in the r-dimensional space of ``A z``,
+which n > r inputs fill (*vacuous*: every vector passes). ``dA``'s rows lie in the span of the inputs ``z_i``
+themselves, but it is zero while ``B`` is (LoRA starts with ``B = 0``: a first-round update carries nothing
+there) and, once ``B`` has trained, its rank is min(r, n): with n <= r inputs (tokens of the batch) it *is*
+their span and the attack is exact; with n > r it is an r-dimensional slice of it (*saturated*) that a true
+input generally lies outside, so nothing is found.
 
     >>> import fedleak
     >>> data = fedleak.data.load("demo-records")
@@ -74,29 +81,35 @@ def span_distance(z: Tensor, basis: Tensor) -> Tensor:
 
 
 class _Layer:
-    """The span checks of one block's Q/K/V projection: the inputs ``z`` -> one relative distance per row."""
+    """The span checks of one block's Q/K/V projection: the inputs ``z`` -> one relative distance per row.
+
+    ``vacuous``: every check's span fills its whole space (each vector passes). ``saturated``: a LoRA ``dA``
+    whose rank reached the adapter rank r: with more inputs than r its row space is an r-dimensional slice of
+    their span, so true inputs fail the check (recovery then needs batches of at most r inputs).
+    """
 
     def __init__(self, model: torch.nn.Module, payload: dict[str, Tensor], block: int, rank_tol: float) -> None:
         qkv = model.blocks[block].attn.qkv
         pre = f"blocks.{block}.attn.qkv."
         self.checks: list[tuple[Tensor | None, Tensor]] = []  # (projection or None, basis)
         self.ranks: list[int] = []
-        self.vacuous = False
+        self.vacuous = self.saturated = False
         if pre + "weight" in payload:
             self._add(None, payload[pre + "weight"], rank_tol)
         elif pre + "lora_b" in payload:
             a = qkv.lora_a.detach().double()
             self._add(a.T, payload[pre + "lora_b"], rank_tol)  # rows of dB live in A z space
-            if payload[pre + "lora_a"].abs().max() > 0:
+            if payload[pre + "lora_a"].abs().max() > 0:  # dA = B^T dW: zero while B is (LoRA's first step)
                 self._add(None, payload[pre + "lora_a"], rank_tol)  # rows of dA live in z space
+                self.saturated = self.ranks[-1] >= a.shape[0]
         else:
             raise FedleakInputError(f"the update has no gradient for {pre}weight (nor LoRA adapters); dager needs one")
+        self.vacuous = all(basis.shape[1] >= basis.shape[0] for _, basis in self.checks)
 
     def _add(self, proj: Tensor | None, grad: Tensor, rank_tol: float) -> None:
         basis = row_span(grad, rank_tol)
         self.checks.append((proj, basis))
         self.ranks.append(basis.shape[1])
-        self.vacuous = self.vacuous or basis.shape[1] >= basis.shape[0]
 
     def distance(self, z: Tensor) -> Tensor:
         d = torch.zeros(z.shape[0], dtype=torch.float64, device=z.device)
@@ -119,9 +132,10 @@ def dager_one(u: ClientUpdate, opts: DagerOptions) -> TextReconstruction:
     if not hasattr(model, "training_targets") or len(model.blocks) < 2:
         raise FedleakInputError("--attack dager needs a decoder LM with >= 2 blocks (e.g. --model gpt); use tag")
     tol = opts.tol if opts.tol is not None else (3e-2 if u.kind == "delta" else 1e-3)
-    length = model.pos.weight.shape[0]
+    length, pad = model.pos.weight.shape[0], int(getattr(model, "pad_id", 0))
     l1, l2 = _Layer(model, u.payload, 0, opts.rank_tol), _Layer(model, u.payload, 1, opts.rank_tol)
     cand = _candidates(model, u)
+    cand = cand[cand != pad]  # a PAD input has no loss (masked): it is in no span; records end instead
     per_pos = []
     for p in range(length):
         z = model.blocks[0].ln1(model.tok.weight[cand] + model.pos.weight[p])
@@ -130,6 +144,7 @@ def dager_one(u: ClientUpdate, opts: DagerOptions) -> TextReconstruction:
     heads, dim = blk.attn.heads, model.tok.weight.shape[1]
     prefixes = torch.zeros(1, 0, dtype=torch.long, device=cand.device)
     keys = values = model.tok.weight.new_zeros(1, heads, 0, dim // heads)  # block 0's K/V of each prefix
+    ended: list[Tensor] = []  # prefixes no candidate extends: records that end there (PAD after)
     counts, stopped = [], None
     for p in range(length):
         c = per_pos[p]
@@ -145,33 +160,37 @@ def dager_one(u: ClientUpdate, opts: DagerOptions) -> TextReconstruction:
         h = x + blk.attn.out((att @ vv).reshape(len(x), dim))
         h = h + blk.mlp(blk.ln2(h))
         keep = l2.distance(model.blocks[1].ln1(h)) < tol
+        if p > 0:
+            extended = torch.zeros(len(prefixes), dtype=torch.bool, device=c.device)
+            extended[parent[keep]] = True
+            ended.append(prefixes[~extended])
         prefixes = torch.cat([prefixes[parent], tokens.unsqueeze(1)], 1)[keep]
         keys, values = kk[keep], vv[keep]
         counts.append(len(prefixes))
         if len(prefixes) == 0:
-            stopped = p
+            if p == 0:
+                stopped = p
             break
-    found = prefixes if stopped is None else prefixes.new_zeros(0, length)
+    ended.append(prefixes)
+    if stopped is None:
+        found = torch.cat([torch.nn.functional.pad(e, (0, length - e.shape[1]), value=pad) for e in ended])
+    else:
+        found = cand.new_zeros(0, length)
     batch = u.num_samples or len(found)
-    rows = found if len(found) >= batch else torch.cat([found, found.new_zeros(batch - len(found), length)])
+    rows = found if len(found) >= batch else torch.cat([found, found.new_full((batch - len(found), length), pad)])
     extras = {
         "candidates_per_position": [len(c) for c in per_pos],
         "prefixes": counts,
         "rank_1": l1.ranks,
         "rank_2": l2.ranks,
         "sequences_found": len(found),
-        "batch_size_from_rank": _batch_from_rank(l2.ranks[0], counts, length) if stopped is None else None,
+        "batch_size_from_rank": l2.ranks[0] - (sum(counts) - len(found)) if stopped is None else None,
         "span_vacuous": l1.vacuous or l2.vacuous,
+        "span_saturated": l1.saturated or l2.saturated,
         "stopped_at_position": stopped,
         "tolerance": tol,
     }
     return TextReconstruction("dager", cand.cpu(), rows.cpu(), None, False, float("nan"), extras)
-
-
-def _batch_from_rank(rank_2: int, counts: list[int], length: int) -> int:
-    """Layer 2 sees one input per distinct prefix: the sequences are what the rank leaves after the shorter
-    prefixes (``rank_2 - sum of distinct prefixes of length < L``)."""
-    return rank_2 - sum(counts[: length - 1])
 
 
 @TEXT_ATTACKS.register("dager", "decoder LMs: exact batch from the span of the first two attention layers' gradients")
