@@ -157,9 +157,11 @@ def test_flower_views_on_disk_attacked_after_the_run_equal_a_thread_audit(digits
     _one_record_round(model, data, later, pairs)
     assert later.findings == [] and len(later.view_files) == 2  # nothing attacked during the run
     res = audit_saved_views(tmp_path, attacks=["analytic"], records_of=lambda p: (data.inputs([p]), data.labels[[p]]))
-    got = {e["client"]: e["targets"][0] for e in res["inversion"]}
-    assert set(got) == {3, 9} and all(t["psnr"] > 100 and t["rebuilt"] for t in got.values())
-    assert {c["node_id"]: c["partition"] for c in res["rounds"][0]["clients"]} == dict(pairs)
+    (sc,) = res.scenarios
+    got = {e.clients[0]: e.targets[0] for e in sc.inversion}
+    assert set(got) == {3, 9} and all(t.psnr > 100 and t.rebuilt for t in got.values())
+    (r1,) = sc.training.rounds
+    assert dict(zip(r1.node_ids, r1.clients, strict=True)) == dict(pairs)
     threaded = Auditor.for_model(model, data.spec, attacks=["analytic"], keep_views="memory")
     _one_record_round(model, data, threaded, pairs)
     found = {f.client: f.result.pixels for f in threaded.finish()}
@@ -167,6 +169,81 @@ def test_flower_views_on_disk_attacked_after_the_run_equal_a_thread_audit(digits
     for c in (3, 9):
         assert psnr(found[c].clamp(0, 1), data.pixels([c])).item() > 100
     assert (tmp_path / "report.html").read_text().count("data:image/png") == 2
+
+
+def test_flower_run_folder_is_an_audit_that_fedleak_report_renders(digits, tmp_path, capsys):
+    """write_flower_run writes the audit's schema (kind "audit", schema 2; it loads and round-trips): one
+    inversion entry per round, client and attack. Round 1: two one-record FedSGD steps, the analytic read-out
+    scored against each partition (exact: > 100 dB, rebuilt), a failing attack recorded as failed, a non-image
+    result kept with what it returned. Round 2: identical replies (secure aggregation), one aggregate entry,
+    pictured but scored against no client. ``fedleak report DIR`` renders it with the main report. Without the
+    clients' records nothing is scored and the verdict says so."""
+    from conftest import run_cli
+
+    from fedleak.flower.runfolder import write_flower_run
+    from fedleak.results import AuditResults, check_schema
+
+    def broken(update):
+        raise RuntimeError("boom")
+
+    data, _, _ = digits
+    model = build("mlp", data.spec, seed=0)
+    pairs = [(7, 3), (8, 9)]
+    attacks = ["analytic", ("broken", broken), ("norm", lambda u: _norm(u.payload))]
+
+    def audited():
+        aud = Auditor.for_model(model, data.spec, attacks=attacks, keep_views="memory", attack_in="inline")
+        _one_record_round(model, data, aud, pairs)
+        state = _state(model)
+        aud.begin_round(2, {nid: (state, {"lr": 0.1, "mode": "fedsgd"}) for nid, _ in pairs})
+        u = client_update(model, data.subset([3, 9]), local_epochs=1, batch_size=2, lr=0.1)
+        summed = {k: v + u.payload[k] if k in u.payload else v for k, v in state.items()}
+        aud.observe(2, [Reply(nid, summed, {"num-examples": 1}) for nid, _ in pairs])
+        return aud
+
+    def records_of(p):
+        return data.inputs([p]), data.labels[[p]]
+
+    out = tmp_path / "run"
+    res = write_flower_run(out, audited(), accuracy={0: 0.1, 1: 0.5, 2: 0.6}, records_of=records_of, app={"x": 1})
+    raw = json.loads((out / "results.json").read_text())
+    assert raw["kind"] == "audit" and raw["schema_version"] == 2
+    check_schema(raw)
+    assert AuditResults.from_dict(raw) == res and res.to_dict() == raw
+    (sc,) = res.scenarios
+    assert sc.defense == "secagg"  # detected in round 2
+    by = {(e.round, tuple(e.clients), e.attack): e for e in sc.inversion}
+    assert len(by) == len(sc.inversion) == 3 * 2 + 3
+    for c in (3, 9):
+        exact = by[(1, (c,), "analytic")]
+        (t,) = exact.targets
+        assert t.psnr > 100 and t.rebuilt and t.client == c and t.label == int(data.labels[c])
+        assert exact.summary.rebuilt == 1 and (out / exact.image).is_file()
+        assert by[(1, (c,), "broken")].status == "failed" and by[(1, (c,), "broken")].note == "RuntimeError: boom"
+        norm = by[(1, (c,), "norm")]
+        assert norm.status == "done" and norm.targets == [] and "no reconstruction" in norm.note
+    mixed = by[(2, (), "analytic")]
+    assert mixed.realism.num_clients == 2 and mixed.targets == [] and "aggregate of 2" in mixed.note
+    assert (out / mixed.image).is_file()
+    rounds = {r.round: r for r in sc.training.rounds}
+    assert rounds[1].clients == [3, 9] and rounds[1].node_ids == [7, 8] and rounds[1].seconds is not None
+    assert rounds[2].clients == [] and rounds[2].node_ids == [7, 8]
+    assert rounds[0].test_accuracy == 0.1 and sc.training.final_test_accuracy == 0.6
+    assert res.config["app"] == {"x": 1} and res.setup.engine == "flower"
+    assert "rebuilt 2 of 2 client images" in res.verdict[0]
+    assert any("could not be scored" in v for v in res.verdict)  # the norm and the aggregate
+    (out / "report.html").unlink()
+    code, _, err = run_cli(["report", out], capsys)
+    assert code == 0, err
+    html = (out / "report.html").read_text()
+    assert "Failed: RuntimeError: boom" in html and "3 ← node 7" in html and "aggregate of 2 nodes" in html
+    assert html.count("data:image/png") >= 3  # two scored reconstructions and the aggregate's output
+
+    bare = write_flower_run(tmp_path / "bare", audited())
+    entries = bare.scenarios[0].inversion
+    assert all(e.targets == [] and e.summary is None for e in entries)
+    assert all("did not hand over" in e.note for e in entries if e.attack == "analytic" and e.clients)
+    assert not any("rebuilt" in v for v in bare.verdict) and "could not be scored" in " ".join(bare.verdict)
 
 
 def test_flower_wrapper_passes_everything_through_and_sees_each_client(digits, task_identity):
@@ -467,23 +544,25 @@ def test_flower_ray_example_app_audits_an_unchanged_user_clientapp(ray_session, 
         backend_config={"client_resources": {"num_cpus": RAY_CPUS, "num_gpus": 0.0}},
     )
     res = json.loads((out / "results.json").read_text())
-    assert res["kind"] == "flower-audit" and res["schema_version"] == 1 and res["notes"] == []
-    rounds = {r["round"]: r for r in res["rounds"]}
+    assert res["kind"] == "audit" and res["schema_version"] == 2 and res["setup"]["engine"] == "flower"
+    (sc,) = res["scenarios"]
+    rounds = {r["round"]: r for r in sc["training"]["rounds"]}
     for rnd in (1, 2):
-        assert sorted(c["partition"] for c in rounds[rnd]["clients"]) == [0, 1, 2]
-        assert len({c["node_id"] for c in rounds[rnd]["clients"]}) == 3
+        assert sorted(rounds[rnd]["clients"]) == [0, 1, 2]
+        assert len(set(rounds[rnd]["node_ids"])) == 3 and rounds[rnd]["seconds"] > 0
     assert rounds[2]["test_accuracy"] > rounds[0]["test_accuracy"]  # the wrapped server still trains the model
-    inv = res["inversion"]
-    assert sorted((e["round"], e["client"]) for e in inv) == [(r, c) for r in (1, 2) for c in range(3)]
+    inv = sc["inversion"]
+    assert sorted((e["round"], e["clients"]) for e in inv) == [(r, [c]) for r in (1, 2) for c in range(3)]
     for e in inv:
-        assert e["update"] == "sent" and e["attack"] == "fedavg" and len(e["targets"]) == 32
+        assert e["update"] == "sent" and e["attack"] == "fedavg" and e["status"] == "done"
+        assert len(e["targets"]) == 32 and e["realism"]["received"] == "delta" and e["realism"]["local_epochs"] == 1
         t = e["targets"][0]
         assert {"index", "psnr", "ssim", "baseline_psnr", "rebuilt"} <= set(t)
         assert all(math.isfinite(t["psnr"]) for t in e["targets"])
         assert e["summary"]["rebuilt"] == sum(t["rebuilt"] for t in e["targets"])
         assert (out / e["image"]).stat().st_size > 0
     html = (out / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == len(inv)
+    assert html.count("data:image/png;base64,") >= len(inv)  # each entry's picture (and the accuracy plot)
     views = sorted((out / "views").glob("*.safetensors"))
     assert len(views) == 6
     v = load_view(views[0])

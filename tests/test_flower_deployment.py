@@ -132,9 +132,10 @@ def test_flower_deployment_superlink_supernodes_write_the_audited_run_folder(tmp
         for f in logs.values():
             f.close()
     res = json.loads((out / "results.json").read_text())
-    assert res["kind"] == "flower-audit"
-    rounds = {r["round"]: r for r in res["rounds"]}
+    assert res["kind"] == "audit" and res["schema_version"] == 2
+    (sc,) = res["scenarios"]
+    rounds = {r["round"]: r for r in sc["training"]["rounds"]}
     for rnd in (1, 2):
-        assert sorted(c["partition"] for c in rounds[rnd]["clients"]) == [0, 1]
-    assert sorted((e["round"], e["client"]) for e in res["inversion"]) == [(1, 0), (1, 1), (2, 0), (2, 1)]
-    assert all(len(e["targets"]) == 16 and "psnr" in e["targets"][0] for e in res["inversion"])
+        assert sorted(rounds[rnd]["clients"]) == [0, 1] and len(set(rounds[rnd]["node_ids"])) == 2
+    assert sorted((e["round"], e["clients"]) for e in sc["inversion"]) == [(1, [0]), (1, [1]), (2, [0]), (2, [1])]
+    assert all(len(e["targets"]) == 16 and "psnr" in e["targets"][0] for e in sc["inversion"])

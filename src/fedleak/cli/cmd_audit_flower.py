@@ -35,14 +35,14 @@ def register(app: typer.Typer) -> None:
         res = audit_saved_views(
             run_dir, attacks=attack, model=model, records_of=records_of, iterations=iterations, seed=seed
         )
-        for e in res["inversion"]:
-            s = e.get("summary")
-            scored = (
-                f"{s['rebuilt']}/{s['targets']} rebuilt, PSNR median {s['psnr_median']:.1f} dB"
-                if s
-                else e.get("note", "not scored")
-            )
-            say(f"round {e['round']}, client {e['client']}: {e['attack']}: {scored}")
-        for n in res["notes"]:
-            say(n)
+        for e in res.scenarios[0].inversion:
+            s = e.summary
+            if s is not None:
+                what = f"{s.rebuilt}/{s.total} rebuilt, PSNR median {s.psnr_median:.1f} dB"
+            else:
+                what = f"{e.status}: {e.note}" if e.status != "done" else (e.note or "not scored")
+            who = f"client {e.clients[0]}" if e.clients else f"aggregate of {e.realism.num_clients}"
+            say(f"round {e.round}, {who}: {e.attack}: {what}")
+        for line in res.verdict:
+            say(line)
         say(f"wrote {Path(run_dir) / 'results.json'} and {Path(run_dir) / 'report.html'}")

@@ -83,6 +83,12 @@ def _invert(name: str, options: Mapping[str, Any]) -> AttackFn:
     return run
 
 
+def _epochs(config: Mapping[str, Any], keys: WireKeys) -> int | None:
+    """The local epochs the server's train config asked for, when it says."""
+    v = config.get(keys.local_epochs)
+    return int(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
+
+
 AUTO = "auto"  # the inversion attacks that fit each view (exact ones first, then a replay or gradient match)
 
 
@@ -342,7 +348,7 @@ class Auditor:
             round=rnd,
             client=self.client_of(r),
             labels=r.extras.get("labels"),
-            extras={"node_id": r.node_id},
+            extras={"node_id": r.node_id, "local_epochs": _epochs(cfg, self.keys)},
             share_global=True,
         )
 
@@ -369,7 +375,11 @@ class Auditor:
             round=rnd,
             client=None,
             num_clients=len(replies),
-            extras={"node_ids": [r.node_id for r in replies], "secure_aggregation": True},
+            extras={
+                "node_ids": [r.node_id for r in replies],
+                "secure_aggregation": True,
+                "local_epochs": _epochs(cfg, self.keys),
+            },
             share_global=True,
         )
 
@@ -387,6 +397,8 @@ class Auditor:
             seconds = (time.perf_counter() - t0) / max(1, len(results))
             facts = {k: getattr(view, k) for k in ("kind", "num_samples", "local_steps", "local_lr", "batch_size")}
             facts["train_mode"] = view.train_mode
+            facts["local_epochs"] = view.extras.get("local_epochs")  # from the train config the server sent
+            facts["batchnorm"] = any(k.endswith("running_mean") for k in view.global_state)
             for attack_name, res in results:
                 self.findings.append(
                     Finding(

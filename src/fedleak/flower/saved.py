@@ -4,16 +4,16 @@ audit-flower RUN_DIR``."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from fedleak.errors import FedleakInputError
 from fedleak.fl.update import ClientUpdate
 from fedleak.flower.auditor import Auditor
-from fedleak.flower.runfolder import RecordsOf, write_flower_run
+from fedleak.flower.runfolder import RecordsOf, previous_run, write_flower_run
 from fedleak.flower.viewstore import load_view
 from fedleak.models.user import _LIVE, LIVE_PREFIX, USER_SPEC, _load_factory
+from fedleak.results import AuditResults
 
 
 def _records_of(spec: str | None) -> RecordsOf | None:
@@ -40,8 +40,10 @@ def audit_saved_views(
     records_of: str | RecordsOf | None = None,
     iterations: int = 0,
     seed: int = 0,
-) -> dict[str, Any]:
-    """Attack every saved view of ``run_dir`` and rewrite its results.json and report.html."""
+) -> AuditResults:
+    """Attack every saved view of ``run_dir`` and rewrite its results.json (the audit's schema) and report.html;
+    what only the run knew (test accuracy and wall time per round, the app's facts) is kept from the
+    results.json the run wrote."""
     run_dir = Path(run_dir)
     files = sorted((run_dir / "views").glob("*.safetensors"))
     if not files:
@@ -57,12 +59,7 @@ def audit_saved_views(
             f"the views name a module handed over in the app's process ({views[0].model}); "
             "pass --model path/to/file.py:factory (or package.module:factory) building the same architecture"
         )
-    previous: dict[str, Any] = {}
-    if (run_dir / "results.json").is_file():
-        try:
-            previous = json.loads((run_dir / "results.json").read_text())
-        except ValueError:
-            previous = {}
+    accuracy, timing, app = previous_run(run_dir)
     auditor = Auditor(
         model=views[0].model,
         attacks=_attack_list(list(attacks or ["auto"]), iterations, seed),
@@ -77,14 +74,8 @@ def audit_saved_views(
         seen["num_clients"] += v.num_clients
         seen["clients"].append(v.client)
         seen["node_ids"].append(v.extras.get("node_id"))
-    for r in previous.get("rounds", []):
-        if r.get("round_seconds") is not None:
-            auditor.timing[int(r["round"])] = {
-                "round_seconds": r["round_seconds"],
-                "audit_seconds_on_path": r["audit_seconds_on_path"],
-            }
+    auditor.timing.update(timing)
     auditor.attack_saved(views)
     auditor.views_dir = run_dir / "views"
-    accuracy = {int(r["round"]): r["test_accuracy"] for r in previous.get("rounds", []) if r.get("test_accuracy")}
     fn = records_of if callable(records_of) else _records_of(records_of)
-    return write_flower_run(run_dir, auditor, accuracy=accuracy, records_of=fn, seed=seed, app=previous.get("app", {}))
+    return write_flower_run(run_dir, auditor, accuracy=accuracy, records_of=fn, seed=seed, app=app)

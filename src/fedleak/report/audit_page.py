@@ -54,18 +54,20 @@ def given_verdict(results: dict) -> list[str]:
 
 
 def federation_text(f: dict) -> str:
-    """'lfw-faces, lenet, 10 clients, 3 rounds, fedavg, 3 local epoch(s), batch 8, lr 0.1, iid'."""
+    """'lfw-faces, lenet, 10 clients, 3 rounds, fedavg, 3 local epoch(s), batch 8, lr 0.1, iid'; a fact the run
+    did not know (null, e.g. in a Flower run) is left out."""
     parts = [
         show(f.get("dataset")),
         show(f.get("model")),
         f"{show(f.get('clients'))} clients",
         f"{show(f.get('rounds'))} rounds",
         show(f.get("mode")),
-        f"{show(f.get('local_epochs'))} local epoch(s)",
-        f"batch size {show(f.get('batch_size'))}",
-        f"learning rate {show(f.get('lr'))}",
+        f"{show(f.get('local_epochs'))} local epoch(s)" if f.get("local_epochs") is not None else "",
+        f"batch size {show(f.get('batch_size'))}" if f.get("batch_size") is not None else "",
+        f"learning rate {show(f.get('lr'))}" if f.get("lr") is not None else "",
         f"partition {show(f.get('partition'))}",
     ]
+    parts = [p for p in parts if p]
     acc = number(f.get("test_accuracy"))
     return ", ".join(parts) + (f"; final test accuracy {100 * acc:.1f}%" if acc is not None else "")
 
@@ -101,6 +103,39 @@ def setup_rows(results: dict, defenses: list[str]) -> list[tuple[str, str]]:
     listed = [f"{k} {show(v)}" for k, v in versions.items() if v is not None]
     rows.append(("Versions", ", ".join(listed) or "—"))
     return rows
+
+
+def rounds_seen(results: dict) -> list[dict[str, Any]]:
+    """Per round of a Flower run: which client replied from which node (or that the server saw only an
+    aggregate), the test accuracy, the round's wall time and the seconds the audit added to it. Empty for runs
+    whose rounds carry none of these (fedleak's own federations)."""
+    for sc in as_list(results.get("scenarios")):
+        rounds = [as_dict(r) for r in as_list(as_dict(as_dict(sc).get("training")).get("rounds"))]
+        if not any(r.get("node_ids") or r.get("seconds") is not None for r in rounds):
+            continue
+        rows = []
+        for r in rounds:
+            clients, nodes = as_list(r.get("clients")), as_list(r.get("node_ids"))
+            if clients:
+                who = ", ".join(
+                    f"{show(c)} ← node {show(n)}" if n is not None and n != c else f"node {show(c)} (no client id)"
+                    for c, n in zip(clients, nodes + [None] * len(clients), strict=False)
+                )
+            elif nodes:
+                who = f"only the aggregate of {len(nodes)} nodes ({', '.join(show(n) for n in nodes)})"
+            else:
+                who = "—"
+            rows.append(
+                {
+                    "round": show(r.get("round")),
+                    "who": who,
+                    "test_accuracy": number(r.get("test_accuracy")),
+                    "seconds": number(r.get("seconds")),
+                    "audit_seconds": number(r.get("audit_seconds_on_path")),
+                }
+            )
+        return rows
+    return []
 
 
 def scenario_view(scenario: Any, index: int, run_dir: Path) -> ScenarioView:
@@ -164,6 +199,7 @@ def audit_context(results: dict, run_dir: Path) -> dict[str, Any]:
         "verdict": verdict or compose_verdict(numbers, server, violations=False),
         "verdict_composed": not verdict,
         "setup": setup_rows(results, [n.defense for n in numbers]),
+        "rounds_seen": rounds_seen(results),
         "config": results.get("config"),
         "scenarios": scenarios,
         "numbers": numbers,

@@ -113,6 +113,16 @@ class InversionView:
     update: str = ""  # "sent" or "probe"
     note: str = ""
     realism: RealismView | None = None
+    status: str = "done"  # done, not applicable, failed
+
+    @property
+    def caption(self) -> str:
+        """What the picture shows: originals over reconstructions, or (nothing scored) the output alone."""
+        if self.targets:
+            return (
+                "Top: the client's images; below: the attack's output, with the PSNR of each (✓: rebuilt by the rule)."
+            )
+        return "The attack's output alone: no originals were handed over to compare it with, so nothing is scored."
 
     @property
     def has_clients(self) -> bool:
@@ -183,6 +193,7 @@ def inversion_view(case: Any, run_dir: Path, default_picture: str = "", anchor: 
         update=text(case.get("update")),
         note=text(case.get("note")) if status == "done" else "",
         realism=realism_view(case.get("realism"), anchor),
+        status=status,
     )
 
 

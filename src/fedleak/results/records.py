@@ -29,9 +29,9 @@ class FederationInfo(Record):
     clients: int
     rounds: int
     mode: str  # fedavg | fedsgd
-    local_epochs: int
-    batch_size: int
-    lr: float
+    local_epochs: int | None  # None: not known to the server (e.g. a Flower app's train config does not say)
+    batch_size: int | None
+    lr: float | None
     partition: str = "iid"
     test_accuracy: float | None = None  # of the final global model (filled once trained)
 
@@ -39,9 +39,14 @@ class FederationInfo(Record):
 @dataclass
 class RoundRecord(Record):
     round: int
-    test_accuracy: float
+    test_accuracy: float | None  # None: the run did not evaluate this round (e.g. a Flower app without evaluate_fn)
     test_loss: float | None = None
     clients: list[int] = field(default_factory=list)
+    # a Flower run: the node each client replied from (parallel to ``clients``; all of them when the server saw
+    # only an aggregate, and ``clients`` is then empty), the round's wall time and the audit's share of it
+    node_ids: list[int | None] = field(default_factory=list)
+    seconds: float | None = None
+    audit_seconds_on_path: float | None = None
 
 
 @dataclass
@@ -121,8 +126,8 @@ class InversionEntry(Record):
     federation: str  # FederationInfo.name
     clients: list[int]
     realism: Realism
-    status: Literal["done", "not applicable"] = "done"
-    note: str | None = None  # why an attack did not apply, or what it could not do
+    status: Literal["done", "not applicable", "failed"] = "done"
+    note: str | None = None  # why an attack did not apply or failed, or what it could not do
     targets: list[InversionTarget] = field(default_factory=list)
     summary: InversionSummary | None = None
     image: str | None = None
