@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
+from fedleak.attacks.membership import stacked_mlp
 from fedleak.data.dataset import DataSpec
 from fedleak.device import resolve_device
 from fedleak.errors import FedleakInputError
@@ -316,57 +317,100 @@ def _init_models(model_spec: str, data_spec: DataSpec, seeds: list[int], device:
     return [build(model_spec, data_spec, seed=s, device=device) for s in seeds]
 
 
-_ACTIVATIONS: dict[type, Callable[[Tensor], Tensor]] = {
-    nn.Tanh: torch.tanh,
-    nn.ReLU: torch.relu,
-    nn.Sigmoid: torch.sigmoid,
-}
-
-
 def _stacked_chain(base: nn.Module, names: list[str]) -> Callable[[dict[str, Tensor], Tensor], Tensor] | None:
-    """For a plain chain of Flatten / Linear / Tanh / ReLU / Sigmoid layers without buffers (fedleak's ``mlp``;
-    its layers in ``base.net`` or ``base`` itself a Sequential): the K models' forward pass on stacked
-    parameters as batched matmuls, without vmap's per-operation dispatch. None for anything else (and the
-    caller checks the result against ``functional_call`` once before it trusts it)."""
-    seq = base if isinstance(base, nn.Sequential) else getattr(base, "net", None)
-    if not isinstance(seq, nn.Sequential) or any(True for _ in base.buffers()):
+    """For a plain MLP (:func:`fedleak.attacks.membership.stacked_mlp.plain_mlp`): the K models' forward pass on
+    stacked parameters as batched matmuls, ``(params, xb (K, b, *shape)) -> (K, b, C)``; None otherwise."""
+    layers = stacked_mlp.plain_mlp(base, names)
+    if layers is None:
         return None
-    prefix = "" if seq is base else "net."
-    ops: list[tuple] = []
-    used: list[str] = []
-    for name, m in seq.named_children():
-        if isinstance(m, nn.Flatten) and m.start_dim == 1 and m.end_dim == -1:
-            ops.append(("flatten",))
-        elif isinstance(m, nn.Linear):
-            w, b = f"{prefix}{name}.weight", f"{prefix}{name}.bias" if m.bias is not None else None
-            ops.append(("linear", w, b))
-            used += [w] + ([b] if b else [])
-        elif type(m) in _ACTIVATIONS:
-            ops.append(("act", _ACTIVATIONS[type(m)]))
-        else:
-            return None
-    if sorted(used) != sorted(names):
-        return None
-
-    def forward(p: dict[str, Tensor], xb: Tensor) -> Tensor:  # xb (K, b, *shape) -> (K, b, C)
-        h = xb
-        for op in ops:
-            if op[0] == "flatten":
-                h = h.flatten(2)
-            elif op[0] == "linear":
-                wt = p[op[1]].transpose(1, 2)
-                h = torch.bmm(h, wt) if op[2] is None else torch.baddbmm(p[op[2]].unsqueeze(1), h, wt)
-            else:
-                h = op[1](h)
-        return h
-
-    return forward
+    return lambda p, xb: stacked_mlp.forward(layers, p, xb.flatten(2))[0]
 
 
 def _stacked(models: list[nn.Module], kind: str) -> dict[str, Tensor]:
     """Each named parameter (``kind="parameters"``) or buffer (``"buffers"``) of the models, stacked (K, ...)."""
     per_model = [dict(getattr(m, f"named_{kind}")()) for m in models]
     return {n: torch.stack([own[n].detach() for own in per_model]) for n in per_model[0]}
+
+
+@torch.no_grad()
+def _steps_plain_mlp(
+    layers: list[stacked_mlp.Layer],
+    flat: Tensor,
+    unflatten: Callable[[Tensor], dict[str, Tensor]],
+    x: Tensor,
+    y: Tensor,
+    plan: Tensor,
+    step_sizes: list[int],
+    padded: list[bool],
+    opt: _StackedOptimizer,
+) -> None:
+    """The batch plan's steps for K plain MLPs on the flat (K, P) parameters, in place: forward and backward
+    written out (:mod:`fedleak.attacks.membership.stacked_mlp`). SGD takes each gradient straight into its
+    momentum buffer (one flat (K, P) tensor laid out like ``flat``: ``buf = m * buf + grad`` inside the batched
+    matmul), adds the weight decay and updates ``flat`` with one in-place add, as ``torch.optim.SGD`` does step
+    for step; Adam, and any step where some model has no records left, go through ``opt`` with the gradient
+    in a flat buffer. A padded step weights each model's records by 1 / its own count (padding 0)."""
+    s_ = opt.spec
+    xf = x.reshape(len(x), -1)
+    xf = xf if xf.dtype == flat.dtype else xf.to(flat.dtype)
+    # input columns constant over the pool (an image's empty border): moved to the end of the first layer's
+    # weights, which then enter as a bias; the big matmuls run on the other columns only
+    same = stacked_mlp.constant_columns(xf)
+    w0 = layers[0].weight
+    order: Tensor | None = None
+    if bool(same.any()) and not bool(same.all()):
+        order = torch.cat([(~same).nonzero().flatten(), same.nonzero().flatten()])
+        values, xf = xf[0, same].contiguous(), xf[:, ~same].contiguous()
+        w = unflatten(flat)[w0]
+        w.copy_(w[:, :, order])
+    width = xf.shape[1]
+
+    def views(f: Tensor) -> tuple[dict[str, Tensor], tuple[Tensor, Tensor] | None]:
+        v = unflatten(f)
+        if order is None:
+            return v, None
+        full = v[w0]
+        v[w0] = full[:, :, :width]
+        return v, (values, full[:, :, width:])
+
+    p, const = views(flat)
+    sgd = s_.optimizer != "adam"
+    if sgd:  # torch's first step sets buf = grad: the same as m * 0 + grad
+        buf = opt.state["flat"].setdefault("buf", torch.zeros_like(flat))
+        into_buf, const_buf = views(buf)
+    grad: Tensor | None = None
+    xb: Tensor | None = None
+    for s, size in enumerate(step_sizes):
+        idx = plan[:, s, :size]
+        active = None
+        if padded[s]:
+            valid = idx >= 0
+            idx = idx.clamp_min(0)
+            weight = (valid / valid.sum(1, keepdim=True).clamp_min(1)).unsqueeze(2).to(flat.dtype)
+            active = None if bool(valid.any(1).all()) else valid.any(1)
+        else:
+            weight = 1.0 / size
+        rows = idx.reshape(-1)
+        if xb is None or xb.shape[0] != rows.numel():
+            xb = torch.empty(rows.numel(), width, dtype=xf.dtype, device=xf.device)
+        torch.index_select(xf, 0, rows, out=xb)  # into one reused buffer: half the cost of xf[idx]
+        out, kept = stacked_mlp.forward(layers, p, xb.view(*idx.shape, width), const)
+        dout = stacked_mlp.cross_entropy_grad(out, y[idx], weight)
+        if sgd and active is None:
+            stacked_mlp.backward(layers, p, kept, dout, into_buf, s_.momentum, const_buf)
+            if s_.weight_decay:
+                buf.add_(flat, alpha=s_.weight_decay)
+            flat.add_(buf, alpha=-s_.lr)
+            opt.t += 1
+            continue
+        if grad is None:
+            grad = torch.zeros_like(flat)
+            into_grad, const_grad = views(grad)
+        stacked_mlp.backward(layers, p, kept, dout, into_grad, 0.0, const_grad)
+        opt.step({"flat": flat}, {"flat": grad}, active)
+    if order is not None:  # the columns back in their own order
+        w = unflatten(flat)[w0]
+        w.copy_(w[:, :, order.argsort()])
 
 
 def _train_vectorised(
@@ -409,12 +453,15 @@ def _train_vectorised(
     def forward(f: Tensor, xb: Tensor) -> Tensor:
         return many(unflatten(f), buffers, xb)
 
-    chain = _stacked_chain(base, names)
-    if chain is not None and step_sizes:  # batched matmuls for plain MLPs, if they agree with functional_call
+    layers = stacked_mlp.plain_mlp(base, names)
+    if layers is not None and step_sizes:  # plain MLPs: hand-written steps, if they agree with functional_call
         with torch.no_grad():
             probe = x[plan[:, 0, : step_sizes[0]].clamp_min(0)]
-            if torch.allclose(chain(unflatten(flat), probe), forward(flat, probe), rtol=1e-4, atol=1e-5):
-                forward = lambda f, xb: chain(unflatten(f), xb)  # noqa: E731
+            mine = stacked_mlp.forward(layers, unflatten(flat), probe.flatten(2))[0]
+            if torch.allclose(mine, forward(flat, probe), rtol=1e-4, atol=1e-5):
+                flat = flat.detach()
+                _steps_plain_mlp(layers, flat, unflatten, x, y, plan, step_sizes, padded, opt)
+                return {n: t.contiguous() for n, t in unflatten(flat).items()}, buffers
     for s, size in enumerate(step_sizes):
         idx = plan[:, s, :size]
         ragged = padded[s]
