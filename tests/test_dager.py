@@ -31,6 +31,17 @@ def test_dager_recovers_every_sequence_exactly_and_reads_the_batch_size(data, pi
     assert rec.extras["batch_size_from_rank"] == len(picks)  # layer-2 rank minus the shorter prefixes
 
 
+def test_fedavg_delta_is_read_exactly_at_the_tolerance_whose_prefixes_match_the_layer2_rank(data) -> None:  # noqa: ANN001
+    picks = [3, 50, 101, 200]
+    model = fedleak.models.build("gpt:dim=256,heads=4", data.spec, seed=0)
+    update = fedleak.fl.client_update(model, data.subset(picks), local_steps=2, lr=0.01)
+    rec = invert_text([update], "dager")[0]
+    assert _rows(rec.tokens) == _rows(data.raw[picks])
+    ids = data.raw[picks]
+    distinct = {tuple(r[: p + 1].tolist()) for r in ids for p in range(ids.shape[1]) if r[p] != 0}
+    assert sum(rec.extras["prefixes"]) == rec.extras["rank_2"][-1] == len(distinct)  # one layer-2 input each
+
+
 def test_the_span_check_rejects_a_record_not_in_the_batch(data) -> None:  # noqa: ANN001
     from fedleak.attacks.inversion.dager import row_span, span_distance
 

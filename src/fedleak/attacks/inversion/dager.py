@@ -53,7 +53,7 @@ from fedleak.fl.update import ClientUpdate
 
 @dataclass(frozen=True)
 class DagerOptions:
-    tol: float | None = None  # relative distance to the span counted as "in it" (None: 1e-3 FedSGD, 3e-2 FedAvg)
+    tol: float | None = None  # relative distance to the span counted as "in it" (None: 1e-3 FedSGD; FedAvg: tried)
     rank_tol: float = 1e-7  # singular values under rank_tol x the largest are float32 noise (measured ~2e-8)
     max_prefixes: int = 20_000  # a beam wider than this means the span check no longer separates: stop
 
@@ -126,16 +126,21 @@ def _candidates(model: torch.nn.Module, u: ClientUpdate) -> Tensor:
     return torch.arange(model.tok.weight.shape[0], device=model.tok.weight.device)
 
 
+@dataclass
+class _Search:
+    per_pos: list[Tensor]
+    found: Tensor
+    counts: list[int]
+    stopped: int | None
+
+
+DELTA_TOLERANCES = (3e-3, 1e-2, 2e-2, 3e-2, 5e-2)  # a FedAvg delta's inputs drift from w0's: tried in turn
+
+
 @torch.no_grad()
-def dager_one(u: ClientUpdate, opts: DagerOptions) -> TextReconstruction:
-    model = _model(u).eval()  # float32 as the client computed; distances in float64
-    if not hasattr(model, "training_targets") or len(model.blocks) < 2:
-        raise FedleakInputError("--attack dager needs a decoder LM with >= 2 blocks (e.g. --model gpt); use tag")
-    tol = opts.tol if opts.tol is not None else (3e-2 if u.kind == "delta" else 1e-3)
+def _search(model: torch.nn.Module, l1: _Layer, l2: _Layer, cand: Tensor, tol: float, opts: DagerOptions) -> _Search:
+    """Token sets per position (layer 1), then sequences grown position by position (layer 2), at ``tol``."""
     length, pad = model.pos.weight.shape[0], int(getattr(model, "pad_id", 0))
-    l1, l2 = _Layer(model, u.payload, 0, opts.rank_tol), _Layer(model, u.payload, 1, opts.rank_tol)
-    cand = _candidates(model, u)
-    cand = cand[cand != pad]  # a PAD input has no loss (masked): it is in no span; records end instead
     per_pos = []
     for p in range(length):
         z = model.blocks[0].ln1(model.tok.weight[cand] + model.pos.weight[p])
@@ -176,19 +181,46 @@ def dager_one(u: ClientUpdate, opts: DagerOptions) -> TextReconstruction:
         found = torch.cat([torch.nn.functional.pad(e, (0, length - e.shape[1]), value=pad) for e in ended])
     else:
         found = cand.new_zeros(0, length)
+    return _Search(per_pos, found, counts, stopped)
+
+
+@torch.no_grad()
+def dager_one(u: ClientUpdate, opts: DagerOptions) -> TextReconstruction:
+    model = _model(u).eval()  # float32 as the client computed; distances in float64
+    if not hasattr(model, "training_targets") or len(model.blocks) < 2:
+        raise FedleakInputError("--attack dager needs a decoder LM with >= 2 blocks (e.g. --model gpt); use tag")
+    length, pad = model.pos.weight.shape[0], int(getattr(model, "pad_id", 0))
+    l1, l2 = _Layer(model, u.payload, 0, opts.rank_tol), _Layer(model, u.payload, 1, opts.rank_tol)
+    cand = _candidates(model, u)
+    cand = cand[cand != pad]  # a PAD input has no loss (masked): it is in no span; records end instead
+    # layer 2 holds one input per distinct prefix: a search whose prefixes add up to its rank is consistent.
+    # A FedAvg delta's tolerance is not known in advance: the first consistent one (else the closest) is kept.
+    tols = [opts.tol] if opts.tol is not None else (DELTA_TOLERANCES if u.kind == "delta" else [1e-3])
+    best: tuple[float, float, _Search] | None = None
+    for tol in tols:
+        res = _search(model, l1, l2, cand, tol, opts)
+        gap = abs(sum(res.counts) - l2.ranks[-1]) if res.stopped is None else float("inf")
+        if best is None or gap < best[0]:
+            best = (gap, tol, res)
+        if gap == 0:
+            break
+    assert best is not None
+    _, tol, res = best
+    found, counts, stopped = res.found, res.counts, res.stopped
     batch = u.num_samples or len(found)
     rows = found if len(found) >= batch else torch.cat([found, found.new_full((batch - len(found), length), pad)])
     extras = {
-        "candidates_per_position": [len(c) for c in per_pos],
+        "candidates_per_position": [len(c) for c in res.per_pos],
         "prefixes": counts,
         "rank_1": l1.ranks,
         "rank_2": l2.ranks,
         "sequences_found": len(found),
-        "batch_size_from_rank": l2.ranks[0] - (sum(counts) - len(found)) if stopped is None else None,
+        "batch_size_from_rank": l2.ranks[-1] - (sum(counts) - len(found)) if stopped is None else None,
         "span_vacuous": l1.vacuous or l2.vacuous,
         "span_saturated": l1.saturated or l2.saturated,
         "stopped_at_position": stopped,
         "tolerance": tol,
+        "tolerances_tried": list(tols[: tols.index(tol) + 1]) if best[0] == 0 else list(tols),
     }
     return TextReconstruction("dager", cand.cpu(), rows.cpu(), None, False, float("nan"), extras)
 
