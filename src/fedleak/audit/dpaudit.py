@@ -12,7 +12,11 @@ Kinds of canaries (``DPAuditOptions.canaries``):
   mislabelled test records; each is scored by minus the final model's loss on its wrong label.
 - ``client`` (client-level ``client-dp``; Andrew et al. 2024): FedAvg with all clients every round; m
   canary clients, each sending a fixed random unit direction times clip; scored by the cosine between the
-  final model delta and the direction.
+  final model delta and the direction. With ``flower="server"`` or ``"client"`` the same federation runs on
+  Flower's simulation engine under Flower's own DP wrapper (``DifferentialPrivacyServerSideFixedClipping`` or
+  ``...ClientSideFixedClipping`` with ``fixedclipping_mod``), with the noise multiplier and clipping norm the
+  ``client-dp`` spec gives, and the canary clients join the replies the wrapper aggregates
+  (:mod:`fedleak.flower.dp_audit`); the accountant is then Flower's own.
 
 Every canary is included by a seeded coin the scorer never reads. The lower bound is
 :func:`fedleak.metrics.dp_audit.canary_lower_bound` (valid at ``confidence`` for the epsilon of one canary,
@@ -37,7 +41,8 @@ import fedleak
 from fedleak.data.dataset import Dataset
 from fedleak.defenses import ClientDPAggregator, DPSGDTrainer
 from fedleak.defenses import plan as defense_plan
-from fedleak.defenses.canaries import CanaryClientAggregator, GradientCanaries, draw_inclusion, flatten
+from fedleak.defenses.accounting import calibrate_noise
+from fedleak.defenses.canaries import CanaryClientAggregator, GradientCanaries, cosine_scores, draw_inclusion, flatten
 from fedleak.defenses.dpsgd import fingerprint
 from fedleak.device import resolve_device
 from fedleak.errors import FedleakInputError
@@ -67,6 +72,10 @@ class DPAuditOptions:
     seed: int = 0
     device: str = "cpu"
     mechanism: Any = None
+    # None: fedleak's own engine; "server" / "client": a Flower simulation under Flower's DP wrapper with
+    # server-side / client-side fixed clipping (client canaries only; ``mechanism`` is then a factory
+    # ``(strategy, noise_multiplier, clipping_norm, num_sampled_clients) -> strategy``)
+    flower: str | None = None
 
 
 @dataclass
@@ -92,6 +101,8 @@ class DPAuditResult:
     threat_model: str
     runs: int = 1
     notes: list[str] = field(default_factory=list)
+    engine: str = "fedleak"
+    mechanism: str | None = None  # on Flower: the DP wrapper that ran (its class name)
 
     @property
     def counts(self) -> dict[str, int]:
@@ -108,7 +119,7 @@ class DPAuditResult:
         if self.bound_exceeds_epsilon:
             return (
                 f"BROKEN: the empirical lower bound {self.epsilon_lower_bound:.2f} ({c:.0%} confidence) exceeds the "
-                f"claimed epsilon {self.epsilon:.2f} at delta {self.delta:g}: this DP implementation does not "
+                f"claimed epsilon {self.epsilon:.2f} at delta {self.delta:g}: {self.implementation} does not "
                 "deliver its guarantee."
             )
         return (
@@ -117,6 +128,12 @@ class DPAuditResult:
             "no violation found (an audit can refute a guarantee, never prove it)."
         )
 
+    @property
+    def implementation(self) -> str:
+        if self.engine == "flower":
+            return f"Flower's {self.mechanism} as configured in this run"
+        return "this DP implementation"
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "kind": "dp_audit",
@@ -124,6 +141,8 @@ class DPAuditResult:
             "model": self.model,
             "defense": self.defense,
             "canary_kind": self.canary_kind,
+            "engine": self.engine,
+            "mechanism": self.mechanism,
             "seed": self.seed,
             "threat_model": self.threat_model,
             "privacy": {
@@ -142,8 +161,8 @@ class DPAuditResult:
             },
             "federation": {"clients": self.clients, "rounds": self.rounds, "test_accuracy": self.test_accuracy},
             "scores": {
-                "included": [s for s, i in zip(self.scores, self.included, strict=True) if i],
-                "held_out": [s for s, i in zip(self.scores, self.included, strict=True) if not i],
+                name: [s for s, i in zip(self.scores, self.included, strict=True) if i == want]
+                for name, want in (("included", True), ("held_out", False))
             },
             "notes": self.notes,
             "seconds_total": self.seconds,
@@ -158,6 +177,19 @@ class _Run:
     accuracy: float
     threat: str
     white_box: bool
+    engine: str = "fedleak"
+    mechanism: str | None = None
+
+
+def _train(fed: Federation, keep_updates: bool = False, each_round: Callable[[Any], None] | None = None) -> float:
+    """Run every round of ``fed`` (``each_round`` sees each round's record, as the server does); the final
+    test accuracy."""
+    acc = float("nan")
+    for r in fed.run(keep_updates=keep_updates):
+        if each_round is not None:
+            each_round(r)
+        acc = r.test_accuracy
+    return acc
 
 
 CanaryCase = Callable[[DPAuditOptions, Any, Any, Any, Any], _Run]
@@ -199,34 +231,30 @@ def _gradient(opts: DPAuditOptions, data: Any, model: Any, plan: Any, dev: Any) 
     trainer.canaries = GradientCanaries.draw(m, dim, opts.seed, host, opts.magnitude * trainer.clip)
     coords = trainer.canaries.coords.to(dev)
     score = torch.zeros(m, dtype=torch.float64, device=dev)
-    acc = float("nan")
+
+    def observe(r: Any) -> None:
+        nonlocal score
+        host_u = [u for u in r.updates if u.client == 0]
+        others = [u for u in r.updates if u.client != 0]
+        if not host_u:
+            return
+        b0 = float(host_u[0].num_samples)
+        h = flatten(host_u[0].payload).double() * b0
+        if others:
+            tot = sum(float(u.num_samples) for u in others)
+            control = sum(flatten(u.payload).double() * float(u.num_samples) for u in others) / tot * b0
+            h = h - control
+        score += h[coords] / trainer.clip
+
     try:
-        for r in fed.run(keep_updates=True):
-            host_u = [u for u in r.updates if u.client == 0]
-            others = [u for u in r.updates if u.client != 0]
-            if not host_u:
-                continue
-            b0 = float(host_u[0].num_samples)
-            h = flatten(host_u[0].payload).double() * b0
-            if others:
-                tot = sum(float(u.num_samples) for u in others)
-                control = sum(flatten(u.payload).double() * float(u.num_samples) for u in others) / tot * b0
-                h = h - control
-            score += h[coords] / trainer.clip
-            acc = r.test_accuracy
+        acc = _train(fed, keep_updates=True, each_round=observe)
         hosted = trainer.canaries.steps_seen
     finally:
         trainer.canaries = None
     if hosted != opts.rounds:
         raise RuntimeError(f"gradient canaries joined {hosted} of {opts.rounds} steps of their host: audit invalid")
-    return _Run(
-        score.cpu().numpy(),
-        draw_inclusion(m, opts.seed),
-        trainer.privacy(),
-        acc,
-        "white-box server: every client's noisy DP-SGD step in every round",
-        True,
-    )
+    threat = "white-box server: every client's noisy DP-SGD step in every round"
+    return _Run(score.cpu().numpy(), draw_inclusion(m, opts.seed), trainer.privacy(), acc, threat, white_box=True)
 
 
 @CANARY_KINDS.register("record", "mislabelled record canaries in DP-SGD, black-box (final model's loss)")
@@ -251,47 +279,69 @@ def _record(opts: DPAuditOptions, data: Any, model: Any, plan: Any, dev: Any) ->
         torch.cat([train.indices, canaries.indices[chosen]]),
     )
     fed.parts[0] = np.concatenate([np.asarray(fed.parts[0]), len(train) + np.arange(len(chosen))])
-    acc = float("nan")
-    for r in fed.run(keep_updates=False):
-        acc = r.test_accuracy
+    acc = _train(fed)
     x, y = canaries.tensors()
     with torch.no_grad():
         fed.model.eval()
         loss = F.cross_entropy(fed.model(x.to(dev)), y.to(dev), reduction="none")
-    return _Run(
-        -loss.double().cpu().numpy(),
-        inc,
-        trainer.privacy(),
-        acc,
-        "black-box: the final model's loss on each canary record",
-        False,
-    )
+    threat = "black-box: the final model's loss on each canary record"
+    return _Run(-loss.double().cpu().numpy(), inc, trainer.privacy(), acc, threat, white_box=False)
 
 
 @CANARY_KINDS.register("client", "canary clients in client-level DP-FedAvg (Andrew et al.), final model delta")
 def _client(opts: DPAuditOptions, data: Any, model: Any, plan: Any, dev: Any) -> _Run:
     train, test = data
-    agg = opts.mechanism if opts.mechanism is not None else plan.aggregator
+    agg = opts.mechanism if opts.mechanism is not None and not opts.flower else plan.aggregator
     if not isinstance(agg, ClientDPAggregator):
         raise FedleakInputError("--canaries client audits client-level DP: give --defense client-dp:epsilon=E,delta=D")
     m = opts.num_canaries or DEFAULT_CANARIES["client"]
     if m < 4:
         raise FedleakInputError(f"--num-canaries {m}: give at least 4")
+    cfg = FedConfig(clients=opts.clients, rounds=opts.rounds, mode="fedavg", lr=opts.lr, seed=opts.seed)
+    if opts.flower:
+        return _flower_client(opts, train, test, model, agg, m, cfg)
     dim = sum(p.numel() for p in model.parameters() if p.requires_grad)
     wrapper = CanaryClientAggregator.draw(agg, m, dim, opts.seed, opts.magnitude * agg.clip)
     agg.population = opts.clients + int(wrapper.included.sum())
     agg.planned_rounds = opts.rounds
-    cfg = FedConfig(clients=opts.clients, rounds=opts.rounds, mode="fedavg", lr=opts.lr, seed=opts.seed)
     fed = Federation(model, train, test, cfg, aggregator=wrapper)
     w0 = flatten({n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}).double()
-    acc = float("nan")
-    for r in fed.run(keep_updates=False):
-        acc = r.test_accuracy
+    acc = _train(fed)
     delta = flatten({n: p.detach() for n, p in fed.model.named_parameters() if p.requires_grad}).double() - w0
-    cos = (wrapper.directions.to(dev).double() @ delta) / (delta.norm() + 1e-30)
-    return _Run(
-        cos.cpu().numpy(), wrapper.included, agg.privacy(), acc, "server: the final model delta (w_T - w_0) only", True
+    scores = cosine_scores(wrapper.directions, delta)
+    threat = "server: the final model delta (w_T - w_0) only"
+    return _Run(scores, wrapper.included, agg.privacy(), acc, threat, white_box=True)
+
+
+def _flower_client(
+    opts: DPAuditOptions, train: Dataset, test: Dataset, model: Any, agg: ClientDPAggregator, m: int, cfg: FedConfig
+) -> _Run:
+    """Canary clients in a Flower simulation under Flower's DP wrapper, with the noise multiplier and clipping
+    norm of the ``client-dp`` spec (a target epsilon calibrated for every client in every round)."""
+    from fedleak.flower.dp_audit import run_flower_canaries
+
+    if opts.device != "cpu":
+        raise FedleakInputError("--flower runs the clients on Flower's CPU actors: leave --device at cpu")
+    z = agg.noise
+    if z is None:
+        assert agg.target_epsilon is not None
+        z = calibrate_noise(agg.target_epsilon, agg.delta, 1.0, opts.rounds, agg.accountant)
+    run = run_flower_canaries(
+        model.cpu(),
+        train,
+        test,
+        cfg,
+        noise_multiplier=z,
+        clipping_norm=agg.clip,
+        delta=agg.delta,
+        num_canaries=m,
+        side=opts.flower,  # type: ignore[arg-type]
+        magnitude=opts.magnitude,
+        seed=opts.seed,
+        dp_factory=opts.mechanism,
     )
+    threat = f"server: the final model delta (w_T - w_0) of a Flower run under {run.wrapper}"
+    return _Run(run.scores, run.included, run.privacy, run.test_accuracy, threat, True, "flower", run.wrapper)
 
 
 def run_dp_audit(
@@ -306,6 +356,11 @@ def run_dp_audit(
         raise FedleakInputError(f"--num-canaries {opts.num_canaries}: give at least 4")
     if not 0 < opts.magnitude < math.inf:
         raise FedleakInputError("audit-dp: the canary magnitude must be a finite number > 0")
+    if opts.flower is not None and (opts.flower not in ("server", "client") or opts.canaries != "client"):
+        raise FedleakInputError(
+            f"--flower {opts.flower}: Flower's DP wrappers are client-level DP, audited with --canaries client and "
+            "--flower server (the server clips each update) or --flower client (fixedclipping_mod on the clients)"
+        )
     dev = resolve_device(opts.device)
     torch.manual_seed(opts.seed)
     data = fedleak.data.load(opts.dataset)
@@ -340,6 +395,8 @@ def run_dp_audit(
         seconds=time.perf_counter() - t0,
         threat_model=run.threat,
         notes=list(priv.get("notes", [])),
+        engine=run.engine,
+        mechanism=run.mechanism,
     )
     if out is not None:
         out = Path(out)
@@ -354,11 +411,13 @@ def run_dp_audit(
 def summary(res: DPAuditResult) -> str:
     c = res.counts
     est = "n/a (black-box scores)" if res.epsilon_estimate is None else f"{res.epsilon_estimate:.2f} (an estimate)"
+    on = f" on Flower under {res.mechanism}" if res.engine == "flower" else ""
     return "\n".join(
         [
-            f"{res.defense}, {res.canary_kind} canaries: {c['total']} ({c['included']} included, {c['held_out']} held "
-            f"out), 1 run, {res.rounds} rounds, {res.clients} clients, test accuracy {res.test_accuracy:.3f}",
-            f"accountant epsilon {res.epsilon:.2f} at delta {res.delta:g}",
+            f"{res.defense}{on}, {res.canary_kind} canaries: {c['total']} ({c['included']} included, "
+            f"{c['held_out']} held out), 1 run, {res.rounds} rounds, {res.clients} clients, "
+            f"test accuracy {res.test_accuracy:.3f}",
+            f"accountant epsilon {res.epsilon:.2f} at delta {res.delta:g} ({res.accountant.get('accountant')})",
             f"empirical lower bound {res.epsilon_lower_bound:.2f} ({res.bound['confidence']:.0%} confidence)",
             f"one-shot estimate {est}",
             res.verdict,

@@ -24,6 +24,12 @@ def register(app: typer.Typer) -> None:
         rounds: int = typer.Option(30, help="federated rounds"),
         seed: int = typer.Option(0, help="seed for the data split, the model, the noise and the canaries' coins"),
         device: str = typer.Option("cpu", help="cpu, cuda, cuda:N or auto"),
+        flower: str = typer.Option(
+            None,
+            help="run the federation on Flower's simulation engine under Flower's DP wrapper, with the noise and "
+            "clip of the client-dp spec: server (DifferentialPrivacyServerSideFixedClipping) or client "
+            "(DifferentialPrivacyClientSideFixedClipping + fixedclipping_mod); with --canaries client",
+        ),
         out: Path = typer.Option(Path("runs/audit-dp"), help="run folder"),
     ) -> None:
         """Plant canaries (half included, half held out by a seeded coin) in one federated training run and
@@ -42,5 +48,6 @@ def register(app: typer.Typer) -> None:
             rounds=rounds,
             seed=seed,
             device=device,
+            flower=flower,
         )
         run_dp_audit(opts, out=out, echo=say)

@@ -37,6 +37,25 @@ def draw_inclusion(m: int, seed: int) -> np.ndarray:
     return np.random.default_rng([seed, 0xCA7A]).random(m) < 0.5
 
 
+def unit_directions(m: int, dim: int, seed: int) -> Tensor:
+    """``m`` random unit rows of length ``dim`` (Gaussian, normalised), from ``seed`` alone: canary clients'
+    update directions."""
+    u = torch.randn(m, dim, generator=torch.Generator().manual_seed(seed))
+    return u / u.norm(dim=1, keepdim=True)
+
+
+def cosine_scores(directions: Tensor, delta: Tensor) -> np.ndarray:
+    """Each canary client's score (Andrew et al. 2024): the cosine between its direction (a row of
+    ``directions``) and the model delta the server ends with, in float64.
+
+    >>> cosine_scores(torch.eye(3), torch.tensor([3.0, 4.0, 0.0])).round(2).tolist()
+    [0.6, 0.8, 0.0]
+    """
+    d = delta.detach().double().reshape(-1)
+    dirs = directions.to(d.device).double()
+    return ((dirs @ d) / (d.norm() + 1e-30)).cpu().numpy()
+
+
 def flatten(payload: dict[str, Tensor]) -> Tensor:
     return torch.cat([v.reshape(-1) for v in payload.values()])
 
@@ -107,9 +126,7 @@ class CanaryClientAggregator:
 
     @classmethod
     def draw(cls, inner: Any, m: int, dim: int, seed: int, magnitude: float = 1.0) -> CanaryClientAggregator:
-        g = torch.Generator().manual_seed(seed)
-        u = torch.randn(m, dim, generator=g)
-        return cls(inner, u / u.norm(dim=1, keepdim=True), draw_inclusion(m, seed), float(magnitude))
+        return cls(inner, unit_directions(m, dim, seed), draw_inclusion(m, seed), float(magnitude))
 
     def __call__(self, updates: list[ClientUpdate], generator: torch.Generator) -> dict[str, Tensor]:
         like = updates[0].payload

@@ -25,7 +25,7 @@ import contextlib
 import copy
 import logging
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -52,6 +52,9 @@ class FlowerDP:
     noise_multiplier: float
     clipping_norm: float
     side: Literal["server", "client"] = "server"
+    # builds the server's DP strategy from the inner strategy and the clients per round, in place of Flower's
+    # wrapper for ``side`` (fedleak.flower.dp_audit wraps Flower's wrapper with canary clients this way)
+    build: Callable[[Any, int], Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -239,7 +242,7 @@ def run_flower_federation(
         model,
         auditor,
         seconds=time.perf_counter() - t0,
-        extras={"secagg": secagg, "dp": None if dp is None else dp.__dict__},
+        extras={"secagg": secagg, "dp": None if dp is None else {k: v for k, v in dp.__dict__.items() if k != "build"}},
     )
 
 
@@ -293,7 +296,7 @@ def _message_apps(
             "server": S.DifferentialPrivacyServerSideFixedClipping,
             "client": S.DifferentialPrivacyClientSideFixedClipping,
         }[dp.side]
-        inner_dp = wrap(inner, dp.noise_multiplier, dp.clipping_norm, n)
+        inner_dp = dp.build(inner, n) if dp.build else wrap(inner, dp.noise_multiplier, dp.clipping_norm, n)
         if dp.side == "client":
             from flwr.clientapp.mod import fixedclipping_mod
 
