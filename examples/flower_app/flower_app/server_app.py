@@ -73,5 +73,12 @@ def main(grid: Grid, context: Context) -> None:
         strategy.auditor,
         accuracy={int(k): float(v["accuracy"]) for k, v in result.evaluate_metrics_serverapp.items()},
         records_of=lambda partition: load_data(partition, parts, records=per_client),
-        app={"model": "flower_app.task.Net", "strategy": "FedAvg", "clients": parts, "rounds": rounds},
+        app={
+            "model": "flower_app.task.Net",
+            "dataset": "digits (scikit-learn, 8x8)",
+            "partition": f"equal random shares, first {per_client} records each",
+            "strategy": "FedAvg",
+            "clients": parts,
+            "rounds": rounds,
+        },
     )
