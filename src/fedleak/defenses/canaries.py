@@ -9,7 +9,9 @@ training run gives m trials. The scorer (:mod:`fedleak.audit.dpaudit`) never rea
   most ``clip``) before the noise (``DPSGDTrainer.canaries``). Coordinates are distinct.
 - :class:`CanaryClientAggregator` (client-level DP-FedAvg): canary client i sends, in every round, the update
   ``magnitude`` * u_i for a random unit direction u_i; the included ones are handed to the wrapped aggregator
-  beside the real clients' updates, which clips and noises them like any client's.
+  beside the real clients' updates, which clips and noises them like any client's. On Flower, the same canary
+  clients (:func:`unit_directions`, scored by :func:`cosine_scores`) join the replies Flower's DP wrapper
+  aggregates (:class:`fedleak.flower.dp_audit.CanaryClients`).
 
     >>> import torch
     >>> c = GradientCanaries.draw(m=4, dim=10, seed=2, host=("h",), magnitude=2.0)

@@ -12,6 +12,8 @@ package imports without it, and the names that need it load it on first use.
 - :func:`write_flower_run`: an audited run as a fedleak run folder (results.json, report.html).
 - :func:`train_references_on_ray`: membership-inference reference models, K split in chunks, one Ray task
   each.
+- :class:`CanaryClients` / :func:`run_flower_canaries`: Flower's DP wrappers audited with canary clients in a
+  Flower simulation (``fedleak audit-dp --flower server|client``).
 
     >>> import fedleak.flower
     >>> sorted(n for n in fedleak.flower.__all__ if "Strategy" in n)
@@ -41,6 +43,8 @@ _LAZY = {
     "LeakageGuard": "fedleak.flower.guard",
     "write_flower_run": "fedleak.flower.runfolder",
     "ray_reference_trainer": "fedleak.flower.ray_backend",
+    "CanaryClients": "fedleak.flower.dp_audit",
+    "run_flower_canaries": "fedleak.flower.dp_audit",
 }
 
 __all__ = ["Auditor", "Finding", "Reply", "WireKeys", "build_update", "resolve_attacks", *_LAZY]
