@@ -144,7 +144,7 @@ def _one_record_round(model, data, aud, pairs):
     aud.observe(1, replies)
 
 
-def test_flower_views_on_disk_attacked_after_the_run_equal_a_thread_audit(digits, tmp_path):
+def test_flower_views_on_disk_attacked_after_the_run_equal_a_thread_audit(digits, tmp_path, capsys):
     """attack_in='later' keeps only the views (safetensors) during the run; audit_saved_views (fedleak
     audit-flower) attacks them afterwards, scored against each partition: the analytic read-out of a one-record
     FedSGD step is the record (> 100 dB), and the worker-thread audit of the same replies finds the same."""
@@ -169,6 +169,17 @@ def test_flower_views_on_disk_attacked_after_the_run_equal_a_thread_audit(digits
     for c in (3, 9):
         assert psnr(found[c].clamp(0, 1), data.pixels([c])).item() > 100
     assert (tmp_path / "report.html").read_text().count("data:image/png") == 2
+    # the same from the command line, the records from the user's file
+    from conftest import run_cli
+
+    (tmp_path / "mine.py").write_text(
+        "from fedleak.data import load\n_d = load('digits')\n"
+        "def records(p):\n    return _d.inputs([p]), _d.labels[[p]]\n"
+    )
+    args = ["audit-flower", tmp_path, "--attack", "analytic", "--records-of", f"{tmp_path / 'mine.py'}:records"]
+    code, out, err = run_cli(args, capsys)
+    assert code == 0, err
+    assert "round 1, client 3: analytic: 1/1 rebuilt" in out and "rebuilt 2 of 2 client images" in out
 
 
 def test_flower_run_folder_is_an_audit_that_fedleak_report_renders(digits, tmp_path, capsys):
