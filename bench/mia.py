@@ -5,6 +5,16 @@ trained vectorised vs one after another (models per second, the ratio, and each 
                         [--tabular SPEC] [--tabular-seeds 0,1,2] [--skip-tabular]
                         [--art-python /tmp/artvenv/bin/python]
                         [--rmia-choices 0,1] [--federation 0,1] [--only-federation]
+                        [--skip-cost] [--no-location-shape] [--mia-all [--baseline-src DIR]] [--only-speed]
+
+Cost of reference models (the issue's target: at least 3x one-after-another at K = 16, and about ML Privacy
+Meter's 1.2 CPU-s per model): the section "reference models of the tabular protocol" trains the protocol's 16
+reference models (784-128 MLP, 2,505 records each, 50 epochs of batch 64) with the vectorised trainer and one
+after another in the same process and prints CPU-s per model, the ratio, each path's accuracy, the largest
+weight difference, and the floor of the dense arithmetic at this machine's measured matmul rate; then the same
+on a random table of Location's shape (446 binary features, 30 classes), cost only. ``--mia-all`` times the
+whole ``fedleak mia --attack all`` command on the tabular protocol, vectorised beside ``--sequential`` (and
+``--baseline-src`` an older checkout's ``src``, e.g. from ``git worktree add``), with each run's AUCs.
 
 ``--rmia-choices`` sweeps RMIA's tuning choices on the tabular protocol (the figures of the rmia module's
 docstring); ``--federation`` attacks each client of a digits federation from every round's updates beside the
@@ -118,6 +128,202 @@ def speed(ks: list[int], model: str, epochs: int, batch_size: int, seed: int = 0
         )
 
 
+def _matmul_rate(d: int, h: int, batch: int, k: int = 16, repeats: int = 20) -> float:
+    """This machine's float32 batched-matmul rate (GFLOP per CPU-second) at the first layer's shapes."""
+    a, b = torch.randn(k, batch, d), torch.randn(k, d, h)
+    for _ in range(3):
+        torch.bmm(a, b)
+    c0 = time.process_time()
+    for _ in range(repeats):
+        torch.bmm(a, b)
+    return 2 * k * batch * d * h * repeats / max(time.process_time() - c0, 1e-9) / 1e9
+
+
+def reference_cost(
+    label: str,
+    data_spec: object,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    x_test: torch.Tensor | None,
+    y_test: torch.Tensor | None,
+    model: str,
+    train_spec: TrainSpec,
+    references: int,
+    seed: int = 0,
+) -> dict[str, float]:
+    """K reference models on the pool (x, y), the masks and seeds LiRA/RMIA's context uses, trained by the
+    vectorised trainer and one after another in the same process, one after the other: CPU and wall seconds
+    per model, the ratio, each path's mean accuracy on (x_test, y_test) (when given) and the largest weight
+    difference.
+    Beside them the dense arithmetic's floor at this machine's measured matmul rate (forward and weight
+    gradient of every layer, every step)."""
+    masks = balanced_masks(references, len(x), seed=seed + 1)  # as MembershipContext._train_set
+    for vec in (True, False):  # warm both paths up (lazy initialisation, allocator)
+        train_references(model, data_spec, x, y, masks[:2], TrainSpec(steps=3), vectorised=vec)
+    cost, refs = {}, {}
+    for name, vec in (("vectorised", True), ("one after another", False)):
+        c0, t0 = time.process_time(), time.perf_counter()
+        refs[name] = train_references(model, data_spec, x, y, masks, train_spec, seed=seed, vectorised=vec)
+        cost[name] = (time.process_time() - c0, time.perf_counter() - t0)
+    acc = {
+        n: None if x_test is None else float((r.logits(x_test).argmax(-1) == y_test).float().mean())
+        for n, r in refs.items()
+    }
+    a, b = refs["vectorised"], refs["one after another"]
+    dw = max(float((a.params[n] - b.params[n]).abs().max()) for n in a.params)
+    shapes = [t.shape[1:] for n, t in a.params.items() if n.endswith("weight")]
+    per_record = sum(2 * 2 * o * i for o, i in shapes)  # forward + weight gradient, multiply-adds x 2
+    n_own = int(masks[0].sum())
+    steps = train_spec.epochs * math.ceil(n_own / train_spec.batch_size)
+    flops = per_record * train_spec.epochs * n_own
+    rate = _matmul_rate(shapes[0][1], shapes[0][0], train_spec.batch_size)
+    k = references
+    print(
+        f"\n## reference models of {label}: {model}, K={k}, {n_own} records each, {train_spec.epochs} epochs of batch"
+        f" {train_spec.batch_size} ({steps} steps), torch threads {torch.get_num_threads()}"
+    )
+    print(f"{'trainer':<20} {'CPU-s/model':>11} {'wall s/model':>12} {'test acc':>9}")
+    for name, (cpu, wall) in cost.items():
+        shown = f"{'-':>9}" if acc[name] is None else f"{acc[name]:>9.3f}"
+        print(f"{name:<20} {cpu / k:>11.2f} {wall / k:>12.2f} {shown}")
+    ratio_cpu = cost["one after another"][0] / cost["vectorised"][0]
+    ratio_wall = cost["one after another"][1] / cost["vectorised"][1]
+    print(
+        f"ratio {ratio_cpu:.2f}x in CPU seconds ({ratio_wall:.2f}x wall); largest weight difference between the paths"
+        f" {dw:.1e}; dense arithmetic {flops / 1e9:.1f} GFLOP per model = {flops / 1e9 / rate:.2f} CPU-s at this"
+        f" machine's measured matmul rate ({rate:.1f} GFLOP/s at these shapes); ML Privacy Meter: about"
+        f" {PUBLISHED_SECONDS_PER_REFERENCE} s per model on Location's 446-128-30 MLP, one after another",
+        flush=True,
+    )
+    return {"vectorised": cost["vectorised"][0] / k, "sequential": cost["one after another"][0] / k, "ratio": ratio_cpu}
+
+
+def tabular_cost(
+    spec: str,
+    members: int,
+    population: int,
+    model: str,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    references: int,
+    seed: int = 0,
+    location_shape: bool = True,
+) -> None:
+    """The reference models of the tabular protocol on ``spec`` (the pool run_mia trains them on: members,
+    non-members and population) by both trainers, their accuracy on up to 2,000 records outside the pool; with
+    ``location_shape`` the same on a random table of Location's shape (5,010 records, 446 binary features,
+    30 classes): cost only, no attack figures."""
+    from fedleak.data.dataset import DataSpec
+
+    data = fedleak.data.load(spec)
+    mem, non, pop = split_membership(data, members, seed, population)
+    px = torch.cat([part.tensors()[0] for part in (mem, non, pop)])
+    py = torch.cat([part.tensors()[1] for part in (mem, non, pop)])
+    ts = TrainSpec(epochs=epochs, batch_size=batch_size, lr=lr, momentum=0.9)
+    used = torch.zeros(len(data), dtype=torch.bool)
+    for part in (mem, non, pop):
+        used[part.indices] = True
+    held = data.subset(torch.nonzero(~used).flatten()[:2000])  # records no reference model saw (if any)
+    test = held.tensors() if len(held) else (None, None)
+    reference_cost(f"the tabular protocol on {_short(spec)}", data.spec, px, py, *test, model, ts, references, seed)
+    if location_shape:
+        g = torch.Generator().manual_seed(seed)
+        n, f, c = members * 2 + population, 446, 30
+        x = (torch.rand(n, f, generator=g) < 0.2).float()
+        y = torch.randint(0, c, (n,), generator=g)
+        spec_loc = DataSpec("location-shaped", "table", (f,), c, tuple(map(str, range(c))), (0.0,) * f, (1.0,) * f)
+        reference_cost(
+            "a random table of Location's shape (446 binary features, 30 classes; cost only)",
+            spec_loc,
+            x,
+            y,
+            None,
+            None,
+            model,
+            ts,
+            references,
+            seed,
+        )
+
+
+def mia_all(spec: str, baseline_src: str | None, seed: int = 0, timeout: int = 3600) -> None:
+    """``fedleak mia --attack all`` on the tabular protocol as a user runs it, in subprocesses one after the
+    other: the vectorised trainer, ``--sequential``, and (with ``baseline_src``, e.g. a ``git worktree`` of an
+    older commit's ``src``) the older code's vectorised trainer. Wall and CPU seconds of each whole command,
+    the reference models' own seconds, and AUC / TPR@1% of LiRA, RMIA and Shokri from each results.json."""
+    import resource
+
+    args = [
+        "--dataset",
+        spec,
+        "--model",
+        "mlp:128",
+        "--attack",
+        "all",
+        "--members",
+        "1000",
+        "--population",
+        "3010",
+        "--references",
+        "16",
+        "--epochs",
+        "50",
+        "--batch-size",
+        "64",
+        "--lr",
+        "0.1",
+        "--seed",
+        str(seed),
+    ]
+    runs = [("vectorised", None, []), ("--sequential", None, ["--sequential"])]
+    if baseline_src:
+        runs.insert(0, (f"vectorised, {baseline_src}", baseline_src, []))
+    print(
+        f"\n## fedleak mia --attack all on the tabular protocol ({_short(spec)}, mlp:128, 16 references, seed {seed})"
+    )
+    print("command: fedleak mia " + " ".join(args) + " --out DIR")
+    print(
+        f"{'run':<34} {'wall s':>7} {'CPU s':>7} {'refs s':>7} {'LiRA AUC':>9} {'TPR@1%':>7} {'RMIA AUC':>9} "
+        f"{'TPR@1%':>7} {'Shokri AUC':>10}"
+    )
+    got = {}
+    for name, src, extra in runs:
+        env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "FLWR_TELEMETRY_ENABLED": "0"}
+        env["PYTHONPATH"] = src if src else str(HERE.parent / "src")
+        with tempfile.TemporaryDirectory() as tmp:
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            t0 = time.perf_counter()
+            done = subprocess.run(
+                [sys.executable, "-m", "fedleak.cli", "mia", *args, *extra, "--out", tmp],
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=timeout,
+                check=False,
+            )
+            wall = time.perf_counter() - t0
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            if done.returncode != 0:
+                print(f"{name:<34} failed ({done.returncode}): {done.stderr.strip().splitlines()[-1:]}")
+                continue
+            r = json.loads((Path(tmp) / "results.json").read_text())
+        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        a = r["attacks"]
+        got[name] = (wall, cpu)
+        print(
+            f"{name:<34} {wall:>7.1f} {cpu:>7.1f} {r['references']['seconds']:>7.1f} {a['lira']['auc']:>9.3f} "
+            f"{a['lira']['tpr_at_fpr']['0.01']:>7.3f} {a['rmia']['auc']:>9.3f} {a['rmia']['tpr_at_fpr']['0.01']:>7.3f} "
+            f"{a['shokri']['auc']:>10.3f}",
+            flush=True,
+        )
+    if "vectorised" in got:
+        wall, cpu = got["vectorised"]
+        for name, (w, c) in got.items():
+            if name != "vectorised":
+                print(f"{name} / vectorised: {w / wall:.2f}x wall, {c / cpu:.2f}x CPU")
+
+
 def _short(spec: str) -> str:
     """'mnist:/a/b/mnist-test' -> 'mnist-test'; 'csv:loc.csv?label=y' -> 'loc.csv'; 'digits' -> 'digits'."""
     name, _, path = spec.partition("?")[0].partition(":")
@@ -227,15 +433,6 @@ def tabular(
                 art = run_art(art_python, npz, shadows)
     t, split, refs = main["target"], main["split"], main["references"]
     same_target = abs(t["test_loss"] - shok["target"]["test_loss"]) < 1e-6
-    # one after another, for the published "about 1.2 s per reference model": 2 models on halves of the pool
-    mem, non, pop = split_membership(data, members, seed, population)
-    px = torch.cat([part.tensors()[0] for part in (mem, non, pop)])
-    py = torch.cat([part.tensors()[1] for part in (mem, non, pop)])
-    tspec = TrainSpec(epochs=epochs, batch_size=batch_size, lr=lr, momentum=0.9)
-    t0 = time.perf_counter()
-    train_references(model, data.spec, px, py, balanced_masks(2, len(px), seed=seed + 1), tspec, vectorised=False)
-    seq_per_model = (time.perf_counter() - t0) / 2
-
     where = f"fedleak on {_short(spec)}"
     print(
         f"\n## tabular protocol on {spec} ({len(data)} records, {features} features, {classes} classes;"
@@ -251,8 +448,8 @@ def tabular(
         print("WARNING: the target does not fit its members to 100%, the protocol's premise; raise --tabular-epochs")
     print(
         f"reference models: {refs['count']} in {refs['seconds']:.1f} s vectorised = "
-        f"{refs['seconds'] / refs['count']:.2f} s per model; one after another {seq_per_model:.2f} s per model "
-        f"(published on Location: about {PUBLISHED_SECONDS_PER_REFERENCE} s per model, one after another)"
+        f"{refs['seconds'] / refs['count']:.2f} s per model (wall, inside run_mia; the section 'reference models of"
+        " the tabular protocol' below times both trainers on them)"
     )
     head = f"{'attack':<40} {'where':<36} {'AUC':>6} {'TPR@1%':>7} {'TPR@0.1%':>9} {'seconds':>8}"
     print(head)
@@ -416,6 +613,11 @@ def main() -> None:
     ap.add_argument("--federation", default="", help="seeds (e.g. 0,1): membership per client from every round")
     ap.add_argument("--only-federation", action="store_true", help="run only the federation section")
     ap.add_argument("--rmia-choices", default="", help="seeds (e.g. 0,1): RMIA's tuning choices on --tabular")
+    ap.add_argument("--skip-cost", action="store_true", help="skip the tabular protocol's reference-model cost")
+    ap.add_argument("--no-location-shape", action="store_true", help="cost on the --tabular data only")
+    ap.add_argument("--mia-all", action="store_true", help="time fedleak mia --attack all, vectorised vs --sequential")
+    ap.add_argument("--baseline-src", help="with --mia-all: also run an older checkout's src (git worktree)")
+    ap.add_argument("--only-speed", action="store_true", help="only the cost sections (speed, cost, --mia-all)")
     args = ap.parse_args()
 
     if args.rmia_choices:
@@ -429,6 +631,22 @@ def main() -> None:
         for b in args.speed_batch.split(","):
             ks = [int(k) for k in args.ks.split(",")]
             speed(ks, args.speed_model, args.speed_epochs, int(b), repeats=args.speed_repeats)
+    if not args.skip_cost:
+        tabular_cost(
+            args.tabular,
+            args.tabular_members,
+            args.tabular_population,
+            args.tabular_model,
+            args.tabular_epochs,
+            args.tabular_lr,
+            args.tabular_batch,
+            args.tabular_references,
+            location_shape=not args.no_location_shape,
+        )
+    if args.mia_all:
+        mia_all(args.tabular, args.baseline_src)
+    if args.only_speed:
+        return
     if not args.skip_attacks:
         attacks_table(
             "digits, mlp, 500 members, 16 references",
