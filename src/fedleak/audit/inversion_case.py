@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from fedleak.attacks.inversion import invert_batch
+from fedleak.attacks.inversion.identifiability import for_update
 from fedleak.data import Dataset
 from fedleak.fl import ClientUpdate, ThreatModel
 from fedleak.metrics.image import image_scores, is_rebuilt, trivial_baselines
@@ -117,4 +118,5 @@ def realism_card(
         model_mode="train" if update.train_mode else "eval",
         bn_prior=(False if has_bn else None),  # True only where an attack reports using the running statistics
         beyond_server=list(beyond_server),
+        identifiable=bound.sentence() if (bound := for_update(update, records)) is not None else None,
     )

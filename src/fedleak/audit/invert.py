@@ -106,6 +106,7 @@ def run_inversion(
     import torch
 
     from fedleak.attacks.inversion import ATTACKS, PRESETS, imprint_model, with_plan
+    from fedleak.attacks.inversion.identifiability import for_update
     from fedleak.data import load
     from fedleak.defenses import plan as defense_plan
     from fedleak.defenses import secure_sum
@@ -192,6 +193,7 @@ def run_inversion(
             opts.setdefault("on_progress", report)
         scored = attack_and_score(updates, [data.subset(g) for g in groups], attack, opts, rest_mean, clients=None)
     recs = scored.recs
+    bound = for_update(updates[0], len(groups[0]) * k)
     seconds_total = scored.summary.seconds_total
     targets = [{k: v for k, v in t.to_dict().items() if k != "client"} for t in scored.targets]
     pairs = [(scored.originals[i], scored.reconstructions[i], t["psnr"]) for i, t in enumerate(targets)]
@@ -232,6 +234,7 @@ def run_inversion(
         "update_kind": updates[0].kind,
         "train_mode": bool(updates[0].train_mode),
         "bn_prior": False,  # no attack uses BatchNorm running statistics as a prior yet (#15 item 3 open)
+        "identifiability": bound.to_dict() if bound is not None else None,
         "num_clients": k,
         "threat": {name: getattr(threat, name) for name in threat.__dataclass_fields__},
         "label_method": recs[0].label_method,
@@ -241,6 +244,8 @@ def run_inversion(
         "summary": summary,
     }
     _echo_table(result, echo)
+    if bound is not None and not bound.determined:
+        echo(f"note: {bound.sentence()}")
     if out is not None:
         out = Path(out)
         shown = pairs[:32]

@@ -95,6 +95,8 @@ def realism_view(card: Any, anchor: str) -> RealismView | None:
     bn = c.get("bn_prior")
     if isinstance(bn, bool):
         rows.append(("BatchNorm statistics as a prior", "used" if bn else "not used"))
+    if text(c.get("identifiable")):
+        rows.append(("What the update can determine", text(c.get("identifiable"))))
     beyond = [text(b) for b in as_list(c.get("beyond_server")) if text(b)]
     return RealismView(anchor=anchor, rows=rows, beyond=beyond)
 

@@ -72,6 +72,7 @@ class Realism(Record):
     model_mode: Literal["train", "eval"]  # BatchNorm batch statistics (train) or running statistics (eval)
     bn_prior: bool | None = None  # BatchNorm running statistics used as a prior (None: no BatchNorm)
     beyond_server: list[str] = field(default_factory=list)  # what a real honest server would not have
+    identifiable: str | None = None  # what the model's structure lets this update determine (None: unknown)
 
 
 @dataclass
