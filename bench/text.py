@@ -161,6 +161,7 @@ def _dager_notes(details: list) -> dict:
     if stops:
         notes.append(f"stopped {len(stops)}/{len(ex)}")
     notes.append("rank1 " + "/".join(str(x["rank_1"][-1]) for x in ex[:2]))
+    notes.append("rank2 " + "/".join(str(x["rank_2"][-1]) for x in ex[:2]))
     return {"note": ", ".join(notes)}
 
 
@@ -193,12 +194,12 @@ def main() -> None:
     ap.add_argument("--records", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--rows", default=",".join(k for k in ROWS if k not in DAGER_ROWS), help=", ".join(ROWS))
+    ap.add_argument("--rows", default=None, help=", ".join(ROWS))
     ap.add_argument("--lm-model", default="gpt", help="the decoder LM of the dager rows")
-    ap.add_argument("--dager", action="store_true", help="the DAGER rows (batch 1-128, FedAvg, LoRA) and tag-b4")
+    ap.add_argument("--dager", action="store_true", help="rows: the DAGER ones (B 1-128, FedAvg, LoRA) and tag-b4")
     args = ap.parse_args()
-    if args.dager:
-        args.rows = ",".join([*DAGER_ROWS, "tag-b4"])
+    if args.rows is None:
+        args.rows = ",".join([*DAGER_ROWS, "tag-b4"] if args.dager else [k for k in ROWS if k not in DAGER_ROWS])
     if args.dataset == "english":
         args.dataset = english_sentences()
 

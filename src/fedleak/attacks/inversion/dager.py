@@ -58,10 +58,11 @@ class DagerOptions:
     max_prefixes: int = 20_000  # a beam wider than this means the span check no longer separates: stop
 
 
-def row_span(grad: Tensor, rank_tol: float) -> Tensor:
+def row_span(grad: Tensor, rank_tol: float, delta: bool = False) -> Tensor:
     """An orthonormal basis (d, r) of the row space of ``grad`` (float64), r its numerical rank: singular values
-    above ``rank_tol`` x the largest and above 3x the noise floor (a FedAvg delta ``w1 - w0`` carries float32
-    rounding of the weights, ~1e-5 of its largest singular value, where a gradient carries ~2e-8)."""
+    above ``rank_tol`` x the largest and, for a FedAvg ``delta``, above 3x its noise floor (``w1 - w0`` carries
+    float32 rounding of the weights, ~1e-5 of its largest singular value, where a gradient carries ~2e-8; a
+    gradient keeps every value above ``rank_tol``: at B=64 its real directions go down to ~1e-5 too)."""
     g = grad.detach().double()
     if not torch.isfinite(g).all():
         raise FedleakInputError("the update holds NaN/inf values; a finite update is needed to attack it")
@@ -69,7 +70,7 @@ def row_span(grad: Tensor, rank_tol: float) -> Tensor:
     if s.numel() == 0 or s[0] == 0:
         return g.new_zeros(g.shape[1], 0)
     # the float noise floor, from the bottom quarter (no inputs there) of a space wide enough to have one
-    floor = s[-(len(s) // 4) :].median() if len(s) >= 64 else s.new_zeros(())
+    floor = s[-(len(s) // 4) :].median() if delta and len(s) >= 64 else s.new_zeros(())
     return vh[: int((s > torch.maximum(rank_tol * s[0], 3 * floor)).sum())].T
 
 
@@ -88,7 +89,10 @@ class _Layer:
     their span, so true inputs fail the check (recovery then needs batches of at most r inputs).
     """
 
-    def __init__(self, model: torch.nn.Module, payload: dict[str, Tensor], block: int, rank_tol: float) -> None:
+    def __init__(
+        self, model: torch.nn.Module, payload: dict[str, Tensor], block: int, rank_tol: float, delta: bool = False
+    ) -> None:
+        self.delta = delta
         qkv = model.blocks[block].attn.qkv
         pre = f"blocks.{block}.attn.qkv."
         self.checks: list[tuple[Tensor | None, Tensor]] = []  # (projection or None, basis)
@@ -104,10 +108,11 @@ class _Layer:
                 self.saturated = self.ranks[-1] >= a.shape[0]
         else:
             raise FedleakInputError(f"the update has no gradient for {pre}weight (nor LoRA adapters); dager needs one")
-        self.vacuous = all(basis.shape[1] >= basis.shape[0] for _, basis in self.checks)
+        # LayerNorm's output has zero mean: inputs z span at most d - 1 dimensions, which is then all of them
+        self.vacuous = all(b.shape[1] >= b.shape[0] - (p is None) for p, b in self.checks)
 
     def _add(self, proj: Tensor | None, grad: Tensor, rank_tol: float) -> None:
-        basis = row_span(grad, rank_tol)
+        basis = row_span(grad, rank_tol, self.delta)
         self.checks.append((proj, basis))
         self.ranks.append(basis.shape[1])
 
@@ -190,7 +195,8 @@ def dager_one(u: ClientUpdate, opts: DagerOptions) -> TextReconstruction:
     if not hasattr(model, "training_targets") or len(model.blocks) < 2:
         raise FedleakInputError("--attack dager needs a decoder LM with >= 2 blocks (e.g. --model gpt); use tag")
     length, pad = model.pos.weight.shape[0], int(getattr(model, "pad_id", 0))
-    l1, l2 = _Layer(model, u.payload, 0, opts.rank_tol), _Layer(model, u.payload, 1, opts.rank_tol)
+    delta = u.kind == "delta"
+    l1, l2 = (_Layer(model, u.payload, b, opts.rank_tol, delta) for b in (0, 1))
     cand = _candidates(model, u)
     cand = cand[cand != pad]  # a PAD input has no loss (masked): it is in no span; records end instead
     # layer 2 holds one input per distinct prefix: a search whose prefixes add up to its rank is consistent.
@@ -198,6 +204,9 @@ def dager_one(u: ClientUpdate, opts: DagerOptions) -> TextReconstruction:
     tols = [opts.tol] if opts.tol is not None else (DELTA_TOLERANCES if u.kind == "delta" else [1e-3])
     best: tuple[float, float, _Search] | None = None
     for tol in tols:
+        if l2.vacuous:  # every prefix would pass: nothing can be told apart, so nothing is searched
+            best = (float("inf"), tol, _Search([cand.new_zeros(0)] * length, cand.new_zeros(0, length), [], 0))
+            break
         res = _search(model, l1, l2, cand, tol, opts)
         gap = abs(sum(res.counts) - l2.ranks[-1]) if res.stopped is None else float("inf")
         if best is None or gap < best[0]:
