@@ -194,12 +194,12 @@ def test_vectorised_reference_training_matches_sequential_and_checkpoints(tmp_pa
 
 @pytest.mark.parametrize("model,chain", [("mlp:16,8,act=relu", True), ("lenet", False)])
 def test_vectorised_training_with_and_without_the_batched_matmul_path_matches_sequential(model, chain):
-    from fedleak.attacks.membership.references import _stacked_chain
+    from fedleak.attacks.membership.stacked_mlp import plain_mlp
 
     data = fedleak.data.load("digits")
     x, y = data.tensors(range(60))
     net = fedleak.models.build(model, data.spec)
-    assert (_stacked_chain(net, [n for n, _ in net.named_parameters()]) is not None) == chain
+    assert (plain_mlp(net, [n for n, _ in net.named_parameters()]) is not None) == chain
     masks = balanced_masks(3, 60, seed=1)
     masks[0, :7] = True  # ragged: model 0 has more records and more steps
     spec = TrainSpec(epochs=2, batch_size=8, lr=0.05, momentum=0.9, weight_decay=1e-3)

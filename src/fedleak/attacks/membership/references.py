@@ -2,12 +2,14 @@
 
 LiRA, RMIA and Shokri's attack all train many models of the target's architecture on subsets of a data pool.
 Here the K models' parameters are stacked along a leading axis (one flat (K, P) tensor) and trained together:
-each step runs the K forward passes as one ``torch.func.vmap`` of ``functional_call`` (for plain MLPs, as
-batched matmuls: the same arithmetic without vmap's per-operation dispatch), one backward, and one functional
-SGD/Adam update of the flat tensor. The batch plan of all K models is built up front. Model k's
-initialisation and batch order depend only on ``(seed, k)``, so the vectorised path, the sequential path (the
-plain :class:`fedleak.fl.SGDTrainer`, one model after another) and any chunking (e.g. chunks run as Ray tasks)
-give the same models up to float noise.
+each step runs the K forward passes as one ``torch.func.vmap`` of ``functional_call``, one backward, and one
+SGD/Adam update of the flat tensor. Plain MLPs (the classic membership target) skip autograd: their forward
+and backward are written out as batched matmuls (:mod:`fedleak.attacks.membership.stacked_mlp`), SGD's
+gradient lands in its momentum buffer inside the matmul, and input columns constant over the pool (an image's
+empty border) leave the matmuls for the first layer's bias. The batch plan of all K models is built up front.
+Model k's initialisation and batch order depend only on ``(seed, k)``, so the vectorised path, the sequential
+path (the plain :class:`fedleak.fl.SGDTrainer`, one model after another) and any chunking (e.g. chunks run as
+Ray tasks) give the same models up to float noise.
 
     >>> import fedleak
     >>> from fedleak.fl import TrainSpec
@@ -315,15 +317,6 @@ def _init_models(model_spec: str, data_spec: DataSpec, seeds: list[int], device:
     from fedleak.models import build
 
     return [build(model_spec, data_spec, seed=s, device=device) for s in seeds]
-
-
-def _stacked_chain(base: nn.Module, names: list[str]) -> Callable[[dict[str, Tensor], Tensor], Tensor] | None:
-    """For a plain MLP (:func:`fedleak.attacks.membership.stacked_mlp.plain_mlp`): the K models' forward pass on
-    stacked parameters as batched matmuls, ``(params, xb (K, b, *shape)) -> (K, b, C)``; None otherwise."""
-    layers = stacked_mlp.plain_mlp(base, names)
-    if layers is None:
-        return None
-    return lambda p, xb: stacked_mlp.forward(layers, p, xb.flatten(2))[0]
 
 
 def _stacked(models: list[nn.Module], kind: str) -> dict[str, Tensor]:
