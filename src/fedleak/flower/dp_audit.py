@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -43,6 +43,7 @@ from flwr.serverapp.strategy import Strategy
 from torch import nn
 
 from fedleak.data.dataset import Dataset
+from fedleak.defenses.accounting import epsilon as fedleak_epsilon
 from fedleak.defenses.canaries import cosine_scores, draw_inclusion, unit_directions
 from fedleak.errors import FedleakInputError
 from fedleak.fl.server import FedConfig
@@ -224,7 +225,6 @@ class FlowerCanaryRun:
     test_accuracy: float
     wrapper: str
     seconds: float
-    notes: list[str] = field(default_factory=list)
 
 
 def run_flower_canaries(
@@ -270,10 +270,9 @@ def run_flower_canaries(
         mods.append(fixedclipping_mod)
     holder: dict[str, CanaryClients] = {}
 
-    def build(inner: Strategy, n: int) -> Strategy:
+    def build(inner: Strategy, n: int) -> Strategy:  # n: the real clients per round; the canaries join them
         dp = factory(inner, noise_multiplier, clipping_norm, n + int(included.sum()))
         holder["s"] = CanaryClients(dp, directions, included, magnitude * clipping_norm, names, mods=mods, seed=seed)
-        holder["dp"] = dp  # type: ignore[assignment]
         return holder["s"]
 
     run = run_flower_federation(
@@ -290,9 +289,7 @@ def run_flower_canaries(
         raise RuntimeError(f"Flower released {canaries.rounds} of {config.rounds} aggregates: audit invalid")
     population = config.clients + int(included.sum())
     acct = flower_epsilon(noise_multiplier, config.rounds, population, delta)
-    from fedleak.defenses.accounting import epsilon as fedleak_epsilon
-
-    dp = holder["dp"]
+    dp = canaries.inner
     wrapper = type(dp).__name__
     privacy = {
         "level": "client",
