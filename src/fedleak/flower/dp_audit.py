@@ -190,13 +190,11 @@ class CanaryClients(Strategy):
             raise RuntimeError(f"a canary client's mods refused its reply: {out.error.reason}")
         return out
 
-    def configure_evaluate(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
-        return self.inner.configure_evaluate(server_round, arrays, config, grid)
+    def configure_evaluate(self, *args: Any) -> Iterable[Message]:  # evaluation: the wrapped strategy's, as is
+        return self.inner.configure_evaluate(*args)
 
-    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
-        return self.inner.aggregate_evaluate(server_round, replies)
+    def aggregate_evaluate(self, *args: Any) -> MetricRecord | None:
+        return self.inner.aggregate_evaluate(*args)
 
     def final_delta(self) -> torch.Tensor:
         """w_T - w_0 over the canaries' arrays, flattened in their order (float64)."""
