@@ -190,11 +190,11 @@ class CanaryClients(Strategy):
             raise RuntimeError(f"a canary client's mods refused its reply: {out.error.reason}")
         return out
 
-    def configure_evaluate(self, *args: Any) -> Iterable[Message]:  # evaluation: the wrapped strategy's, as is
-        return self.inner.configure_evaluate(*args)
+    def configure_evaluate(self, *args: Any, **kw: Any) -> Iterable[Message]:  # the wrapped strategy's, as is
+        return self.inner.configure_evaluate(*args, **kw)
 
-    def aggregate_evaluate(self, *args: Any) -> MetricRecord | None:
-        return self.inner.aggregate_evaluate(*args)
+    def aggregate_evaluate(self, *args: Any, **kw: Any) -> MetricRecord | None:
+        return self.inner.aggregate_evaluate(*args, **kw)
 
     def final_delta(self) -> torch.Tensor:
         """w_T - w_0 over the canaries' arrays, flattened in their order (float64)."""
