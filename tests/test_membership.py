@@ -358,6 +358,7 @@ def test_noisy_shadow_copies_keep_labels_and_redraw_a_fraction_of_features():
         "attacks.membership.lira",
         "attacks.membership.rmia",
         "attacks.membership.references",
+        "attacks.membership.stacked_mlp",
         "attacks.membership.shokri",
         "attacks.membership.shadowdata",
         "attacks.membership.context",
