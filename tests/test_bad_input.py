@@ -143,6 +143,13 @@ CASES = [
     ("demo bad device", ["demo", "--device", "tpu", "--out", "{OUT}"], None, "tpu"),
     ("train weights wrong shape", [*TRAIN, "--weights", "{X}", "--out", "{OUT}"], "weights-shape", "does not fit"),
     ("mia weights wrong shape", [*MIA, "--weights", "{X}", "--out", "{OUT}"], "weights-shape", "does not fit"),
+    (
+        "text invert weights of another model",
+        ["invert", "--modality", "text", "--dataset", "demo-records", "--model", "gpt", "--attack", "dager"]
+        + ["--batch-size", "2", "--num-records", "2", "--weights", "{X}", "--out", "{OUT}"],
+        "weights-shape",
+        "does not fit",
+    ),
     ("audit seed not a number", ["audit", "{X}", "--seed", "x", "--out", "{OUT}"], "cfg:seed = 0", "--seed"),
 ]
 

@@ -60,6 +60,7 @@ def run_text_inversion(
     num_images: int | None = None,
     num_records: int | None = None,
     lora_rank: int | None = None,
+    weights: str | Path | None = None,
     batch_size: int = 1,
     iterations: int | None = None,
     local_steps: int | None = None,
@@ -114,7 +115,7 @@ def run_text_inversion(
     positions = choose_positions(len(data), indices, num_images if num_images else batch_size, seed)
     groups = group_positions(positions, batch_size, "records")
     tok = data.extras["tokenizer"]
-    net = build(model, data.spec, seed=seed, device=dev)
+    net = build(model, data.spec, seed=seed, device=dev, weights=weights)
     if attack == "auto":
         attack = "dager" if callable(getattr(net, "training_targets", None)) else "tag"
     prepare = getattr(dplan, "prepare", None)
@@ -198,6 +199,7 @@ def run_text_inversion(
         "tokenizer": tok.kind,
         "labels_recovered": any(r.labels_recovered for r in recs),
         "lora_rank": lora_rank,
+        "weights": str(weights) if weights is not None else None,  # the attacked model (None: seeded init)
         "attack_details": [r.extras for r in recs] if attack == "dager" else None,
         "defense": dplan.label,
         "privacy": dplan.privacy(),

@@ -74,7 +74,7 @@ def register(app: typer.Typer) -> None:
 
             if num_records is not None:
                 common["num_images"] = num_records
-            run_text_inversion(**common, lora_rank=lora_rank)
+            run_text_inversion(**common, lora_rank=lora_rank, weights=weights)
         elif modality == "image":
             if lora_rank is not None:
                 raise FedleakInputError("--lora-rank is for --modality text")
