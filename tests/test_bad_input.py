@@ -115,6 +115,12 @@ CASES = [
     ("cfg lr nan", ["audit", "{X}", "--out", "{OUT}"], "cfg:[federation]|lr = nan", "federation.lr"),
     ("cfg lr inf", ["audit", "{X}", "--out", "{OUT}"], "cfg:[federation]|lr = inf", "federation.lr"),
     ("cfg device", ["audit", "{X}", "--out", "{OUT}"], 'cfg:device = "tpu"', "tpu"),
+    (
+        "cfg audit_dp flower with gradient canaries",
+        ["audit", "{X}", "--out", "{OUT}"],
+        'cfg:[audit_dp]|enabled = true|flower = "server"|canaries = "gradient"',
+        "canaries = 'client'",
+    ),
     ("cfg partition", ["audit", "{X}", "--out", "{OUT}"], 'cfg:[federation]|partition = "shards:x"', "partition"),
     ("cfg samples", ["audit", "{X}", "--out", "{OUT}"], "cfg:[federation]|samples = 999999", "samples"),
     ("cfg clients", ["audit", "{X}", "--out", "{OUT}"], "cfg:[federation]|clients = 100000", "clients"),

@@ -115,6 +115,8 @@ class AuditDP(_Strict):
     model: str | None = None
     clients: int = Field(10, ge=2, le=1000)
     rounds: int = Field(30, ge=1, le=10_000)
+    # a Flower simulation under Flower's own DP wrapper (server- or client-side fixed clipping), client canaries
+    flower: Literal["server", "client"] | None = None
 
 
 class AuditConfig(_Strict):

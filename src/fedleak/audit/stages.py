@@ -442,6 +442,7 @@ def dp_audit_stage(run: RunFolder, config: AuditConfig, echo) -> dict:  # noqa: 
         rounds=a.rounds,
         seed=derive_seed(run.seed, "audit-dp"),
         device=config.device,
+        flower=a.flower,
     )
     res = run_dp_audit(opts, out=run.path / "audit_dp", echo=lambda line: echo(f"[audit-dp] {line}"))
     privacy = res.to_dict()["privacy"]  # the figures, as the audit-dp run folder records them

@@ -88,6 +88,16 @@ def validate_config(config: AuditConfig) -> None:
                 f"audit_dp.canaries {a.canaries!r} does not fit {a.defense!r}: client canaries audit client-dp, "
                 "gradient and record canaries audit dp-sgd"
             )
+        if a.flower is not None:
+            if a.canaries != "client":
+                raise FedleakInputError(
+                    f"audit_dp.flower = {a.flower!r} audits Flower's client-level DP wrappers: set canaries = 'client' "
+                    "and a client-dp defense"
+                )
+            try:
+                import fedleak.flower  # noqa: F401
+            except ImportError as e:
+                raise FedleakInputError(f"audit_dp.flower needs Flower: pip install 'fedleak[flower]' ({e})") from None
         d = load(a.dataset) if a.dataset else None
         if d is not None:
             build(a.model or fed.model, d.spec, seed=config.seed)
