@@ -162,15 +162,29 @@ def test_restarts_are_pruned_to_each_targets_best(digits):
     # idlg's preset: 4 restarts; after 10% of the iterations (here 1 of 10) each target keeps the restart with
     # the lowest objective and the others stop where they are
     u = lenet_update(digits, [1])
-    early = invert(u, "idlg", iterations=1)  # every restart after one step, none dropped yet
-    late = invert(u, "idlg", iterations=10)
+    early = invert(u, "idlg", iterations=1, retries=0)  # every restart after one step, none dropped yet
+    late = invert(u, "idlg", iterations=10, retries=0)
     kept = int(early.objective.argmin())
     assert late.best_restart == kept and float(late.objective[kept]) < float(early.objective[kept])
     dropped = [j for j in range(4) if j != kept]
     assert torch.allclose(late.objective[dropped], early.objective[dropped], rtol=1e-5)  # frozen after step 1
     # every target gets the same starts: a target alone or among others is the same problem
-    pair = invert_batch([lenet_update(digits, [0]), u], "idlg", iterations=10)
+    pair = invert_batch([lenet_update(digits, [0]), u], "idlg", iterations=10, retries=0)
     assert torch.allclose(pair[1].objective, late.objective, rtol=1e-3, atol=1e-9)
+
+
+def test_targets_not_converged_go_on_from_where_they_stopped(digits):
+    # with retry_above = 0 no target counts as converged, so each goes on twice more from its own iterate
+    # (one L-BFGS step each time): three steps' worth, the same restart, never worse than after the first
+    u = lenet_update(digits, [1])
+    first = invert(u, "idlg", iterations=1, retries=0)
+    more = invert(u, "idlg", iterations=1, retries=2, retry_above=0.0)
+    assert more.extras["retried"] == 2 and more.best_restart == first.best_restart
+    assert float(more.objective.min()) < float(first.objective.min())
+    assert more.seconds > first.seconds
+    # a target that converged is left alone
+    done = invert(u, "idlg", iterations=30)
+    assert "retried" not in done.extras
 
 
 # --- labels ---------------------------------------------------------------------------------------

@@ -64,6 +64,8 @@ class MatchConfig:
     max_iter: int = 20  # L-BFGS inner iterations per step (PyTorch's default)
     tolerance_change: float = 1e-9  # L-BFGS: a step ends when the loss or the step changes less (PyTorch's)
     tolerance_grad: float = 1e-7  # L-BFGS: a problem stops when its gradient is this small (PyTorch's)
+    retries: int = 0  # l2: targets whose best objective stays above retry_above * |target|^2 run again, new starts
+    retry_above: float = 1e-7
     tag_alpha: float = 0.01
     seed: int = 0
     device: str | None = None  # default: where the update's tensors are
@@ -102,7 +104,13 @@ _IG = MatchConfig(
 # LeNet, into a point whose gradient vanishes or blows up, and never leaves it. PyTorch's absolute tolerance
 # of 1e-9 stops a problem whose squared distance is already ~1e-6 while it still improves (36 dB where 300
 # steps reach 60), so the presets use 1e-13.
-_DLG = MatchConfig(distance="l2", optimizer="lbfgs", restarts=4, tolerance_change=1e-13, tolerance_grad=1e-11)
+# A target not converged after the iterations goes on, at most twice more: on the 10 CIFAR-10 targets of the
+# checks (300 steps), nine end between 1.5e-10 and 1.0e-9 of the update's squared norm (48.5-57.8 dB) and one at
+# 1.6e-5 (19.7 dB; the model is already 75% sure of its class, its gradient 16x weaker than the others'); 1e-7
+# sits between. Eight new starts for it ended at 1.5e-5 again, 900 steps from its own start reach 4.1e-8 (36.5 dB).
+_DLG = MatchConfig(
+    distance="l2", optimizer="lbfgs", restarts=4, tolerance_change=1e-13, tolerance_grad=1e-11, retries=2
+)
 
 PRESETS: dict[str, MatchConfig] = {
     "dlg": replace(_DLG, labels="joint"),
@@ -272,7 +280,37 @@ class GradientMatching:
                 out[i] = rec
         return out  # type: ignore[return-value]
 
-    def _run_group(self, updates: Sequence[ClientUpdate]) -> list[Reconstruction]:
+    def _run_group(
+        self, updates: Sequence[ClientUpdate], attempt: int = 0, start: Tensor | None = None
+    ) -> list[Reconstruction]:
+        """One batched run of ``updates``; with ``retries`` (hard labels, l2), the targets not yet converged
+        (objective above ``retry_above`` of their update's squared norm) go on from where they stopped for another
+        ``iterations``, alone in a smaller batch, and each keeps the run with the lower objective."""
+        recs = self._run_once(updates, attempt, start)
+        cfg = self.config
+        if cfg.distance != "l2" or attempt >= cfg.retries or recs[0].label_method == "joint":
+            return recs
+        scale = [sum(float(t.double().pow(2).sum()) for t in u.payload.values()) for u in updates]
+        stuck = [i for i, r in enumerate(recs) if not float(r.objective.min()) <= cfg.retry_above * scale[i]]
+        if stuck:
+            again = self._run_group(
+                [updates[i] for i in stuck], attempt + 1, torch.stack([recs[i].inputs for i in stuck])
+            )
+            for i, rec in zip(stuck, again, strict=True):
+                spent, runs = recs[i].seconds + rec.seconds, rec.extras.get("retried", 0) + 1  # runs after the first
+                if float(rec.objective.min()) < float(recs[i].objective.min()):  # the same restart, gone further
+                    objective = recs[i].objective.clone()
+                    objective[recs[i].best_restart] = rec.objective.min()
+                    rec.objective, rec.best_restart = objective, recs[i].best_restart
+                    recs[i] = rec
+                recs[i].seconds = spent
+                recs[i].extras["retried"] = runs
+        return recs
+
+    def _run_once(
+        self, updates: Sequence[ClientUpdate], attempt: int = 0, start: Tensor | None = None
+    ) -> list[Reconstruction]:
+        """``start``: each update's dummy records to go on from (one restart each), instead of seeded draws."""
         cfg = self.config
         self._check(updates)
         t0 = time.perf_counter()
@@ -281,7 +319,7 @@ class GradientMatching:
         prob = self._setup(updates, dev, dtype)
         spec = updates[0].data_spec
         assert spec is not None
-        T, R, N = len(updates), cfg.restarts, prob.n
+        T, R, N = len(updates), (cfg.restarts if start is None else 1), prob.n
         P = T * R
         shape = tuple(spec.shape)
         C = spec.num_classes
@@ -289,7 +327,7 @@ class GradientMatching:
         # alone or among others is the same problem from the same start
         joint = prob.labels is None
         starts = [self._start(r, (N, *shape), (N, C) if joint else None, dtype) for r in range(R)]
-        x0 = torch.stack([starts[r][0] for r in range(R)] * T).to(dev)
+        x0 = torch.stack([starts[r][0] for r in range(R)] * T).to(dev) if start is None else start.to(dev, dtype)
         y0 = torch.stack([starts[r][1] for r in range(R)] * T).to(dev) if joint else None
         hard = None if joint else prob.labels.repeat_interleave(R, 0)  # type: ignore[union-attr]
         expand = torch.arange(T, device=dev).repeat_interleave(R)
