@@ -12,6 +12,13 @@ from pathlib import Path
 
 import pytest
 
+
+def _as_from_a_terminal() -> None:
+    """The child takes SIGINT as a terminal's Ctrl-C does: a shell that starts a test run in the background
+    (``make test &``) hands its children SIGINT ignored, and Python then installs no KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 CONFIG = """
 seed = 0
 [federation]
@@ -39,6 +46,7 @@ def test_a_signal_mid_run_exits_with_its_code_one_line_and_no_results(tmp_path: 
         stderr=subprocess.PIPE,
         text=True,
         env=env,
+        preexec_fn=_as_from_a_terminal,
     )
     deadline = time.monotonic() + 120
     for line in proc.stdout:  # wait until training is done and the (long) inversion stage has begun
@@ -67,6 +75,7 @@ def test_an_interrupted_inversion_writes_nothing(tmp_path: Path, sig, code):
         stderr=subprocess.PIPE,
         text=True,
         env=env,
+        preexec_fn=_as_from_a_terminal,
     )
     deadline = time.monotonic() + 120
     for line in proc.stdout:  # the attack loop has begun (100,000 steps: minutes away from its end)
