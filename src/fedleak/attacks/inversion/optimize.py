@@ -283,16 +283,18 @@ class GradientMatching:
     def _run_group(
         self, updates: Sequence[ClientUpdate], attempt: int = 0, start: Tensor | None = None
     ) -> list[Reconstruction]:
-        """One batched run of ``updates``; with ``retries`` (hard labels, l2), the targets not yet converged
-        (objective above ``retry_above`` of their update's squared norm) go on from where they stopped for another
-        ``iterations``, alone in a smaller batch, and each keeps the run with the lower objective."""
+        """One batched run of ``updates``; with ``retries`` (hard labels, l2), where most targets converged
+        (objective at most ``retry_above`` of their update's squared norm), the few that did not go on from where
+        they stopped for another ``iterations``, in a smaller batch, and each keeps the run with the lower
+        objective."""
         recs = self._run_once(updates, attempt, start)
         cfg = self.config
         if cfg.distance != "l2" or attempt >= cfg.retries or recs[0].label_method == "joint":
             return recs
         scale = [sum(float(t.double().pow(2).sum()) for t in u.payload.values()) for u in updates]
         stuck = [i for i, r in enumerate(recs) if not float(r.objective.min()) <= cfg.retry_above * scale[i]]
-        if stuck:
+        # only the few the budget did not suffice for, when it did for most (a short budget is the user's choice)
+        if stuck and (attempt > 0 or 2 * len(stuck) < len(recs)):
             again = self._run_group(
                 [updates[i] for i in stuck], attempt + 1, torch.stack([recs[i].inputs for i in stuck])
             )
