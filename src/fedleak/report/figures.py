@@ -48,15 +48,8 @@ def reconstruction_png(
     for i in range(n):
         b, c = divmod(i, cols)
         for row, img in ((2 * b, originals[i]), (2 * b + 1, reconstructions[i])):
-            arr = np.clip(img, 0, 1).transpose(1, 2, 0)
             ax = axes[row][c]
-            ax.imshow(
-                arr[..., 0] if arr.shape[2] == 1 else arr,
-                cmap="gray" if arr.shape[2] == 1 else None,
-                vmin=0,
-                vmax=1,
-                interpolation="nearest",
-            )
+            _show(ax, img)
             if row == 2 * b and labels is not None:
                 ax.set_title(str(labels[i]), fontsize=7)
         caption = f"{float(psnr[i]):.1f} dB"
@@ -108,21 +101,21 @@ def thumbnails_png(images, captions: Sequence[str], columns: int = 10) -> bytes:
     for ax in axes.flat:
         ax.axis("off")
     for i in range(n):
-        arr = np.clip(images[i], 0, 1).transpose(1, 2, 0)
         ax = axes[i // cols][i % cols]
-        ax.imshow(
-            arr[..., 0] if arr.shape[2] == 1 else arr,
-            cmap="gray" if arr.shape[2] == 1 else None,
-            vmin=0,
-            vmax=1,
-            interpolation="nearest",
-        )
+        _show(ax, images[i])
         ax.set_title(str(captions[i]), fontsize=7)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
     return buf.getvalue()
+
+
+def _show(ax, img) -> None:  # noqa: ANN001
+    """One (C, H, W) image in [0, 1] on ``ax``: grey for one channel, pixels as they are."""
+    arr = np.clip(img, 0, 1).transpose(1, 2, 0)
+    grey = arr.shape[2] == 1
+    ax.imshow(arr[..., 0] if grey else arr, cmap="gray" if grey else None, vmin=0, vmax=1, interpolation="nearest")
 
 
 def _array(x):  # noqa: ANN001, ANN202
