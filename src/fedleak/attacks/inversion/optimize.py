@@ -439,8 +439,22 @@ class GradientMatching:
         n = cfg.iterations
         milestones = [int(n * f) for f in (3 / 8, 5 / 8, 7 / 8)] if cfg.lr_decay else []
         sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=0.1)
+        # the best iterate by the attack's own objective, per problem (Adam's last iterate is often not the best:
+        # the signed steps oscillate until the learning rate decays); val is the objective at the current x
+        best_val = torch.full((x.shape[0],), float("inf"), device=x.device, dtype=torch.float64)
+        best_x = x.detach().clone()
+        best_y = None if y is None else y.detach().clone()
+
+        def keep_best(val: Tensor) -> None:
+            better = torch.nan_to_num(val.double(), nan=float("inf")) < best_val
+            best_val[better] = val.double()[better]
+            best_x[better] = x.detach()[better]
+            if best_y is not None:
+                best_y[better] = y.detach()[better]  # type: ignore[union-attr]
+
         for _ in range(n):
-            _, gx, gy = evaluate(x.detach(), None if y is None else y.detach())
+            val, gx, gy = evaluate(x.detach(), None if y is None else y.detach())
+            keep_best(val)
             x.grad = gx.sign() if cfg.signed else gx
             if y is not None:
                 y.grad = gy.sign() if cfg.signed else gy
@@ -451,7 +465,9 @@ class GradientMatching:
             if cfg.boxed:
                 with torch.no_grad():
                     x.copy_(torch.maximum(torch.minimum(x, hi), lo))
-        return x.detach(), None if y is None else y.detach()
+        with torch.no_grad():
+            keep_best(evaluate(x.detach(), None if y is None else y.detach())[0])
+        return best_x, best_y
 
 
 __all__ = ["PRESETS", "GradientMatching", "MatchConfig", "make_config"]
