@@ -1,0 +1,409 @@
+"""iDLG beside the peer's own code: the script of Zhao et al. (``iDLG.py`` of
+github.com/PatrickZH/Improved-Deep-Leakage-from-Gradients, which runs DLG then iDLG, L-BFGS, 300 iterations)
+run unmodified from a folder outside this repository, and fedleak's ``idlg`` on the same 10 CIFAR-10 targets
+(the first image of each class), in one process, one thread, CPU seconds by ``time.process_time``.
+
+    git --git-dir=/path/to/Improved-Deep-Leakage-from-Gradients/.git show HEAD:iDLG.py > /tmp/peer/iDLG.py
+    OMP_NUM_THREADS=1 .venv/bin/python bench/inversion_peer.py --peer-src /tmp/peer
+
+How the peer's script is driven without editing it (nothing of it is copied here):
+- torchvision does not install here and matplotlib is not in the environment: stand-in modules provide what the
+  script uses (``transforms.Compose/ToTensor/ToPILImage/Resize``; ``matplotlib.pyplot`` as no-ops, so the
+  figure it saves every 10 iterations costs nothing: the peer's CPU time is its attack alone).
+- one line is changed, in memory (the file is read, not edited): the ``lfw`` branch's ``num_classes = 5749``
+  becomes 10 (CIFAR-10); DLG's dummy soft label takes its width from it. Everything else runs as written.
+- its ``main()`` reads the ``lfw`` branch (``../data/lfw/<person>/<name>.jpg``, label = folder position): the
+  10 targets go there as lossless PNG files (named ``.jpg``, as its loader filters; PIL reads the content), one
+  per folder, folder k of the listing holding the target of class k. Each run checks that the images and labels
+  the peer attacked are exactly fedleak's.
+- module globals of the loaded script are swapped for thin wrappers: ``LeNet`` by a factory of its own class
+  that remembers each network and (a forward pre-hook) its last input, ``np`` by numpy
+  whose ``random.permutation`` puts target k first in experiment k (its 1000 experiments stop after 10), and
+  ``print`` by a recorder that timestamps the script's own progress lines (the DLG and iDLG phases).
+The peer's weights (uniform(-0.5, 0.5), its own ``weights_init``, a new network per image, torch seeded with
+``--seed``) are copied into fedleak's ``lenet`` (the same network: 3 sigmoid 5x5 convolutions, one linear
+layer, pixels in [0, 1]), so both attack the same gradient of the same image; the gradients are compared.
+fedleak attacks the 10 updates batched (its CLI's way), then the first target alone. ``--own-net`` adds
+fedleak on its own seeded ``lenet`` (one network for all targets, as ``fedleak invert`` builds it).
+PSNR: both reconstructions clamped to [0, 1] and scored by ``fedleak.metrics.image_scores``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import statistics
+import sys
+import tempfile
+import time
+import types
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+import fedleak
+from fedleak.attacks.inversion import invert_batch
+from fedleak.fl import client_update
+from fedleak.metrics import image_scores
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from inversion import DEFAULT_DATA, first_of_each_class  # noqa: E402  (the bench's one choice of targets)
+
+
+class _PeerDone(Exception):
+    """Raised by the permutation stand-in when the peer asks for an 11th experiment."""
+
+
+@dataclass
+class PeerRun:
+    """What the peer's script did, read from the wrappers (per experiment, in order)."""
+
+    nets: list[torch.nn.Module] = field(default_factory=list)
+    events: list[tuple[float, str, tuple]] = field(default_factory=list)  # (process_time, first word, args)
+    last_input: torch.Tensor | None = None
+    first_inputs: dict[tuple[int, str], torch.Tensor] = field(default_factory=dict)
+    finals: dict[tuple[int, str], torch.Tensor] = field(default_factory=dict)
+    phase: tuple[int, str] | None = None
+
+
+def _fake_torchvision() -> types.ModuleType:
+    """What ``iDLG.py`` imports from torchvision: ``datasets`` (unused on the lfw branch) and four transforms."""
+
+    def to_tensor(img: Image.Image) -> torch.Tensor:
+        a = np.asarray(img, dtype=np.uint8)
+        a = a[:, :, None] if a.ndim == 2 else a
+        return torch.from_numpy(a.copy()).permute(2, 0, 1).float().div(255)
+
+    def to_pil(t: torch.Tensor) -> Image.Image:
+        a = t.detach().mul(255).clamp(0, 255).byte().permute(1, 2, 0).numpy()
+        return Image.fromarray(a[:, :, 0] if a.shape[2] == 1 else a)
+
+    class Compose:
+        def __init__(self, fns: list) -> None:
+            self.fns = fns
+
+        def __call__(self, x):  # noqa: ANN001, ANN204
+            for f in self.fns:
+                x = f(x)
+            return x
+
+    class Resize:
+        def __init__(self, size: tuple[int, int]) -> None:
+            self.size = size
+
+        def __call__(self, img: Image.Image) -> Image.Image:
+            h, w = self.size
+            return img if img.size == (w, h) else img.resize((w, h), Image.BILINEAR)
+
+    transforms = types.ModuleType("torchvision.transforms")
+    transforms.Compose = Compose
+    transforms.ToTensor = lambda: to_tensor
+    transforms.ToPILImage = lambda: to_pil
+    transforms.Resize = Resize
+    datasets = types.ModuleType("torchvision.datasets")
+    tv = types.ModuleType("torchvision")
+    tv.transforms, tv.datasets = transforms, datasets
+    return tv
+
+
+def _fake_pyplot() -> types.ModuleType:
+    plt = types.ModuleType("matplotlib.pyplot")
+    for name in ("figure", "subplot", "imshow", "title", "axis", "savefig", "close", "show", "plot"):
+        setattr(plt, name, lambda *a, **k: None)
+    mpl = types.ModuleType("matplotlib")
+    mpl.pyplot = plt
+    return mpl
+
+
+# the one change to the peer's script, made in memory: its lfw branch's class count (5749 people) becomes
+# CIFAR-10's 10; DLG's soft dummy label takes its width from this variable, so the network alone cannot change it
+LFW_CLASSES = ("num_classes = 5749", "num_classes = 10")
+
+
+def load_peer(src: Path) -> types.ModuleType:
+    """Load the peer's ``iDLG.py`` with the stand-in modules in place and its class count set to 10."""
+    path = src / "iDLG.py"
+    if not path.is_file():
+        raise SystemExit(f"{path} not found: put the peer's iDLG.py there (see this script's docstring)")
+    tv = _fake_torchvision()
+    mpl = _fake_pyplot()
+    stand_ins = {
+        "torchvision": tv,
+        "torchvision.transforms": tv.transforms,
+        "torchvision.datasets": tv.datasets,
+        "matplotlib": mpl,
+        "matplotlib.pyplot": mpl.pyplot,
+    }
+    source = path.read_text()
+    if source.count(LFW_CLASSES[0]) != 1:
+        raise SystemExit(f"{path}: expected the line {LFW_CLASSES[0]!r} once (another version of the script?)")
+    source = source.replace(*LFW_CLASSES)
+    saved = {k: sys.modules.get(k) for k in stand_ins}
+    sys.modules.update(stand_ins)
+    try:
+        mod = types.ModuleType("peer_idlg")
+        mod.__file__ = str(path)
+        exec(compile(source, str(path), "exec"), mod.__dict__)  # noqa: S102  (the peer's script, one line changed)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                sys.modules.pop(k, None)
+            else:
+                sys.modules[k] = v
+    return mod
+
+
+def _write_targets(root: Path, pixels: torch.Tensor) -> None:
+    """``root/data/lfw/<folder>/target.jpg``: folder k of the directory's listing holds image k (lossless PNG)."""
+    lfw = root / "data" / "lfw"
+    for k in range(len(pixels)):
+        (lfw / f"p{k:02d}").mkdir(parents=True)
+    for k, name in enumerate(os.listdir(lfw)):
+        a = pixels[k].mul(255).round().byte().permute(1, 2, 0).numpy()
+        Image.fromarray(a).save(lfw / name / "target.jpg", format="PNG")
+
+
+def run_peer(mod: types.ModuleType, pixels: torch.Tensor, classes: int, seed: int, verbose: bool) -> PeerRun:
+    """Run the peer's ``main()`` on the targets (experiment k attacks image k) and collect what it did."""
+    run = PeerRun()
+    count = len(pixels)
+    peer_lenet = mod.LeNet
+
+    def remember(_net: torch.nn.Module, inputs: tuple) -> None:
+        x = inputs[0]
+        if run.phase is not None and run.phase not in run.first_inputs:
+            run.first_inputs[run.phase] = x.detach().clone()  # the ground truth, fed for the true gradient
+        run.last_input = x
+
+    def lenet(channel: int = 3, hideen: int = 768, num_classes: int = 10) -> torch.nn.Module:
+        """The peer's LeNet, remembered with its inputs (its class refers to itself by the
+        module's global name, so the global is the class while it is built)."""
+        mod.LeNet = peer_lenet
+        try:
+            net = peer_lenet(channel=channel, hideen=hideen, num_classes=num_classes)
+            assert num_classes == classes, f"the peer built {num_classes} outputs, not {classes}"
+        finally:
+            mod.LeNet = lenet
+        net.register_forward_pre_hook(remember)
+        run.nets.append(net)
+        return net
+
+    calls = {"n": 0}
+
+    def permutation(n: int) -> np.ndarray:
+        k = calls["n"]
+        calls["n"] += 1
+        if k >= count:
+            raise _PeerDone
+        return np.array([k, *[i for i in range(n) if i != k]])
+
+    np_proxy = types.SimpleNamespace(**{k: getattr(np, k) for k in dir(np) if not k.startswith("__")})
+    np_proxy.random = types.SimpleNamespace(permutation=permutation)
+
+    def finish_phase() -> None:
+        if run.phase is not None and run.last_input is not None:
+            run.finals[run.phase] = run.last_input.detach().clone()  # the final iterate (its last closure call)
+        run.phase = None
+
+    def record(*args: object, **kwargs: object) -> None:
+        t = time.process_time()
+        first = str(args[0]) if args else ""
+        word = first.split(",")[0].split(":")[0].split(" ")[0]
+        run.events.append((t, word, args))
+        if word in ("DLG", "iDLG") and "Try to generate" in first:
+            finish_phase()
+            run.phase = (calls["n"] - 1, word)
+        elif word == "imidx_list":
+            finish_phase()
+        if verbose:
+            print(*args, file=sys.stderr, **{k: v for k, v in kwargs.items() if k != "file"})
+
+    mod.LeNet, mod.np, mod.print = lenet, np_proxy, record
+    with tempfile.TemporaryDirectory(prefix="peer-idlg-") as tmp:
+        root = Path(tmp)
+        _write_targets(root, pixels)
+        (root / "run").mkdir()
+        cwd = os.getcwd()
+        os.chdir(root / "run")
+        torch.manual_seed(seed)
+        try:
+            mod.main()
+        except _PeerDone:
+            pass
+        finally:
+            os.chdir(cwd)
+    return run
+
+
+def peer_costs(run: PeerRun, method: str) -> list[float]:
+    """CPU seconds of each experiment's ``method`` phase: from its 'Try to generate' line to the next phase's."""
+    out = []
+    for i, (t, word, args) in enumerate(run.events):
+        if word == method and "Try to generate" in str(args[0]):
+            end = next(t2 for t2, w2, _ in run.events[i + 1 :] if w2 in ("DLG", "iDLG", "imidx_list"))
+            out.append(end - t)
+    return out
+
+
+def peer_labels(run: PeerRun) -> list[tuple[int, int, int]]:
+    """(ground truth, DLG's label, iDLG's label) per experiment, from the script's own 'gt_label:' line."""
+    out = []
+    for _, word, args in run.events:
+        if word == "gt_label":
+            out.append((int(np.asarray(args[1]).ravel()[0]), int(args[3]), int(args[5])))
+    return out
+
+
+def fedleak_net(spec, peer_net: torch.nn.Module, seed: int) -> torch.nn.Module:  # noqa: ANN001
+    """fedleak's ``lenet`` carrying the peer network's weights (parameters in the same order and shapes)."""
+    net = fedleak.models.build("lenet", spec, seed=seed)
+    with torch.no_grad():
+        ours, theirs = list(net.parameters()), list(peer_net.parameters())
+        assert [p.shape for p in ours] == [p.shape for p in theirs], "lenet and the peer's LeNet differ in shape"
+        for a, b in zip(ours, theirs, strict=True):
+            a.copy_(b)
+    return net
+
+
+def _med_min(xs: list[float]) -> str:
+    return f"median {statistics.median(xs):6.2f}  min {min(xs):6.2f}  max {max(xs):6.2f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--peer-src", required=True, type=Path, help="folder holding the peer's iDLG.py")
+    p.add_argument("--data", default=str(DEFAULT_DATA), help="CIFAR-10 ImageFolder tarball or folder")
+    p.add_argument("--iterations", type=int, default=300, help="fedleak's L-BFGS steps (the peer's script: 300)")
+    p.add_argument("--seed", type=int, default=0, help="torch's seed for the peer; fedleak's --seed")
+    p.add_argument("--alone", type=int, default=0, help="which of the 10 targets (0-9) fedleak attacks alone")
+    p.add_argument("--own-net", action="store_true", help="also fedleak on its own seeded lenet (shared weights)")
+    p.add_argument("--targets", type=int, default=10, help="the first N of the 10 targets (smoke runs)")
+    p.add_argument("--verbose", action="store_true", help="echo the peer's own output to stderr")
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    if not Path(args.data).exists():
+        print(f"{args.data} not found; pass --data PATH", file=sys.stderr)
+        return 2
+    mod = load_peer(args.peer_src)
+    data = fedleak.data.load(f"imagefolder:{args.data}")
+    idx = first_of_each_class(data)[: args.targets]
+    truth = data.pixels(idx)
+    classes = data.spec.num_classes
+    print(f"targets (first of each class): {idx}; torch threads {torch.get_num_threads()}", flush=True)
+
+    # --- the peer's own script
+    t0 = time.process_time()
+    run = run_peer(mod, truth, classes, args.seed, args.verbose)
+    peer_total = time.process_time() - t0
+    labels = peer_labels(run)
+    if len(labels) != len(idx):
+        print(f"the peer ran {len(labels)} experiments, not {len(idx)}", file=sys.stderr)
+        return 1
+    gt_diff = max(
+        float((run.first_inputs[(k, m)] - truth[k : k + 1]).abs().max())
+        for k in range(len(idx))
+        for m in ("DLG", "iDLG")
+    )
+    gt_ok = gt_diff < 1e-6
+    lab_ok = [g for g, _, _ in labels] == data.labels[idx].tolist()
+    print(f"peer attacked fedleak's pixels: max difference {gt_diff:.1e}; the true labels: {lab_ok}", flush=True)
+    if not (gt_ok and lab_ok):
+        return 1
+    scores = {}
+    for m in ("DLG", "iDLG"):
+        rec = torch.cat([run.finals[(k, m)] for k in range(len(idx))]).clamp(0, 1)
+        scores[m] = [float(image_scores(rec[k : k + 1], truth[k : k + 1])["psnr"][0]) for k in range(len(idx))]
+    peer_cost = {m: peer_costs(run, m) for m in ("DLG", "iDLG")}
+
+    # --- fedleak on the same networks (the peer's weights), batched, then one target alone
+    nets = [fedleak_net(data.spec, run.nets[k], args.seed) for k in range(len(idx))]
+    updates = [
+        client_update(nets[k], data.subset([i]), batch_size=1, seed=args.seed * 1000 + k, client=k)
+        for k, i in enumerate(idx)
+    ]
+    worst = 0.0
+    for k, u in enumerate(updates):  # the same gradient as the peer's, recomputed on the peer's own network
+        out = run.nets[k](truth[k : k + 1])
+        g = torch.autograd.grad(torch.nn.functional.cross_entropy(out, data.labels[[idx[k]]]), run.nets[k].parameters())
+        ours = list(u.payload.values())
+        worst = max(worst, max(float((a - b).abs().max() / b.abs().max()) for a, b in zip(ours, g, strict=True)))
+    print(f"fedleak's update vs the peer's gradient on the same network: max relative difference {worst:.1e}")
+    opts = {"iterations": args.iterations, "seed": args.seed}
+
+    def attack(us: list) -> tuple[list, float]:
+        t = time.process_time()
+        recs = invert_batch(us, "idlg", **opts)
+        return recs, time.process_time() - t
+
+    def psnrs(recs: list, which: list[int]) -> list[float]:
+        return [float(image_scores(r.pixels, truth[k : k + 1])["psnr"][0]) for r, k in zip(recs, which, strict=True)]
+
+    recs, batched = attack(updates)
+    ours_psnr = psnrs(recs, list(range(len(idx))))
+    ours_labels = [int(r.labels[0]) for r in recs]
+    a = args.alone
+    alone_recs, alone = attack([updates[a]])
+    alone_psnr = psnrs(alone_recs, [a])[0]
+    own = None
+    if args.own_net:
+        net = fedleak.models.build("lenet", data.spec, seed=args.seed)
+        own_updates = [
+            client_update(net, data.subset([i]), batch_size=1, seed=args.seed * 1000 + k, client=k)
+            for k, i in enumerate(idx)
+        ]
+        own_recs, own_cpu = attack(own_updates)
+        own_alone_recs, own_alone = attack([own_updates[a]])
+        own = (psnrs(own_recs, list(range(len(idx)))), own_cpu, psnrs(own_alone_recs, [a])[0], own_alone)
+
+    # --- the table
+    n = len(idx)
+    print(f"\n{'':28} {'PSNR dB (clamped to [0,1], image_scores)':46} CPU-s per image")
+    for m in ("DLG", "iDLG"):
+        c = peer_cost[m]
+        print(
+            f"peer {m:5} (its own code)     {_med_min(scores[m])}   mean {statistics.fmean(c):6.2f} "
+            f"median {statistics.median(c):6.2f}"
+        )
+    print(
+        f"fedleak idlg, batched x{n}      {_med_min(ours_psnr)}   {batched / n:6.2f} per target ({batched:.1f} in all)"
+    )
+    print(
+        f"fedleak idlg, target {a} alone   PSNR {alone_psnr:6.2f} (batched {ours_psnr[a]:.2f}, peer "
+        f"{scores['iDLG'][a]:.2f})            {alone:6.2f} (peer on it {peer_cost['iDLG'][a]:.2f})"
+    )
+    if own is not None:
+        print(
+            f"fedleak idlg, own lenet x{n}   {_med_min(own[0])}   {own[1] / n:6.2f} per target; "
+            f"alone {own[3]:.2f} CPU-s at {own[2]:.2f} dB"
+        )
+    print(
+        "\nper target: index  label  peer-iDLG-label  fedleak-label  peer-iDLG-dB  fedleak-dB  peer-DLG-dB  "
+        "peer-iDLG-CPU-s"
+    )
+    for k, i in enumerate(idx):
+        print(
+            f"  {i:6} {labels[k][0]:5} {labels[k][2]:5} {ours_labels[k]:5} {scores['iDLG'][k]:8.2f} "
+            f"{ours_psnr[k]:8.2f} {scores['DLG'][k]:8.2f} {peer_cost['iDLG'][k]:8.2f}"
+        )
+    peer_mean = statistics.fmean(peer_cost["iDLG"])
+    r1, r2 = batched / n / peer_mean, alone / peer_mean
+    better = statistics.median(ours_psnr) >= statistics.median(scores["iDLG"])
+    print(
+        f"\nbatched per target / peer iDLG per image: {r1:.3f} (target <= 0.333: {'met' if r1 <= 1 / 3 else 'NOT met'})"
+    )
+    print(f"one target alone / peer iDLG per image:   {r2:.3f} (target <= 1: {'met' if r2 <= 1 else 'NOT met'})")
+    print(
+        f"fedleak median PSNR >= peer's: {better} ({statistics.median(ours_psnr):.2f} vs "
+        f"{statistics.median(scores['iDLG']):.2f} dB)"
+    )
+    print(f"(peer's whole script, DLG and iDLG, {peer_total:.1f} CPU-s; {n} experiments, one thread)")
+    return 0
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(BrokenPipeError):
+        sys.exit(main())
