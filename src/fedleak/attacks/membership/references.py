@@ -335,43 +335,42 @@ def _steps_plain_mlp(
     plan: Tensor,
     step_sizes: list[int],
     padded: list[bool],
-    opt: _StackedOptimizer,
+    spec: TrainSpec,
 ) -> None:
     """The batch plan's steps for K plain MLPs on the flat (K, P) parameters, in place: forward and backward
-    written out (:mod:`fedleak.attacks.membership.stacked_mlp`). SGD takes each gradient straight into its
-    momentum buffer (one flat (K, P) tensor laid out like ``flat``: ``buf = m * buf + grad`` inside the batched
-    matmul), adds the weight decay and updates ``flat`` with one in-place add, as ``torch.optim.SGD`` does step
-    for step; Adam, and any step where some model has no records left, go through ``opt`` with the gradient
-    in a flat buffer. A padded step weights each model's records by 1 / its own count (padding 0)."""
-    s_ = opt.spec
+    written out (:mod:`fedleak.attacks.membership.stacked_mlp`) on working copies of the parameters, one
+    contiguous (K, ...) tensor per parameter (the batched matmuls run 10-20% faster on them than on strided
+    views of the flat tensor), copied back into ``flat`` at the end. SGD takes each gradient straight into its
+    momentum buffer (``buf = m * buf + grad`` inside the batched matmul), adds the weight decay and updates the
+    parameters with one fused in-place add, as ``torch.optim.SGD`` does step for step; Adam, and any step where
+    some model has no records left, go through :class:`_StackedOptimizer` on the same tensors. A padded step
+    weights each model's records by 1 / its own count (padding 0).
+
+    Input columns constant over the pool (an image's empty border) leave the big matmuls: their first-layer
+    weights are kept apart (``const``) and enter as a bias (:func:`stacked_mlp.forward`)."""
     xf = x.reshape(len(x), -1)
     xf = xf if xf.dtype == flat.dtype else xf.to(flat.dtype)
-    # input columns constant over the pool (an image's empty border): moved to the end of the first layer's
-    # weights, which then enter as a bias; the big matmuls run on the other columns only
-    same = stacked_mlp.constant_columns(xf)
+    views = unflatten(flat)
     w0 = layers[0].weight
-    order: Tensor | None = None
+    work = {n: v.contiguous().clone() for n, v in views.items()}  # (K, ...) each, contiguous
+    same = stacked_mlp.constant_columns(xf)
+    const: tuple[Tensor, Tensor] | None = None
     if bool(same.any()) and not bool(same.all()):
-        order = torch.cat([(~same).nonzero().flatten(), same.nonzero().flatten()])
         values, xf = xf[0, same].contiguous(), xf[:, ~same].contiguous()
-        w = unflatten(flat)[w0]
-        w.copy_(w[:, :, order])
+        work[w0] = views[w0][:, :, ~same].contiguous()
+        const = (values, views[w0][:, :, same].contiguous())
     width = xf.shape[1]
-
-    def views(f: Tensor) -> tuple[dict[str, Tensor], tuple[Tensor, Tensor] | None]:
-        v = unflatten(f)
-        if order is None:
-            return v, None
-        full = v[w0]
-        v[w0] = full[:, :, :width]
-        return v, (values, full[:, :, width:])
-
-    p, const = views(flat)
-    sgd = s_.optimizer != "adam"
-    if sgd:  # torch's first step sets buf = grad: the same as m * 0 + grad
-        buf = opt.state["flat"].setdefault("buf", torch.zeros_like(flat))
-        into_buf, const_buf = views(buf)
-    grad: Tensor | None = None
+    params = dict(work)
+    if const is not None:
+        params[_CONST] = const[1]
+    opt = _StackedOptimizer(params, spec)
+    sgd = spec.optimizer != "adam"
+    if sgd and spec.momentum:  # torch's first step sets buf = grad: the same as m * 0 + grad
+        for n, t in params.items():
+            opt.state[n]["buf"] = torch.zeros_like(t)
+    into = {n: opt.state[n]["buf"] for n in params} if sgd and spec.momentum else None
+    grads: dict[str, Tensor] | None = None
+    ps = list(params.values())
     xb: Tensor | None = None
     for s, size in enumerate(step_sizes):
         idx = plan[:, s, :size]
@@ -387,23 +386,33 @@ def _steps_plain_mlp(
         if xb is None or xb.shape[0] != rows.numel():
             xb = torch.empty(rows.numel(), width, dtype=xf.dtype, device=xf.device)
         torch.index_select(xf, 0, rows, out=xb)  # into one reused buffer: half the cost of xf[idx]
-        out, kept = stacked_mlp.forward(layers, p, xb.view(*idx.shape, width), const)
-        dout = stacked_mlp.cross_entropy_grad(out, y[idx], weight)
-        if sgd and active is None:
-            stacked_mlp.backward(layers, p, kept, dout, into_buf, s_.momentum, const_buf)
-            if s_.weight_decay:
-                buf.add_(flat, alpha=s_.weight_decay)
-            flat.add_(buf, alpha=-s_.lr)
+        out, kept = stacked_mlp.forward(layers, work, xb.view(*idx.shape, width), const)
+        dout = stacked_mlp.cross_entropy_grad(out, y.index_select(0, rows).view(idx.shape), weight)
+        if into is not None and active is None:  # SGD with momentum, every model active: the fast path
+            stacked_mlp.backward(layers, work, kept, dout, into, spec.momentum, _const_into(const, into))
+            bufs = list(into.values())
+            if spec.weight_decay:
+                torch._foreach_add_(bufs, ps, alpha=spec.weight_decay)
+            torch._foreach_add_(ps, bufs, alpha=-spec.lr)
             opt.t += 1
             continue
-        if grad is None:
-            grad = torch.zeros_like(flat)
-            into_grad, const_grad = views(grad)
-        stacked_mlp.backward(layers, p, kept, dout, into_grad, 0.0, const_grad)
-        opt.step({"flat": flat}, {"flat": grad}, active)
-    if order is not None:  # the columns back in their own order
-        w = unflatten(flat)[w0]
-        w.copy_(w[:, :, order.argsort()])
+        if grads is None:
+            grads = {n: torch.zeros_like(t) for n, t in params.items()}
+        stacked_mlp.backward(layers, work, kept, dout, grads, 0.0, _const_into(const, grads))
+        opt.step(params, grads, active)
+    for n, v in views.items():
+        if n == w0 and const is not None:
+            v[:, :, ~same] = work[w0]
+            v[:, :, same] = const[1]
+        else:
+            v.copy_(work[n])
+
+
+_CONST = "\0const"  # the working name of the first layer's weights on the constant input columns
+
+
+def _const_into(const: tuple[Tensor, Tensor] | None, into: dict[str, Tensor]) -> tuple[Tensor, Tensor] | None:
+    return None if const is None else (const[0], into[_CONST])
 
 
 def _train_vectorised(
@@ -453,7 +462,7 @@ def _train_vectorised(
             mine = stacked_mlp.forward(layers, unflatten(flat), probe.flatten(2))[0]
             if torch.allclose(mine, forward(flat, probe), rtol=1e-4, atol=1e-5):
                 flat = flat.detach()
-                _steps_plain_mlp(layers, flat, unflatten, x, y, plan, step_sizes, padded, opt)
+                _steps_plain_mlp(layers, flat, unflatten, x, y, plan, step_sizes, padded, spec)
                 return {n: t.contiguous() for n, t in unflatten(flat).items()}, buffers
     for s, size in enumerate(step_sizes):
         idx = plan[:, s, :size]

@@ -73,8 +73,8 @@ def plain_mlp(base: nn.Module, names: list[str] | None = None) -> list[Layer] | 
 
 def _activate(z: Tensor, act: str | None) -> Tensor:
     """The activation, in place on the fresh pre-activation ``z``."""
-    if act == "tanh":
-        return z.tanh_()
+    if act == "tanh":  # tanh(z) = 2 sigmoid(2z) - 1: torch's CPU sigmoid is about 2.5x its tanh here (AVX2)
+        return z.mul_(2).sigmoid_().mul_(2).sub_(1)
     if act == "relu":
         return z.relu_()
     if act == "sigmoid":
@@ -116,7 +116,8 @@ def forward(
         wt = p[la.weight].transpose(1, 2)
         bias = None if la.bias is None else p[la.bias]
         if i == 0 and const is not None:
-            extra = torch.matmul(const[1], const[0])  # (K, H)
+            w = const[1]
+            extra = torch.mv(w.reshape(-1, w.shape[2]), const[0]).view(w.shape[:2])  # (K, H), one matvec
             bias = extra if bias is None else extra.add_(bias)
         z = torch.bmm(h, wt) if bias is None else torch.baddbmm(bias.unsqueeze(1), h, wt)
         h = _activate(z, la.act)
