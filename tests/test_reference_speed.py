@@ -94,6 +94,7 @@ def _train_both(monkeypatch, model, x, y, masks, spec, seed=5):
         ("mlp:12,8,act=relu", TrainSpec(epochs=2, batch_size=8, lr=0.05, momentum=0.9, weight_decay=1e-3), True),
         ("mlp:10,act=sigmoid", TrainSpec(epochs=2, batch_size=8, lr=0.2, weight_decay=1e-2), True),
         ("mlp:16", TrainSpec(steps=9, batch_size=16, lr=1e-2, optimizer="adam"), True),
+        ("mlp:10", TrainSpec(epochs=2, batch_size=8, lr=0.2), True),  # plain SGD: constant columns folded, gated
     ],
 )
 def test_hand_written_path_trains_the_sequential_models(monkeypatch, model, spec, ragged):

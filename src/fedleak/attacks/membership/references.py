@@ -346,8 +346,14 @@ def _steps_plain_mlp(
     some model has no records left, go through :class:`_StackedOptimizer` on the same tensors. A padded step
     weights each model's records by 1 / its own count (padding 0).
 
-    Input columns constant over the pool (an image's empty border) leave the big matmuls: their first-layer
-    weights are kept apart (``const``) and enter as a bias (:func:`stacked_mlp.forward`)."""
+    Input columns constant over the pool (an image's empty border) leave the big matmuls. With SGD without
+    weight decay (momentum or not) they leave the step altogether: their weights' gradient is always the first
+    layer's bias gradient times the constant values v, so their momentum buffer is the bias's times v and their
+    change over training is the bias's change times v (exactly, in real arithmetic). The bias and those weights
+    then act as one effective bias ``c = b + W_const v`` that moves by (1 + |v|^2) times the bias's step, which
+    is SGD on ``c`` with its gradient scaled by (1 + |v|^2); the bias and the weights are recovered from c at
+    the end. Otherwise (Adam, weight decay) their weights are kept apart (``const``) and enter as a bias at every
+    step (:func:`stacked_mlp.forward`)."""
     xf = x.reshape(len(x), -1)
     xf = xf if xf.dtype == flat.dtype else xf.to(flat.dtype)
     views = unflatten(flat)
@@ -355,11 +361,20 @@ def _steps_plain_mlp(
     work = {n: v.contiguous().clone() for n, v in views.items()}  # (K, ...) each, contiguous
     same = stacked_mlp.constant_columns(xf)
     const: tuple[Tensor, Tensor] | None = None
+    fold: tuple[Tensor, Tensor, Tensor, float] | None = None  # (values, bias at start, c at start, 1 + |v|^2)
+    b0 = layers[0].bias
     if bool(same.any()) and not bool(same.all()):
         values, xf = xf[0, same].contiguous(), xf[:, ~same].contiguous()
         work[w0] = views[w0][:, :, ~same].contiguous()
-        const = (values, views[w0][:, :, same].contiguous())
+        if spec.optimizer != "adam" and not spec.weight_decay and b0 is not None:
+            start = work[b0].clone()
+            w_const = views[w0][:, :, same]
+            work[b0] += torch.einsum("khd,d->kh", w_const, values)  # c = b + W_const v
+            fold = (values, start, work[b0].clone(), 1.0 + float(values @ values))
+        else:
+            const = (values, views[w0][:, :, same].contiguous())
     width = xf.shape[1]
+    scale = 1.0 if fold is None else fold[3]
     params = dict(work)
     if const is not None:
         params[_CONST] = const[1]
@@ -389,7 +404,7 @@ def _steps_plain_mlp(
         out, kept = stacked_mlp.forward(layers, work, xb.view(*idx.shape, width), const)
         dout = stacked_mlp.cross_entropy_grad(out, y.index_select(0, rows).view(idx.shape), weight)
         if into is not None and active is None:  # SGD with momentum, every model active: the fast path
-            stacked_mlp.backward(layers, work, kept, dout, into, spec.momentum, _const_into(const, into))
+            stacked_mlp.backward(layers, work, kept, dout, into, spec.momentum, _const_into(const, into), scale)
             bufs = list(into.values())
             if spec.weight_decay:
                 torch._foreach_add_(bufs, ps, alpha=spec.weight_decay)
@@ -398,12 +413,18 @@ def _steps_plain_mlp(
             continue
         if grads is None:
             grads = {n: torch.zeros_like(t) for n, t in params.items()}
-        stacked_mlp.backward(layers, work, kept, dout, grads, 0.0, _const_into(const, grads))
+        stacked_mlp.backward(layers, work, kept, dout, grads, 0.0, _const_into(const, grads), scale)
         opt.step(params, grads, active)
+    if fold is not None:  # the bias and the constant columns' weights from c's change
+        values, start, c0, scale = fold
+        moved = (work[b0] - c0) / scale  # the bias's change; the weights' is that times v
+        views[w0][:, :, same] += moved.unsqueeze(2) * values
+        work[b0] = start + moved
     for n, v in views.items():
-        if n == w0 and const is not None:
+        if n == w0 and bool(same.any()) and not bool(same.all()):
             v[:, :, ~same] = work[w0]
-            v[:, :, same] = const[1]
+            if const is not None:
+                v[:, :, same] = const[1]
         else:
             v.copy_(work[n])
 

@@ -142,12 +142,14 @@ def backward(
     g: dict[str, Tensor],
     beta: float = 0.0,
     const: tuple[Tensor, Tensor] | None = None,
+    first_bias_scale: float = 1.0,
 ) -> None:
     """Back-propagate ``dout`` (d loss / d logits, (K, B, C)) through the layers whose inputs and outputs
     :func:`forward` kept, into ``g[name]`` (views of one flat buffer): ``g = beta * g + gradient``, in place,
     the weight's inside the batched matmul (``beta`` = SGD's momentum makes ``g`` the momentum buffer; 0
     overwrites whatever ``g`` held). ``const = (values (Dc,), into (K, H, Dc))``: as in :func:`forward`, and
-    the first layer's gradient on those columns goes to ``into`` the same way."""
+    the first layer's gradient on those columns goes to ``into`` the same way. ``first_bias_scale`` multiplies
+    the first layer's bias gradient (the folded constant columns of ``references._steps_plain_mlp``)."""
     d = dout
     for i in range(len(layers) - 1, -1, -1):
         la = layers[i]
@@ -155,10 +157,13 @@ def backward(
         g[la.weight].baddbmm_(d.transpose(1, 2), kept[i], beta=beta)
         summed = d.sum(1) if la.bias is not None or (i == 0 and const is not None) else None
         if la.bias is not None:
+            scale = first_bias_scale if i == 0 else 1.0
             if beta:
-                g[la.bias].mul_(beta).add_(summed)
+                g[la.bias].mul_(beta).add_(summed, alpha=scale)
             else:
                 g[la.bias].copy_(summed)
+                if scale != 1.0:
+                    g[la.bias].mul_(scale)
         if i == 0 and const is not None:  # outer product: (K, H, 1) x (K, 1, Dc)
             values = const[0].view(1, 1, -1).expand(len(d), 1, -1)
             const[1].baddbmm_(summed.unsqueeze(2), values, beta=beta)
