@@ -38,10 +38,13 @@ from fedleak.attacks.inversion.lbfgs import BatchedLBFGS
 from fedleak.attacks.inversion.objectives import DISTANCES, total_variation
 from fedleak.attacks.inversion.record import Reconstruction
 from fedleak.attacks.inversion.replay import attack_module, fedavg_delta, fedsgd_gradient
+from fedleak.data.dataset import DataSpec
 from fedleak.errors import FedleakInputError
 from fedleak.fl.update import ClientUpdate
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+STARTS = ("normal", "uniform", "mean")  # where the dummy records start (GradientMatching._start)
+MEAN_START_NOISE = 0.1  # start="mean": the pixel noise's standard deviation around the format's mean colour
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,7 @@ class MatchConfig:
     retries: int = 0  # l2: targets whose best objective stays above retry_above * |target|^2 run again, new starts
     retry_above: float = 1e-7
     tag_alpha: float = 0.01
+    start: str = "normal"  # the dummies' start (STARTS): normal, uniform or mean; see GradientMatching._start
     seed: int = 0
     device: str | None = None  # default: where the update's tensors are
     on_progress: Callable[[int, int, str], None] | None = None  # (done, total, label) after each iteration
@@ -78,6 +82,7 @@ class MatchConfig:
             (self.labels in ("analytic", "joint"), f"labels {self.labels!r}: choose analytic or joint"),
             (self.replay in ("gradient", "fedavg"), f"replay {self.replay!r}: choose gradient or fedavg"),
             (self.dtype in DTYPES, f"dtype {self.dtype!r}: choose float32 or float64"),
+            (self.start in STARTS, f"start {self.start!r}: choose {', '.join(STARTS)}"),
             (self.iterations >= 1, f"--iterations {self.iterations}: must be at least 1"),
             (self.restarts >= 1, f"--restarts {self.restarts}: must be at least 1"),
             (0 <= self.select_at <= 1, f"select_at {self.select_at}: a fraction of the iterations in [0, 1]"),
@@ -218,10 +223,24 @@ class GradientMatching:
                 method = "analytic"
         return _Problem(module, names, consts, theta, shared, target, labels, method, n, u0.num_clients)
 
-    def _start(self, r: int, xshape: tuple, yshape: tuple | None, dtype: torch.dtype) -> tuple[Tensor, Tensor | None]:
-        """Restart r's dummy records (N(0, 1) in model-input space) and, for joint labels, soft labels."""
+    def _start(
+        self, r: int, xshape: tuple, yshape: tuple | None, dtype: torch.dtype, spec: DataSpec | None = None
+    ) -> tuple[Tensor, Tensor | None]:
+        """Restart r's dummy records and, for joint labels, soft labels (N(0, 1)), seeded by (seed, r). The
+        records by ``start``: ``normal``, N(0, 1) in model-input space; ``uniform``, pixels U(0, 1) (the valid
+        box), normalised by ``spec``; ``mean``, the format's mean colour ``spec.mean`` + N(0, 0.1^2) pixel noise
+        (unclipped), normalised: N(0, (0.1 / std)^2) in model-input space."""
+        start = self.config.start
         gen = torch.Generator().manual_seed(self.config.seed * 1_000_003 + r)
-        x = torch.randn(xshape, generator=gen, dtype=dtype)
+        if start == "normal":
+            x = torch.randn(xshape, generator=gen, dtype=dtype)
+        elif spec is None:
+            raise FedleakInputError(f"start {start!r} needs the data format (data_spec) of the update")
+        elif start == "uniform":
+            x = spec.normalize(torch.rand(xshape, generator=gen, dtype=dtype))
+        else:
+            mean = spec.denormalize(torch.zeros(xshape, dtype=dtype))  # the format's mean colour, in pixels
+            x = spec.normalize(mean + MEAN_START_NOISE * torch.randn(xshape, generator=gen, dtype=dtype))
         return x, None if yshape is None else torch.randn(yshape, generator=gen, dtype=dtype)
 
     def _mean_probs(self, module, consts, thetas, spec, clients, dtype, dev) -> list[Tensor]:  # noqa: ANN001
@@ -328,7 +347,7 @@ class GradientMatching:
         # restart r starts every target from the same draw (seeded by seed and r), so that a target attacked
         # alone or among others is the same problem from the same start
         joint = prob.labels is None
-        starts = [self._start(r, (N, *shape), (N, C) if joint else None, dtype) for r in range(R)]
+        starts = [self._start(r, (N, *shape), (N, C) if joint else None, dtype, spec) for r in range(R)]
         x0 = torch.stack([starts[r][0] for r in range(R)] * T).to(dev) if start is None else start.to(dev, dtype)
         y0 = torch.stack([starts[r][1] for r in range(R)] * T).to(dev) if joint else None
         hard = None if joint else prob.labels.repeat_interleave(R, 0)  # type: ignore[union-attr]
