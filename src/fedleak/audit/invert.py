@@ -233,7 +233,9 @@ def run_inversion(
         "device": str(dev),
         "update_kind": updates[0].kind,
         "train_mode": bool(updates[0].train_mode),
-        "bn_prior": False,  # no attack uses BatchNorm running statistics as a prior yet (#15 item 3 open)
+        # the BatchNorm prior the attack used: "update" (the buffers a FedAvg client sent), "global" (the trained
+        # global model's running statistics) or None (no BatchNorm, switched off, or nothing informative)
+        "bn_prior": next((r.extras["bn_prior"] for r in recs if (r.extras or {}).get("bn_prior")), None),
         "identifiability": bound.to_dict() if bound is not None else None,
         "num_clients": k,
         "threat": {name: getattr(threat, name) for name in threat.__dataclass_fields__},

@@ -33,6 +33,7 @@ import torch
 from torch import Tensor
 from torch.func import functional_call, vmap
 
+from fedleak.attacks.inversion.bn_prior import BN_PRIOR_MODES, BNPrior, choose_prior, prior_targets, prior_value
 from fedleak.attacks.inversion.labels import last_layer, recover_labels
 from fedleak.attacks.inversion.lbfgs import BatchedLBFGS
 from fedleak.attacks.inversion.objectives import DISTANCES, total_variation
@@ -70,6 +71,8 @@ class MatchConfig:
     retries: int = 0  # l2: targets whose best objective stays above retry_above * |target|^2 run again, new starts
     retry_above: float = 1e-7
     tag_alpha: float = 0.01
+    bn_prior: str = "auto"  # BatchNorm running statistics as a prior (bn_prior.py): auto (where they inform) or off
+    bn_weight: float = 1e-2  # its weight beside the distance (chosen on measured runs, see bn_prior.py)
     start: str = "normal"  # the dummies' start (STARTS): normal, uniform or mean; see GradientMatching._start
     seed: int = 0
     device: str | None = None  # default: where the update's tensors are
@@ -82,6 +85,8 @@ class MatchConfig:
             (self.labels in ("analytic", "joint"), f"labels {self.labels!r}: choose analytic or joint"),
             (self.replay in ("gradient", "fedavg"), f"replay {self.replay!r}: choose gradient or fedavg"),
             (self.dtype in DTYPES, f"dtype {self.dtype!r}: choose float32 or float64"),
+            (self.bn_prior in BN_PRIOR_MODES, f"bn_prior {self.bn_prior!r}: choose {' or '.join(BN_PRIOR_MODES)}"),
+            (0 <= self.bn_weight < float("inf"), f"bn_weight {self.bn_weight}: a finite weight >= 0"),
             (self.start in STARTS, f"start {self.start!r}: choose {', '.join(STARTS)}"),
             (self.iterations >= 1, f"--iterations {self.iterations}: must be at least 1"),
             (self.restarts >= 1, f"--restarts {self.restarts}: must be at least 1"),
@@ -114,7 +119,13 @@ _IG = MatchConfig(
 # 1.6e-5 (19.7 dB; the model is already 75% sure of its class, its gradient 16x weaker than the others'); 1e-7
 # sits between. Eight new starts for it ended at 1.5e-5 again, 900 steps from its own start reach 4.1e-8 (36.5 dB).
 _DLG = MatchConfig(
-    distance="l2", optimizer="lbfgs", restarts=4, tolerance_change=1e-13, tolerance_grad=1e-11, retries=2
+    distance="l2",
+    optimizer="lbfgs",
+    restarts=4,
+    tolerance_change=1e-13,
+    tolerance_grad=1e-11,
+    retries=2,
+    bn_prior="off",  # FedSGD has only the dataset-level BN prior, not 0 at the truth: it would hold l2 off its optimum
 )
 
 PRESETS: dict[str, MatchConfig] = {
@@ -150,6 +161,8 @@ class _Problem:
     label_method: str
     n: int  # records per update
     clients: int  # K: the payload is a sum over K clients' updates
+    bn: BNPrior | None = None  # the BatchNorm prior used (its targets follow the payload's in ``target``)
+    bn_why: str = ""
 
 
 class GradientMatching:
@@ -221,7 +234,11 @@ class GradientMatching:
                 labels = torch.stack([recover_labels(u.payload, w, b, n, sign, p, k) for u, p in pairs])
                 labels = labels.to(dev)
                 method = "analytic"
-        return _Problem(module, names, consts, theta, shared, target, labels, method, n, u0.num_clients)
+        bn, bn_why = choose_prior(updates, module, cfg.bn_prior)
+        if bn is not None:
+            per_update = [prior_targets(bn, u) for u in updates]
+            target += [torch.stack([t[j] for t in per_update]).to(dev, dtype) for j in range(len(per_update[0]))]
+        return _Problem(module, names, consts, theta, shared, target, labels, method, n, u0.num_clients, bn, bn_why)
 
     def _start(
         self, r: int, xshape: tuple, yshape: tuple | None, dtype: torch.dtype, spec: DataSpec | None = None
@@ -258,7 +275,7 @@ class GradientMatching:
         dist_kw = {"alpha": cfg.tag_alpha} if cfg.distance == "tag" else {}
         k = prob.clients
 
-        def replay(theta: dict[str, Tensor], x: Tensor, y: Tensor) -> dict[str, Tensor]:
+        def replay(theta: dict[str, Tensor], x: Tensor, y: Tensor, bn: list | None = None) -> dict[str, Tensor]:
             if cfg.replay == "fedavg":
                 return fedavg_delta(
                     prob.module,
@@ -269,18 +286,23 @@ class GradientMatching:
                     local_steps=int(update.local_steps),  # type: ignore[arg-type]
                     local_lr=float(update.local_lr),
                     batch_size=int(update.batch_size),
+                    bn_stats=bn,
                 )  # type: ignore[arg-type]
-            return fedsgd_gradient(prob.module, theta, prob.consts, x, y)
+            return fedsgd_gradient(prob.module, theta, prob.consts, x, y, bn_stats=bn)
 
         def objective(x: Tensor, y: Tensor, theta: dict[str, Tensor], target: list[Tensor]) -> Tensor:
+            bn = [] if prob.bn is not None else None  # each BatchNorm call's batch statistics (k == 1 here)
             if k == 1:
-                g = replay(theta, x, y)
+                g = replay(theta, x, y, bn)
             else:  # secure aggregation: the sum of K clients' updates, each on its share of the records
                 parts = [replay(theta, xs, ys) for xs, ys in zip(x.chunk(k), y.chunk(k), strict=True)]
                 g = {nm: sum(p[nm] for p in parts) for nm in prob.names}
-            loss = dist([g[nm] for nm in prob.names], target, **dist_kw)
+            m = len(prob.names)
+            loss = dist([g[nm] for nm in prob.names], target[:m], **dist_kw)
             if cfg.tv:
                 loss = loss + cfg.tv * total_variation(x)
+            if bn is not None:
+                loss = loss + cfg.bn_weight * prior_value(prob.bn, bn, target[m:])  # type: ignore[arg-type]
             return loss
 
         return objective
@@ -406,7 +428,12 @@ class GradientMatching:
                     best_restart=int(best[t]),
                     seconds=seconds,
                     label_method=prob.label_method,
-                    extras={"restarts": R, "problems_batched": P},
+                    extras={
+                        "restarts": R,
+                        "problems_batched": P,
+                        "bn_prior": None if prob.bn is None else prob.bn.source,  # "update" / "global" / None
+                        "bn_prior_why": prob.bn_why,
+                    },
                 )
             )
         return recs
