@@ -11,11 +11,27 @@ PSNR, mean SSIM, label accuracy, seconds per attack and the looped/batched time 
 
 CIFAR-10 is read from ``--data`` (default ../shared/data/cifar10-train-jpeg.tar.gz); when it is absent the
 CIFAR rows are skipped with a note.
+
+The rows of issue #15 (``--settings spear,fedsgd,fedavg-grid,loop``) run each case the way ``fedleak invert``
+does (``fedleak.audit.invert.run_inversion``: the CLI's seeded choice of targets, its client updates, scoring
+and the one rule of "rebuilt"), and print median PSNR, the median trivial baseline (a blank image of the right
+colour, or the dataset mean), the fraction rebuilt, the fraction above 50 dB, and wall and CPU seconds:
+
+- ``spear``: ``mlp:1000,act=relu``, FedSGD, B = 4, 8, 16, 32 (``--spear-images`` images, at least one batch);
+- ``fedsgd``: B = 4 and 8 (8 images) on DLG's LeNet (idlg, L-BFGS, ``--iterations``) and on ``convnet:16`` in
+  train mode (ig, Adam, ``--ig-iterations``);
+- ``fedavg-grid``: n = 4 and 16 records per client, E = 1 and 3 local epochs, local batches b = 2 and 4, lr
+  ``--local-lr``, on ``lenet`` and ``convnet:16`` (``--fedavg-iterations`` Adam steps), the latter with the
+  BatchNorm prior on and off (``bn_prior``; LeNet has no BatchNorm); max(n, 8) images per row;
+- ``loop``: idlg on the 10 first-of-class targets, batched beside looped (CPU seconds), the first target alone.
+
+    .venv/bin/python bench/inversion.py --datasets cifar10 --settings spear,fedsgd,fedavg-grid,loop --threads 1
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import sys
 import time
@@ -25,7 +41,8 @@ from pathlib import Path
 import torch
 
 import fedleak
-from fedleak.attacks.inversion import imprint_model, invert_batch, with_plan
+from fedleak.attacks.inversion import MatchConfig, imprint_model, invert_batch, with_plan
+from fedleak.audit.invert import run_inversion
 from fedleak.fl import client_update
 from fedleak.metrics import image_scores
 
@@ -53,6 +70,130 @@ SETTINGS = {
     "analytic": Setting("analytic", "mlp"),
     "imprint": Setting("imprint", "convnet", batch=64, images=64),
 }
+
+
+@dataclass(frozen=True)
+class Case:
+    """One row of the issue's grid, run as ``fedleak invert`` runs it."""
+
+    group: str  # the --settings name that selects it
+    model: str
+    attack: str
+    batch: int  # records per update (FedSGD B; FedAvg n)
+    images: int
+    budget: str | None  # which flag bounds its iterations: lbfgs, adam, fedavg (None: an exact attack)
+    local_epochs: int | None = None
+    local_batch: int | None = None
+    bn_prior: str | None = None  # None: the attack's default (or no BatchNorm in the model)
+
+
+def grid(args) -> list[Case]:  # noqa: ANN001
+    spear = [(b, max(b, args.spear_images) // b * b) for b in (4, 8, 16, 32)]
+    rows = [Case("spear", "mlp:1000,act=relu", "spear", b, n, None) for b, n in spear]
+    for b in (4, 8):
+        rows.append(Case("fedsgd", "lenet", "idlg", b, 8, "lbfgs"))
+        rows.append(Case("fedsgd", "convnet:16", "ig", b, 8, "adam"))
+    prior_modes = ("off", "auto") if "bn_prior" in {f.name for f in dataclasses.fields(MatchConfig)} else (None,)
+    for model in ("lenet", "convnet:16"):
+        for n in (4, 16):
+            for epochs in (1, 3):
+                for b in (2, 4):
+                    for prior in (None,) if model == "lenet" else prior_modes:
+                        rows.append(Case("fedavg-grid", model, "fedavg", n, max(n, 8), "fedavg", epochs, b, prior))
+    return rows
+
+
+GRID_GROUPS = ("spear", "fedsgd", "fedavg-grid", "loop")
+
+
+def run_case(dataset: str, c: Case, args) -> dict:  # noqa: ANN001
+    """``fedleak invert`` with the case's options; quality from its results, wall and CPU seconds around it."""
+    iterations = {"lbfgs": args.iterations, "adam": args.ig_iterations, "fedavg": args.fedavg_iterations}
+    options = {"bn_prior": c.bn_prior} if c.bn_prior is not None else None
+    t0, c0 = time.perf_counter(), time.process_time()
+    r = run_inversion(
+        dataset=dataset,
+        model=c.model,
+        attack=c.attack,
+        num_images=c.images,
+        batch_size=c.batch,
+        iterations=iterations.get(c.budget) if c.budget else None,
+        local_epochs=c.local_epochs,
+        local_batch_size=c.local_batch,
+        local_lr=args.local_lr,
+        seed=args.seed,
+        device=args.device,
+        options=options,
+        echo=lambda _: None,
+    )
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    s = r["summary"]
+    return {
+        "updates": r["updates"],
+        "psnr_median": s["psnr_median"],
+        "baseline": s["baseline_psnr_median"],
+        "rebuilt": s["rebuilt_fraction"],
+        "above50": s["recovered_above_50db"],
+        "n": len(r["targets"]),
+        "attack_s": s["seconds_total"] / r["updates"],
+        "wall": wall,
+        "cpu": cpu,
+        "bn_reported": r.get("bn_prior"),
+        "steps": r.get("local_steps"),
+    }
+
+
+def print_grid(dataset: str, groups: list[str], args) -> None:  # noqa: ANN001
+    rows = sorted((c for c in grid(args) if c.group in groups), key=lambda c: groups.index(c.group))  # as asked
+    if "fedavg-grid" in groups and all(c.bn_prior is None for c in rows if c.group == "fedavg-grid"):
+        print("note: MatchConfig has no bn_prior option in this tree: the FedAvg rows run without the BN prior switch")
+    budgets = f"L-BFGS {args.iterations}, ig Adam {args.ig_iterations}, fedavg Adam {args.fedavg_iterations}"
+    print(f"\n{dataset}: cases as fedleak invert runs them (seed {args.seed}; {budgets}; local lr {args.local_lr})")
+    print(
+        f"{'case':10} {'model':18} {'attack':6} {'B/n':>3} {'E':>2} {'b':>2} {'steps':>5} {'prior':>5} {'imgs':>4} "
+        f"{'PSNR med':>8} {'blank':>6} {'rebuilt':>7} {'>50dB':>5} {'s/update':>8} {'wall s':>7} {'CPU s':>7}",
+        flush=True,
+    )
+    for c in rows:
+        r = run_case(dataset, c, args)
+        prior = c.bn_prior or "-"
+        cells = [
+            f"{c.group:10} {c.model:18} {c.attack:6} {c.batch:>3} {c.local_epochs or '-':>2} {c.local_batch or '-':>2}",
+            f"{r['steps'] or '-':>5} {prior:>5} {r['n']:>4} {r['psnr_median']:>8.2f} {r['baseline']:>6.2f}",
+            f"{r['rebuilt']:>7.2f} {r['above50']:>5.2f} {r['attack_s']:>8.2f} {r['wall']:>7.1f} {r['cpu']:>7.1f}",
+        ]
+        print(" ".join(cells), flush=True)
+    if "loop" in groups:
+        print_loop(dataset, args)
+
+
+def print_loop(dataset: str, args) -> None:  # noqa: ANN001
+    """idlg on the 10 first-of-class targets (one lenet, as fedleak invert builds it): all at once, then one after
+    another; CPU seconds per target and the first target alone."""
+    data = fedleak.data.load(dataset)
+    s = SETTINGS["idlg"]
+    idx = targets_for(data, s, args.seed)
+    updates, groups = build_updates(data, s, idx, args.seed)
+    opts = {"iterations": args.iterations, "seed": args.seed, "device": args.device}
+    c0 = time.process_time()
+    recs = invert_batch(updates, "idlg", **opts)
+    batched = time.process_time() - c0
+    looped, costs = [], []
+    for u in updates:
+        c0 = time.process_time()
+        looped += invert_batch([u], "idlg", **opts)
+        costs.append(time.process_time() - c0)
+    b, lo = score(data, groups, recs), score(data, groups, looped)
+    n = len(updates)
+    print(f"\nloop: idlg, lenet, {n} targets (first of each class), {args.iterations} L-BFGS steps, CPU seconds")
+    print(f"  batched x{n}: {batched / n:.2f} per target ({batched:.1f} in all), PSNR median {b['psnr_median']:.2f}")
+    print(
+        f"  looped  x{n}: {sum(costs) / n:.2f} per target ({sum(costs):.1f} in all), PSNR median "
+        f"{lo['psnr_median']:.2f}; looped / batched {sum(costs) / batched:.2f}x"
+    )
+    print(
+        f"  one target ({idx[0]}) alone: {costs[0]:.2f} CPU-s; per-target alone: {', '.join(f'{c:.1f}' for c in costs)}"
+    )
 
 
 def first_of_each_class(data: fedleak.data.Dataset) -> list[int]:
@@ -146,10 +287,13 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default=str(DEFAULT_DATA), help="CIFAR-10 ImageFolder tarball or folder")
     p.add_argument("--datasets", default="cifar10,digits", help="cifar10 and/or digits")
-    p.add_argument("--settings", default=",".join(SETTINGS), help=f"any of {','.join(SETTINGS)}")
+    p.add_argument("--settings", default=",".join(SETTINGS), help=f"any of {','.join([*SETTINGS, *GRID_GROUPS])}")
     p.add_argument("--iterations", type=int, default=300, help="L-BFGS steps (dlg, idlg)")
     p.add_argument("--ig-iterations", type=int, default=500, help="Adam steps (ig, fedavg)")
     p.add_argument("--restarts", type=int, default=0, help="restarts for ig/fedavg (0: the preset's)")
+    p.add_argument("--fedavg-iterations", type=int, default=200, help="Adam steps of the fedavg-grid rows")
+    p.add_argument("--local-lr", type=float, default=0.01, help="clients' local learning rate (fedavg-grid)")
+    p.add_argument("--spear-images", type=int, default=16, help="images per spear row (at least one batch)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--no-loop", action="store_true", help="skip the one-at-a-time comparison")
@@ -158,23 +302,30 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     names = [n.strip() for n in args.settings.split(",") if n.strip()]
-    bad = [n for n in names if n not in SETTINGS]
+    bad = [n for n in names if n not in SETTINGS and n not in GRID_GROUPS]
     if bad:
-        print(f"unknown setting {bad[0]!r}; choose from {', '.join(SETTINGS)}", file=sys.stderr)
+        print(f"unknown setting {bad[0]!r}; choose from {', '.join([*SETTINGS, *GRID_GROUPS])}", file=sys.stderr)
         return 2
+    grid_names = [n for n in names if n in GRID_GROUPS]
+    names = [n for n in names if n in SETTINGS]
     header = (
         f"{'dataset':8} {'setting':9} {'upd':>3} {'B':>3} {'PSNR med':>8} {'mean':>7} {'SSIM':>5} "
         f"{'labels':>6} {'>50dB':>5} {'s/attack':>8} {'loop/batch':>10} {'loop med':>8}"
     )
-    print(header, flush=True)
     for ds in [d.strip() for d in args.datasets.split(",") if d.strip()]:
         if ds == "cifar10":
             if not Path(args.data).exists():
                 print(f"cifar10: skipped ({args.data} not found; pass --data PATH)", flush=True)
                 continue
-            data = fedleak.data.load(f"imagefolder:{args.data}")
+            spec = f"imagefolder:{args.data}"
         else:
-            data = fedleak.data.load(ds)
+            spec = ds
+        if grid_names:
+            print_grid(spec, grid_names, args)
+        if not names:
+            continue
+        data = fedleak.data.load(spec)
+        print(header, flush=True)
         for name in names:
             r = run_setting(data, name, SETTINGS[name], args)
             ratio = f"{r['ratio']:.2f}x" if "ratio" in r else "-"

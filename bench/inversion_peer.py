@@ -222,6 +222,7 @@ def run_peer(mod: types.ModuleType, pixels: torch.Tensor, classes: int, seed: in
         if verbose:
             print(*args, file=sys.stderr, **{k: v for k, v in kwargs.items() if k != "file"})
 
+    saved = mod.LeNet, mod.np, mod.__dict__.get("print", print)
     mod.LeNet, mod.np, mod.print = lenet, np_proxy, record
     with tempfile.TemporaryDirectory(prefix="peer-idlg-") as tmp:
         root = Path(tmp)
@@ -236,6 +237,7 @@ def run_peer(mod: types.ModuleType, pixels: torch.Tensor, classes: int, seed: in
             pass
         finally:
             os.chdir(cwd)
+            mod.LeNet, mod.np, mod.print = saved
     return run
 
 
@@ -269,6 +271,40 @@ def fedleak_net(spec, peer_net: torch.nn.Module, seed: int) -> torch.nn.Module: 
     return net
 
 
+def peer_phase(mod: types.ModuleType, data, idx: list[int], truth: torch.Tensor, args) -> dict | None:  # noqa: ANN001
+    """Run the peer's script on the targets, check what it attacked, and keep its figures and networks."""
+    t0 = time.process_time()
+    run = run_peer(mod, truth, data.spec.num_classes, args.seed, args.verbose)
+    total = time.process_time() - t0
+    labels = peer_labels(run)
+    if len(labels) != len(idx):
+        print(f"the peer ran {len(labels)} experiments, not {len(idx)}", file=sys.stderr)
+        return None
+    gt_diff = max(
+        float((run.first_inputs[(k, m)] - truth[k : k + 1]).abs().max())
+        for k in range(len(idx))
+        for m in ("DLG", "iDLG")
+    )
+    lab_ok = [g for g, _, _ in labels] == data.labels[idx].tolist()
+    print(f"peer attacked fedleak's pixels: max difference {gt_diff:.1e}; the true labels: {lab_ok}", flush=True)
+    if not (gt_diff < 1e-6 and lab_ok):
+        return None
+    psnr = {}
+    for m in ("DLG", "iDLG"):
+        rec = torch.cat([run.finals[(k, m)] for k in range(len(idx))]).clamp(0, 1)
+        psnr[m] = [float(image_scores(rec[k : k + 1], truth[k : k + 1])["psnr"][0]) for k in range(len(idx))]
+    return {
+        "idx": list(idx),
+        "seed": args.seed,
+        "when": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "labels": [list(t) for t in labels],
+        "psnr": psnr,
+        "cost": {m: peer_costs(run, m) for m in ("DLG", "iDLG")},
+        "total": total,
+        "weights": [{k: v.detach().clone() for k, v in net.state_dict().items()} for net in run.nets[: len(idx)]],
+    }
+
+
 def _med_min(xs: list[float]) -> str:
     return f"median {statistics.median(xs):6.2f}  min {min(xs):6.2f}  max {max(xs):6.2f}"
 
@@ -282,6 +318,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--alone", type=int, default=0, help="which of the 10 targets (0-9) fedleak attacks alone")
     p.add_argument("--own-net", action="store_true", help="also fedleak on its own seeded lenet (shared weights)")
     p.add_argument("--targets", type=int, default=10, help="the first N of the 10 targets (smoke runs)")
+    p.add_argument("--save-peer", type=Path, help="save the peer's figures and networks to this file")
+    p.add_argument("--peer-results", type=Path, help="read the peer's figures from --save-peer's file (no rerun)")
+    p.add_argument("--recheck", type=int, default=0, help="with --peer-results: rerun the peer on the first N")
+    p.add_argument("--peer-only", action="store_true", help="run the peer's script only (with --save-peer)")
     p.add_argument("--verbose", action="store_true", help="echo the peer's own output to stderr")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -292,43 +332,61 @@ def main(argv: list[str] | None = None) -> int:
     data = fedleak.data.load(f"imagefolder:{args.data}")
     idx = first_of_each_class(data)[: args.targets]
     truth = data.pixels(idx)
-    classes = data.spec.num_classes
     print(f"targets (first of each class): {idx}; torch threads {torch.get_num_threads()}", flush=True)
 
-    # --- the peer's own script
-    t0 = time.process_time()
-    run = run_peer(mod, truth, classes, args.seed, args.verbose)
-    peer_total = time.process_time() - t0
-    labels = peer_labels(run)
-    if len(labels) != len(idx):
-        print(f"the peer ran {len(labels)} experiments, not {len(idx)}", file=sys.stderr)
-        return 1
-    gt_diff = max(
-        float((run.first_inputs[(k, m)] - truth[k : k + 1]).abs().max())
-        for k in range(len(idx))
-        for m in ("DLG", "iDLG")
-    )
-    gt_ok = gt_diff < 1e-6
-    lab_ok = [g for g, _, _ in labels] == data.labels[idx].tolist()
-    print(f"peer attacked fedleak's pixels: max difference {gt_diff:.1e}; the true labels: {lab_ok}", flush=True)
-    if not (gt_ok and lab_ok):
-        return 1
-    scores = {}
-    for m in ("DLG", "iDLG"):
-        rec = torch.cat([run.finals[(k, m)] for k in range(len(idx))]).clamp(0, 1)
-        scores[m] = [float(image_scores(rec[k : k + 1], truth[k : k + 1])["psnr"][0]) for k in range(len(idx))]
-    peer_cost = {m: peer_costs(run, m) for m in ("DLG", "iDLG")}
+    # --- the peer's own script (or its figures saved by an earlier process)
+    if args.peer_results is not None:
+        peer = torch.load(args.peer_results, weights_only=True)
+        if peer["idx"] != idx or peer["seed"] != args.seed:
+            print(f"{args.peer_results} holds targets {peer['idx']} seed {peer['seed']}, not these", file=sys.stderr)
+            return 2
+        print(
+            f"peer figures read from {args.peer_results} (another process, run {peer['when']}); ratios across "
+            "processes, so the machine's load may differ between the two"
+        )
+        if args.recheck:
+            again = peer_phase(mod, data, idx[: args.recheck], truth[: args.recheck], args)
+            if again is None:
+                return 1
+            for k in range(args.recheck):
+                print(
+                    f"  recheck in this process, target {idx[k]}: peer iDLG {again['cost']['iDLG'][k]:.2f} CPU-s "
+                    f"(saved run {peer['cost']['iDLG'][k]:.2f}), {again['psnr']['iDLG'][k]:.2f} dB "
+                    f"(saved {peer['psnr']['iDLG'][k]:.2f})"
+                )
+    else:
+        peer = peer_phase(mod, data, idx, truth, args)
+        if peer is None:
+            return 1
+    if args.save_peer is not None:
+        torch.save(peer, args.save_peer)
+        print(f"peer figures saved to {args.save_peer}")
+    if args.peer_only:
+        for m in ("DLG", "iDLG"):
+            print(
+                f"peer {m:5} {_med_min(peer['psnr'][m])} dB; CPU-s per image mean "
+                f"{statistics.fmean(peer['cost'][m]):.2f}: {', '.join(f'{c:.1f}' for c in peer['cost'][m])}"
+            )
+        return 0
+    scores, peer_cost, labels, peer_total = peer["psnr"], peer["cost"], peer["labels"], peer["total"]
+    peer_nets = []
+    for state in peer["weights"]:
+        net = mod.LeNet(channel=3, hideen=768, num_classes=data.spec.num_classes)
+        net.load_state_dict(state)
+        peer_nets.append(net)
 
     # --- fedleak on the same networks (the peer's weights), batched, then one target alone
-    nets = [fedleak_net(data.spec, run.nets[k], args.seed) for k in range(len(idx))]
+    nets = [fedleak_net(data.spec, peer_nets[k], args.seed) for k in range(len(idx))]
     updates = [
         client_update(nets[k], data.subset([i]), batch_size=1, seed=args.seed * 1000 + k, client=k)
         for k, i in enumerate(idx)
     ]
     worst = 0.0
     for k, u in enumerate(updates):  # the same gradient as the peer's, recomputed on the peer's own network
-        out = run.nets[k](truth[k : k + 1])
-        g = torch.autograd.grad(torch.nn.functional.cross_entropy(out, data.labels[[idx[k]]]), run.nets[k].parameters())
+        out = peer_nets[k](truth[k : k + 1])
+        g = torch.autograd.grad(
+            torch.nn.functional.cross_entropy(out, data.labels[[idx[k]]]), peer_nets[k].parameters()
+        )
         ours = list(u.payload.values())
         worst = max(worst, max(float((a - b).abs().max() / b.abs().max()) for a, b in zip(ours, g, strict=True)))
     print(f"fedleak's update vs the peer's gradient on the same network: max relative difference {worst:.1e}")
