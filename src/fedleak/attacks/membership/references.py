@@ -339,12 +339,12 @@ def _steps_plain_mlp(
 ) -> None:
     """The batch plan's steps for K plain MLPs on the flat (K, P) parameters, in place: forward and backward
     written out (:mod:`fedleak.attacks.membership.stacked_mlp`) on working copies of the parameters, one
-    contiguous (K, ...) tensor per parameter (the batched matmuls run 10-20% faster on them than on strided
-    views of the flat tensor), copied back into ``flat`` at the end. SGD takes each gradient straight into its
-    momentum buffer (``buf = m * buf + grad`` inside the batched matmul), adds the weight decay and updates the
-    parameters with one fused in-place add, as ``torch.optim.SGD`` does step for step; Adam, and any step where
-    some model has no records left, go through :class:`_StackedOptimizer` on the same tensors. A padded step
-    weights each model's records by 1 / its own count (padding 0).
+    contiguous (K, ...) tensor per parameter (into a strided view of the flat tensor the weight gradient's
+    batched matmul ran as one matmul per model), copied back into ``flat`` at the end. SGD takes each gradient
+    straight into its momentum buffer (``buf = m * buf + grad`` inside the batched matmul), adds the weight decay
+    and updates the parameters with one fused in-place add, as ``torch.optim.SGD`` does step for step; Adam,
+    and any step where some model has no records left, go through :class:`_StackedOptimizer` on the same
+    tensors. A padded step weights each model's records by 1 / its own count (padding 0).
 
     Input columns constant over the pool (an image's empty border) leave the big matmuls. With SGD without
     weight decay (momentum or not) they leave the step altogether: their weights' gradient is always the first
