@@ -14,7 +14,9 @@ Coarse to fine, so that the whole sweep stays within a bounded budget on one cor
    CPU-seconds (estimated from a 5-step probe); otherwise a coordinate search: TV in {0, 1e-4, 1e-2} at lr 0.1,
    then the finer TV values (1e-5, 1e-3) next to the best, then lr 0.03 and 0.3 at the best TV;
 2. the starts ``uniform`` and ``mean`` at the best tv / lr;
-3. B = 4 for the chosen row.
+3. B = 4 for the chosen row (and today's, where it differs);
+4. the chosen row and today's again at ``--confirm-iterations`` (the preset's 2000 steps) where both cost at most
+   ``--max-confirm-s``: does the choice still win at the budget it would be used at?
 
 Families marked optional (``resnet20``) run only where one cell costs less than ``--max-cell-s`` (the probe says).
 Every cell is appended to ``--log`` (JSON lines) as it ends; a rerun with the same log skips the cells already in
@@ -102,12 +104,12 @@ class Sweep:
         ups = [client_update(net, self.data.subset(g), seed=self.args.seed) for g in groups]  # train mode
         return ups, groups
 
-    def run(self, family: str, tv: float, lr: float, start: str, batch: int = 1) -> dict:
-        cell = Cell(self.dataset, family, tv, lr, start, batch, self.args.iterations, len(self.idx))
+    def run(self, family: str, tv: float, lr: float, start: str, batch: int = 1, iterations: int = 0) -> dict:
+        cell = Cell(self.dataset, family, tv, lr, start, batch, iterations or self.args.iterations, len(self.idx))
         if cell.key() in self.log:
             return self.log[cell.key()]
         ups, groups = self.updates(family, batch)
-        opts = {"tv": tv, "lr": lr, "start": start, "iterations": self.args.iterations, "restarts": 1}
+        opts = {"tv": tv, "lr": lr, "start": start, "iterations": cell.iterations, "restarts": 1}
         t0 = time.process_time()
         recs = invert_batch(ups, "ig", seed=self.args.seed, **opts)
         cpu = time.process_time() - t0
@@ -138,12 +140,16 @@ class Sweep:
         return row
 
     def probe_cell_s(self, family: str) -> float:
-        """CPU-seconds one cell would cost, from a 5-step run (the same updates, the setup counted once)."""
+        """CPU-seconds one cell would cost: the setup and first step (a 1-step run) plus the other steps at the cost
+        of one more (the difference between a 6-step and a 1-step run, over 5)."""
         ups, _ = self.updates(family, 1)
         invert_batch(ups[:1], "ig", iterations=1)  # warm up
-        t0 = time.process_time()
-        invert_batch(ups, "ig", iterations=5, restarts=1)
-        return (time.process_time() - t0) * self.args.iterations / 5
+        spent = []
+        for steps in (1, 6):
+            t0 = time.process_time()
+            invert_batch(ups, "ig", iterations=steps, restarts=1)
+            spent.append(time.process_time() - t0)
+        return spent[0] + max(spent[1] - spent[0], 0.0) / 5 * (self.args.iterations - 1)
 
     def family(self, family: str) -> dict | None:
         est = self.probe_cell_s(family)
@@ -171,7 +177,18 @@ class Sweep:
         today = self.run(family, **TODAY)
         same = all(chosen[k] == v for k, v in TODAY.items())
         today_b4 = b4 if same else self.run(family, **TODAY, batch=len(self.idx))
-        return {"chosen": chosen, "today": today, "b4": b4, "today_b4": today_b4}
+        out = {"chosen": chosen, "today": today, "b4": b4, "today_b4": today_b4}
+        steps = self.args.confirm_iterations
+        cost = 2 * est * steps / self.args.iterations
+        if steps and not same and cost <= self.args.max_confirm_s:  # does the choice hold at the longer budget?
+            out["confirm"] = self.run(family, chosen["tv"], chosen["lr"], chosen["start"], iterations=steps)
+            out["confirm_today"] = self.run(family, **TODAY, iterations=steps)
+        elif steps and not same:
+            cap = self.args.max_confirm_s
+            print(
+                f"# {self.dataset} {family}: not confirmed at {steps} steps (~{cost:.0f} CPU-s > {cap:g})", flush=True
+            )
+        return out
 
 
 HEADER = (
@@ -200,29 +217,40 @@ def read_log(path: str) -> dict:
 
 
 def chosen_table(log: dict) -> None:
-    """Per (dataset, family, steps): the best B = 1 cell beside today's preset, and both at B = 4."""
+    """Per (dataset, family): the best B = 1 cell of its sweep beside today's preset (median PSNR, how many of the
+    same targets it beats today's on, targets rebuilt), both at B = 4, and both at any longer budget run."""
     groups: dict[tuple, list[dict]] = {}
     for r in log.values():
-        groups.setdefault((r["dataset"], r["family"], r["iterations"]), []).append(r)
+        groups.setdefault((r["dataset"], r["family"]), []).append(r)
     print("\nchosen per family: the best B = 1 cell by (rebuilt, median PSNR, mean SSIM), beside today's preset")
     print(
-        f"{'dataset':8} {'family':16} {'steps':>5} {'cells':>5} {'tv':>6} {'lr':>5} {'start':7} "
-        f"{'B=1 med':>7} {'today':>6} {'gain':>5} {'B=4 med':>7} {'today':>6}"
+        f"{'dataset':8} {'family':16} {'steps':>5} {'cells':>5} {'tv':>6} {'lr':>5} {'start':7} {'B=1 med':>7} "
+        f"{'today':>6} {'gain':>6} {'up':>4} {'rebuilt':>7} {'base':>5} {'B=4 med':>7} {'today':>6}"
     )
-    for (ds, fam, steps), rows in sorted(groups.items()):
+    f = lambda r: f"{r['psnr_median']:.2f}" if r else "-"  # noqa: E731
+    settings = lambda r: (r["tv"], r["lr"], r["start"])  # noqa: E731
+    for (ds, fam), rows in sorted(groups.items()):
         b1 = [r for r in rows if r["batch"] == 1]
         if not b1:
             continue
-        c = max(b1, key=rank)
-        t = next((r for r in b1 if all(r[k] == v for k, v in TODAY.items())), None)
-        b4 = {(r["tv"], r["lr"], r["start"]): r for r in rows if r["batch"] > 1}
-        c4, t4 = b4.get((c["tv"], c["lr"], c["start"])), b4.get(tuple(TODAY.values()))
-        f = lambda r: f"{r['psnr_median']:.2f}" if r else "-"  # noqa: E731
-        gain = f"{c['psnr_median'] - t['psnr_median']:+.2f}" if t else "-"
-        print(
-            f"{ds:8} {fam:16} {steps:>5} {len(b1):>5} {c['tv']:>6g} {c['lr']:>5g} {c['start']:7} "
-            f"{c['psnr_median']:>7.2f} {f(t):>6} {gain:>5} {f(c4):>7} {f(t4):>6}"
-        )
+        per_steps: dict[int, dict] = {}
+        for r in b1:
+            per_steps.setdefault(r["iterations"], {})[settings(r)] = r
+        sweep = max(per_steps, key=lambda k: len(per_steps[k]))  # the budget the grid ran at
+        c = max(per_steps[sweep].values(), key=rank)
+        b4 = {(r["iterations"], *settings(r)): r for r in rows if r["batch"] > 1}
+        for steps in sorted(per_steps, key=lambda k: (k != sweep, k)):
+            ci, ti = per_steps[steps].get(settings(c)), per_steps[steps].get(tuple(TODAY.values()))
+            if ci is None:
+                continue
+            gain = f"{ci['psnr_median'] - ti['psnr_median']:+.2f}" if ti else "-"
+            up = f"{sum(a > b for a, b in zip(ci['psnr'], ti['psnr'], strict=True))}/{ci['targets']}" if ti else "-"
+            c4, t4 = b4.get((steps, *settings(c))), b4.get((steps, *TODAY.values()))
+            print(
+                f"{ds:8} {fam:16} {steps:>5} {len(per_steps[steps]):>5} {c['tv']:>6g} {c['lr']:>5g} {c['start']:7} "
+                f"{ci['psnr_median']:>7.2f} {f(ti):>6} {gain:>6} {up:>4} {ci['rebuilt']:>3}/{ci['targets']:<3} "
+                f"{ci['baseline_median']:>5.1f} {f(c4):>7} {f(t4):>6}"
+            )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -234,6 +262,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--targets", type=int, default=4, help="first image of classes 0..targets-1")
     p.add_argument("--full-grid-s", type=float, default=30.0, help="cells this cheap get the full tv x lr grid")
     p.add_argument("--max-cell-s", type=float, default=120.0, help="optional families: skip above this")
+    p.add_argument("--confirm-iterations", type=int, default=2000, help="the choice and today's again (0: never)")
+    p.add_argument("--max-confirm-s", type=float, default=300.0, help="confirm only where both cost at most this")
+    p.add_argument("--extra", default="", help="only these B = 1 cells, e.g. '0,0.1,mean;1e-5,0.3,normal'")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--log", default=str(Path(tempfile.gettempdir()) / "ig_presets.jsonl"), help="JSON lines, a cell each"
@@ -253,6 +284,10 @@ def main(argv: list[str] | None = None) -> int:
     if bad:
         print(f"unknown family {bad[0]!r}; choose from {', '.join(FAMILIES)}", file=sys.stderr)
         return 2
+    extra = [tuple(c.split(",")) for c in args.extra.split(";") if c.strip()]
+    if any(len(c) != 3 or c[2] not in STARTS for c in extra):
+        print(f"--extra {args.extra!r}: cells 'tv,lr,start' separated by ';'", file=sys.stderr)
+        return 2
     print(HEADER, flush=True)
     for ds in [d.strip() for d in args.datasets.split(",") if d.strip()]:
         if ds == "cifar10":
@@ -264,7 +299,11 @@ def main(argv: list[str] | None = None) -> int:
             data = fedleak.data.load(ds)
         sweep = Sweep(ds, data, args, log)
         for fam in families:
-            sweep.family(fam)
+            if extra:  # cross-checks: one dataset's choice on the other, beside today's
+                for tv, lr, start in [*extra, tuple(TODAY.values())]:
+                    sweep.run(fam, float(tv), float(lr), str(start))
+            else:
+                sweep.family(fam)
     chosen_table(log)
     return 0
 
