@@ -46,6 +46,9 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0, help="seed for the model, the chosen records and the attack"),
         device: str = typer.Option("cpu", help="cpu, cuda, cuda:N or auto"),
         out: Path = typer.Option(Path("runs/invert"), help="run folder"),
+        bn_prior: str = typer.Option(
+            "auto", help="BatchNorm running statistics as a prior (ig, fedavg): auto (where they inform) or off"
+        ),
     ) -> None:
         """Rebuild a client's records from the update it sent; writes results.json and reconstructions.png."""
         from fedleak.cli.common import int_list, out_dir, say
@@ -82,6 +85,13 @@ def register(app: typer.Typer) -> None:
                 common["num_images"] = num_records
             from fedleak.audit.invert import run_inversion
 
+            if bn_prior not in ("auto", "off"):
+                raise FedleakInputError(f"--bn-prior {bn_prior!r}: choose auto or off")
+            if bn_prior == "off":
+                from fedleak.attacks.inversion import PRESETS
+
+                if attack not in PRESETS:
+                    raise FedleakInputError(f"--bn-prior is for {', '.join(PRESETS)}; {attack} uses no prior")
             run_inversion(
                 **common,
                 local_epochs=local_epochs,
@@ -90,6 +100,7 @@ def register(app: typer.Typer) -> None:
                 trained_rounds=trained_rounds,
                 grant=grant,
                 weights=weights,
+                options={"bn_prior": "off"} if bn_prior == "off" else None,
             )
         else:
             raise FedleakInputError(f"--modality {modality!r}: choose image or text")
