@@ -297,12 +297,12 @@ def peer_cost(
     """Location's shape at both trainings per model: fedleak's (50 epochs of batch 64 on 2,505 records: 2,000
     steps, 125,250 record passes) and ML Privacy Meter's tabular default (``configs/purchase.yaml``: 100 epochs
     of batch 256: 1,000 steps, 250,500 record passes): fedleak's vectorised trainer (K models) beside the
-    peer's loop (2 models; its cost per model does not depend on K), CPU-s per model."""
+    peer's loop (one model; its cost per model does not depend on K), CPU-s per model."""
     masks = balanced_masks(references, len(x), seed=seed + 1)
     n_own = int(masks[0].sum())
     print(
         f"\n## per model, fedleak's vectorised trainer (K={references}) beside ML Privacy Meter's training loop"
-        f" (2 models, one after another), {model} on Location's shape, {n_own} records each"
+        f" (one model; its cost per model does not depend on K), {model} on Location's shape, {n_own} records each"
     )
     print(f"{'training':<34} {'steps':>6} {'fedleak vectorised':>19} {'peer loop':>10} {'ratio':>6}")
     for label, epochs, batch, momentum in trainings:
@@ -310,7 +310,7 @@ def peer_cost(
         c0 = time.process_time()
         train_references(model, data_spec, x, y, masks, ts, seed=seed)
         ours = (time.process_time() - c0) / references
-        peer = per_record_loop(model, data_spec, x, y, masks[:2], epochs, batch)
+        peer = per_record_loop(model, data_spec, x, y, masks[:1], epochs, batch)
         steps = epochs * math.ceil(n_own / batch)
         print(f"{label:<34} {steps:>6} {ours:>19.2f} {peer:>10.2f} {peer / ours:>5.1f}x", flush=True)
     print(
