@@ -22,7 +22,8 @@ colour, or the dataset mean), the fraction rebuilt, the fraction above 50 dB, an
   train mode (ig, Adam, ``--ig-iterations``);
 - ``fedavg-grid``: n = 4 and 16 records per client, E = 1 and 3 local epochs, local batches b = 2 and 4, lr
   ``--local-lr``, on ``lenet`` and ``convnet:16`` (``--fedavg-iterations`` Adam steps), the latter with the
-  BatchNorm prior on and off (``bn_prior``; LeNet has no BatchNorm); max(n, 8) images per row;
+  BatchNorm prior on and off (``bn_prior``; LeNet has no BatchNorm; "used" is the prior's source as the run's
+  results.json reports it); max(n, 8) images per row;
 - ``loop``: idlg on the 10 first-of-class targets, batched beside looped (CPU seconds), the first target alone.
 
     .venv/bin/python bench/inversion.py --datasets cifar10 --settings spear,fedsgd,fedavg-grid,loop --threads 1
@@ -151,7 +152,7 @@ def print_grid(dataset: str, groups: list[str], args) -> None:  # noqa: ANN001
     print(f"\n{dataset}: cases as fedleak invert runs them (seed {args.seed}; {budgets}; local lr {args.local_lr})")
     print(
         f"{'case':10} {'model':18} {'attack':6} {'B/n':>3} {'E':>2} {'b':>2} {'steps':>5} {'prior':>5} {'imgs':>4} "
-        f"{'PSNR med':>8} {'blank':>6} {'rebuilt':>7} {'>50dB':>5} {'s/update':>8} {'wall s':>7} {'CPU s':>7}",
+        f"{'PSNR med':>8} {'blank':>6} {'rebuilt':>7} {'>50dB':>5} {'s/update':>8} {'wall s':>7} {'CPU s':>7} used",
         flush=True,
     )
     for c in rows:
@@ -161,6 +162,7 @@ def print_grid(dataset: str, groups: list[str], args) -> None:  # noqa: ANN001
             f"{c.group:10} {c.model:18} {c.attack:6} {c.batch:>3} {c.local_epochs or '-':>2} {c.local_batch or '-':>2}",
             f"{r['steps'] or '-':>5} {prior:>5} {r['n']:>4} {r['psnr_median']:>8.2f} {r['baseline']:>6.2f}",
             f"{r['rebuilt']:>7.2f} {r['above50']:>5.2f} {r['attack_s']:>8.2f} {r['wall']:>7.1f} {r['cpu']:>7.1f}",
+            str(r["bn_reported"] or "-"),
         ]
         print(" ".join(cells), flush=True)
     if "loop" in groups:

@@ -403,9 +403,12 @@ def main(argv: list[str] | None = None) -> int:
     recs, batched = attack(updates)
     ours_psnr = psnrs(recs, list(range(len(idx))))
     ours_labels = [int(r.labels[0]) for r in recs]
-    a = args.alone
-    alone_recs, alone = attack([updates[a]])
-    alone_psnr = psnrs(alone_recs, [a])[0]
+    a = args.alone if len(idx) > 1 else 0
+    if len(idx) > 1:
+        alone_recs, alone = attack([updates[a]])
+        alone_psnr = psnrs(alone_recs, [a])[0]
+    else:  # one target: the batched run is the target alone (the same computation), not run twice
+        alone, alone_psnr = batched, ours_psnr[0]
     own = None
     if args.own_net:
         net = fedleak.models.build("lenet", data.spec, seed=args.seed)
