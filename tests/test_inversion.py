@@ -70,6 +70,29 @@ def test_fedavg_replay_equals_client_delta(digits):
         assert torch.allclose(d[n], u.payload[n], atol=1e-6)
 
 
+def test_replay_alone_and_under_vmap_agree_in_value_and_input_gradient(digits):
+    # one problem runs its replay on plain autograd, several under vmap with torch.func.grad: an attack's
+    # objective and its gradient in the dummies must not depend on which (3 local steps: the gradient of a
+    # gradient through the steps)
+    m = attack_module(fedleak.models.build("lenet", digits.spec, seed=0), True)
+    params = {n: p.detach() for n, p in m.named_parameters()}
+    x, y = digits.tensors([0, 1])
+
+    def objective(xx):
+        d = fedavg_delta(m, params, {}, xx, y, local_steps=3, local_lr=0.1, batch_size=1)
+        return sum(v.pow(2).sum() for v in d.values())
+
+    xa = x.clone().requires_grad_(True)
+    va = objective(xa)
+    (ga,) = torch.autograd.grad(va, [xa])
+    assert not fedavg_delta(m, params, {}, x, y, local_steps=2, local_lr=0.1, batch_size=1)["fc.bias"].requires_grad
+    xb = torch.stack([x, x]).requires_grad_(True)
+    vb = torch.func.vmap(objective)(xb)
+    (gb,) = torch.autograd.grad(vb.sum(), [xb])
+    assert torch.allclose(vb, va.detach().expand(2), rtol=1e-5)
+    assert torch.allclose(gb[0], ga, rtol=1e-4, atol=1e-6 * float(ga.abs().max()))
+
+
 def test_batched_lbfgs_matches_torch_lbfgs_per_problem():
     torch.manual_seed(0)
     A = torch.randn(3, 6, 6, dtype=torch.float64)

@@ -396,7 +396,16 @@ class GradientMatching:
         # per-problem objectives in one vmap (the inner, replayed gradient by torch.func.grad); their
         # gradients with respect to the dummies by one ordinary backward pass of the sum (the problems are
         # independent, so each problem's dummies get exactly their own objective's gradient)
-        values = vmap(objective, in_dims=(0, 0, theta_dim, 0))
+        batched = vmap(objective, in_dims=(0, 0, theta_dim, 0))
+
+        def values(x: Tensor, y: Tensor, th: dict[str, Tensor], tg: list[Tensor]) -> Tensor:
+            if len(x) > 1:
+                return batched(x, y, th, tg)
+            # one problem (a target attacked alone, or the last one working): the same objective without vmap,
+            # whose replay then runs on plain autograd (replay._autograd_grad)
+            one = th if prob.shared else {k: v[0] for k, v in th.items()}
+            return objective(x[0], y[0], one, [t[0] for t in tg])[None]
+
         nx = N * int(torch.tensor(shape).prod())
 
         def evaluate(x: Tensor, y: Tensor | None, rows: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
