@@ -344,6 +344,25 @@ def test_adam_returns_its_best_iterate_by_the_objective(digits):
     assert all(b <= a for a, b in zip(got, got[1:], strict=False)), got
 
 
+def test_family_settings_run_unless_the_user_gave_them(digits, monkeypatch):
+    # ig takes a model family's measured tv/lr/start in place of the preset's, option by option, and says so;
+    # an option the user gave stands. The runs with the family's values equal runs given the same values.
+    from fedleak.attacks.inversion import families
+
+    monkeypatch.setattr(families, "IG_FAMILY_DEFAULTS", {"lenet": {"tv": 1e-3, "lr": 0.05, "start": "uniform"}})
+    u = lenet_update(digits, [3])
+    fam = invert(u, "ig", iterations=3)
+    same = invert(u, "ig", iterations=3, tv=1e-3, lr=0.05, start="uniform")
+    family = dict.fromkeys(("tv", "lr", "start"), "family lenet")
+    assert fam.extras["settings"] == {"tv": 1e-3, "lr": 0.05, "start": "uniform", "from": family}
+    assert set(same.extras["settings"]["from"].values()) == {"given"} and torch.equal(fam.inputs, same.inputs)
+    mine = invert(u, "ig", iterations=3, tv=0.0)
+    assert mine.extras["settings"] == {"tv": 0.0, "lr": 0.05, "start": "uniform", "from": family | {"tv": "given"}}
+    assert invert(u, "ig", iterations=3, tv=0.0, lr=0.05, start="uniform").inputs.equal(mine.inputs)
+    other = invert(lenet_update(digits, [3]).replace(model="lenet:input=normalised"), "ig", iterations=1)
+    assert set(other.extras["settings"]["from"].values()) == {"preset"}  # a family without measured values
+
+
 def test_fedavg_inversion_of_local_steps(digits):
     u = lenet_update(digits, [0, 1], local_steps=3, batch_size=2, lr=0.1)
     rec = invert(u, "fedavg", iterations=100)

@@ -50,7 +50,8 @@ _HELP = {
 
 def _preset(name: str) -> None:
     def factory(**options: Any) -> GradientMatching:
-        return GradientMatching(name, make_config(name, **options))
+        given = [k for k, v in options.items() if v is not None]
+        return GradientMatching(name, make_config(name, **options), given)
 
     factory.__doc__ = _HELP[name]
     ATTACKS.register(name, _HELP[name])(factory)

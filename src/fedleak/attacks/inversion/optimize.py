@@ -26,7 +26,7 @@ computation: ``torch.func.vmap`` over the problems of a function that replays th
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, fields, replace
 
 import torch
@@ -34,6 +34,7 @@ from torch import Tensor
 from torch.func import functional_call, vmap
 
 from fedleak.attacks.inversion.bn_prior import BN_PRIOR_MODES, BNPrior, choose_prior, prior_targets, prior_value
+from fedleak.attacks.inversion.families import family_of, ig_defaults
 from fedleak.attacks.inversion.labels import last_layer, recover_labels
 from fedleak.attacks.inversion.lbfgs import BatchedLBFGS
 from fedleak.attacks.inversion.objectives import DISTANCES, total_variation
@@ -183,9 +184,18 @@ class _Problem:
 class GradientMatching:
     """The engine: ``run(updates)`` returns one :class:`Reconstruction` per update, all in one batch."""
 
-    def __init__(self, name: str, config: MatchConfig) -> None:
+    def __init__(self, name: str, config: MatchConfig, given: Collection[str] = ()) -> None:
+        """``given``: the option names the user set; for ``ig`` and ``fedavg`` every other of the family's
+        measured settings (``families.ig_defaults``: tv, lr, start) replaces the preset's for that model."""
         config.validate()
-        self.name, self.config = name, config
+        self.name, self.config, self.given = name, config, frozenset(given)
+
+    def _for_model(self, model: str) -> tuple[MatchConfig, dict]:
+        """The configuration for updates of ``model`` and what it took from the family table."""
+        if self.name not in ("ig", "fedavg"):
+            return self.config, {}
+        chosen = {k: v for k, v in ig_defaults(model).items() if k not in self.given}
+        return (replace(self.config, **chosen) if chosen else self.config), chosen  # type: ignore[arg-type]
 
     # setup -------------------------------------------------------------------------------------------------
     def _check(self, updates: Sequence[ClientUpdate]) -> None:
@@ -332,7 +342,13 @@ class GradientMatching:
             groups.setdefault((u.model, u.num_samples, u.kind, u.num_clients, u.train_mode), []).append(i)
         out: list[Reconstruction | None] = [None] * len(updates)
         for idx in groups.values():
-            for i, rec in zip(idx, self._run_group([updates[i] for i in idx]), strict=True):
+            cfg, chosen = self._for_model(updates[idx[0]].model)
+            engine = self if cfg is self.config else GradientMatching(self.name, cfg, self.given)
+            for i, rec in zip(idx, engine._run_group([updates[i] for i in idx]), strict=True):
+                if self.name in ("ig", "fedavg"):  # the settings that ran, and where each came from
+                    source = {k: "given" if k in self.given else "preset" for k in ("tv", "lr", "start")}
+                    source |= {k: f"family {family_of(updates[i].model)}" for k in chosen}
+                    rec.extras["settings"] = {"tv": cfg.tv, "lr": cfg.lr or 0.1, "start": cfg.start, "from": source}
                 out[i] = rec
         return out  # type: ignore[return-value]
 
