@@ -412,6 +412,7 @@ def test_cli_writes_results_and_picture(tmp_path, capsys):
     assert set(r["targets"][0]) >= {"index", "label", "recovered_label", "psnr", "ssim", "mse", "seconds"}
     assert set(r["summary"]) >= {"psnr_mean", "psnr_median", "ssim_mean", "label_accuracy", "seconds_total"}
     assert r["summary"]["label_accuracy"] == 1.0 and r["summary"]["psnr_median"] > 30
+    assert r["attack_settings"] is None  # only ig/fedavg take per-family settings (their test is above)
     assert (tmp_path / "run" / "reconstructions.png").read_bytes()[:4] == b"\x89PNG"
 
 

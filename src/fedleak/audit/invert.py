@@ -240,6 +240,7 @@ def run_inversion(
         "num_clients": k,
         "threat": {name: getattr(threat, name) for name in threat.__dataclass_fields__},
         "label_method": recs[0].label_method,
+        "attack_settings": recs[0].extras.get("settings"),  # ig/fedavg: tv, lr, start and where each came from
         "defense": dplan.label,
         "privacy": dplan.privacy(),
         "targets": targets,
