@@ -197,7 +197,7 @@ def test_the_update_prior_improves_a_fedavg_reconstruction() -> None:
     truth = sub.spec.denormalize(sub.tensors()[0]).clamp(0, 1)
 
     def score(bn_prior: str):  # noqa: ANN202
-        cfg = make_config("fedavg", iterations=100, bn_prior=bn_prior, bn_weight=0.1, seed=1)
+        cfg = make_config("fedavg", iterations=100, bn_prior=bn_prior, seed=1)
         rec = GradientMatching("fedavg", cfg).run([u])[0]
         psnr = torch.stack(
             [fedleak.metrics.image.psnr(rec.pixels[i : i + 1], truth[j : j + 1]) for i, j in ((0, 0), (1, 1))]
