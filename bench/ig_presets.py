@@ -106,6 +106,8 @@ class Sweep:
 
     def run(self, family: str, tv: float, lr: float, start: str, batch: int = 1, iterations: int = 0) -> dict:
         cell = Cell(self.dataset, family, tv, lr, start, batch, iterations or self.args.iterations, len(self.idx))
+        if cell.key() not in self.log:  # another run on the same log may have measured it meanwhile
+            self.log.update(read_log(self.args.log))
         if cell.key() in self.log:
             return self.log[cell.key()]
         ups, groups = self.updates(family, batch)
@@ -264,7 +266,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-cell-s", type=float, default=120.0, help="optional families: skip above this")
     p.add_argument("--confirm-iterations", type=int, default=2000, help="the choice and today's again (0: never)")
     p.add_argument("--max-confirm-s", type=float, default=300.0, help="confirm only where both cost at most this")
-    p.add_argument("--extra", default="", help="only these B = 1 cells, e.g. '0,0.1,mean;1e-5,0.3,normal'")
+    p.add_argument("--extra", default="", help="only these cells, e.g. '0,0.1,mean;1e-5,0.3,normal'")
+    p.add_argument("--extra-batch", type=int, default=1, help="--extra cells at this B (the targets in B-size updates)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--log", default=str(Path(tempfile.gettempdir()) / "ig_presets.jsonl"), help="JSON lines, a cell each"
@@ -301,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
         for fam in families:
             if extra:  # cross-checks: one dataset's choice on the other, beside today's
                 for tv, lr, start in [*extra, tuple(TODAY.values())]:
-                    sweep.run(fam, float(tv), float(lr), str(start))
+                    sweep.run(fam, float(tv), float(lr), str(start), batch=args.extra_batch)
             else:
                 sweep.family(fam)
     chosen_table(log)

@@ -118,7 +118,8 @@ def test_start_reaches_the_attack() -> None:
     update = fedleak.fl.client_update(fedleak.models.build("mlp", data.spec, seed=0), data.subset([0]))
     px = {}
     for kind in ("normal", "uniform", "mean"):
-        attack = GradientMatching("ig", make_config("ig", start=kind, iterations=1, lr=1e-6))
+        given = ("start", "iterations", "lr")  # as the user's: no family default replaces them
+        attack = GradientMatching("ig", make_config("ig", start=kind, iterations=1, lr=1e-6), given)
         px[kind] = attack.run([update])[0].pixels
     at_bounds = lambda p: float(((p <= 0) | (p >= 1)).float().mean())  # noqa: E731
     assert at_bounds(px["normal"]) > 0.1  # N(0, 1) inputs leave the box on a fifth of the pixels (clamped)
