@@ -19,8 +19,10 @@ Coarse to fine, so that the whole sweep stays within a bounded budget on one cor
    ``--max-confirm-s``: does the choice still win at the budget it would be used at?
 
 Families marked optional (``resnet20``) run only where one cell costs less than ``--max-cell-s`` (the probe says).
-Every cell is appended to ``--log`` (JSON lines) as it ends; a rerun with the same log skips the cells already in
-it, and ``--table-only`` prints the tables from the log.
+``--local-steps S`` attacks FedAvg updates instead (S local SGD steps of batch 1 at lr 0.01, the ``fedavg``
+preset: the same settings matched through a replay of the local training). Every cell is appended to ``--log``
+(JSON lines) as it ends; a rerun with the same log skips the cells already in it, and ``--table-only`` prints the
+tables from the log.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/ig_presets.py                                   # everything
     OMP_NUM_THREADS=1 .venv/bin/python bench/ig_presets.py --datasets cifar10 --families convnet:bn --iterations 100
@@ -84,6 +86,7 @@ class Cell:
     batch: int
     iterations: int
     targets: int
+    local_steps: int = 0  # 0: FedSGD (ig); S: FedAvg updates of S local SGD steps of batch 1, lr 0.01 (fedavg)
 
     def key(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -101,11 +104,14 @@ class Sweep:
     def updates(self, family: str, batch: int) -> tuple[list, list[list[int]]]:
         net = fedleak.models.build(FAMILIES[family][0], self.data.spec, seed=self.args.seed)
         groups = [self.idx[i : i + batch] for i in range(0, len(self.idx), batch)]
-        ups = [client_update(net, self.data.subset(g), seed=self.args.seed) for g in groups]  # train mode
+        steps = self.args.local_steps or None  # FedAvg: S local steps of batch 1 at lr 0.01
+        fedavg = {"local_steps": steps, "batch_size": 1, "lr": 0.01} if steps else {}
+        ups = [client_update(net, self.data.subset(g), seed=self.args.seed, **fedavg) for g in groups]  # train mode
         return ups, groups
 
     def run(self, family: str, tv: float, lr: float, start: str, batch: int = 1, iterations: int = 0) -> dict:
-        cell = Cell(self.dataset, family, tv, lr, start, batch, iterations or self.args.iterations, len(self.idx))
+        steps = iterations or self.args.iterations
+        cell = Cell(self.dataset, family, tv, lr, start, batch, steps, len(self.idx), self.args.local_steps)
         if cell.key() not in self.log:  # another run on the same log may have measured it meanwhile
             self.log.update(read_log(self.args.log))
         if cell.key() in self.log:
@@ -113,7 +119,7 @@ class Sweep:
         ups, groups = self.updates(family, batch)
         opts = {"tv": tv, "lr": lr, "start": start, "iterations": cell.iterations, "restarts": 1}
         t0 = time.process_time()
-        recs = invert_batch(ups, "ig", seed=self.args.seed, **opts)
+        recs = invert_batch(ups, "fedavg" if cell.local_steps else "ig", seed=self.args.seed, **opts)
         cpu = time.process_time() - t0
         psnrs, ssims, bases, rebuilt, hits = [], [], [], 0, 0
         mean = torch.tensor(self.data.spec.mean).view(-1, 1, 1)
@@ -201,8 +207,9 @@ HEADER = (
 
 def line(r: dict) -> str:
     per = " ".join(f"{p:.1f}" for p in r["psnr"])
+    fam = f"{r['family']} S={r['local_steps']}" if r.get("local_steps") else r["family"]
     return (
-        f"{r['dataset']:8} {r['family']:16} {r['batch']:>2} {r['iterations']:>5} {r['tv']:>6g} {r['lr']:>5g} "
+        f"{r['dataset']:8} {fam:16} {r['batch']:>2} {r['iterations']:>5} {r['tv']:>6g} {r['lr']:>5g} "
         f"{r['start']:7} {r['psnr_median']:>8.2f} {r['ssim_mean']:>5.3f} {r['baseline_median']:>5.1f} "
         f"{r['rebuilt']:>3}/{r['targets']:<3} {r['label_acc']:>6.2f} {r['cpu_s']:>6.0f}  {per}"
     )
@@ -214,6 +221,7 @@ def read_log(path: str) -> dict:
         for text in Path(path).read_text().splitlines():
             if text.strip():
                 row = json.loads(text)
+                row.setdefault("local_steps", 0)
                 out[Cell(**{k: row[k] for k in Cell.__dataclass_fields__}).key()] = row
     return out
 
@@ -223,7 +231,7 @@ def chosen_table(log: dict) -> None:
     same targets it beats today's on, targets rebuilt), both at B = 4, and both at any longer budget run."""
     groups: dict[tuple, list[dict]] = {}
     for r in log.values():
-        groups.setdefault((r["dataset"], r["family"]), []).append(r)
+        groups.setdefault((r["dataset"], r["family"], r["local_steps"]), []).append(r)
     print("\nchosen per family: the best B = 1 cell by (rebuilt, median PSNR, mean SSIM), beside today's preset")
     print(
         f"{'dataset':8} {'family':16} {'steps':>5} {'cells':>5} {'tv':>6} {'lr':>5} {'start':7} {'B=1 med':>7} "
@@ -231,7 +239,8 @@ def chosen_table(log: dict) -> None:
     )
     f = lambda r: f"{r['psnr_median']:.2f}" if r else "-"  # noqa: E731
     settings = lambda r: (r["tv"], r["lr"], r["start"])  # noqa: E731
-    for (ds, fam), rows in sorted(groups.items()):
+    for (ds, fam, local), rows in sorted(groups.items()):
+        fam = f"{fam} S={local}" if local else fam
         b1 = [r for r in rows if r["batch"] == 1]
         if not b1:
             continue
@@ -268,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-confirm-s", type=float, default=300.0, help="confirm only where both cost at most this")
     p.add_argument("--extra", default="", help="only these cells, e.g. '0,0.1,mean;1e-5,0.3,normal'")
     p.add_argument("--extra-batch", type=int, default=1, help="--extra cells at this B (the targets in B-size updates)")
+    p.add_argument("--local-steps", type=int, default=0, help="FedAvg updates of S local steps (attack fedavg)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--log", default=str(Path(tempfile.gettempdir()) / "ig_presets.jsonl"), help="JSON lines, a cell each"
