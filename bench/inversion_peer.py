@@ -460,8 +460,11 @@ def main(argv: list[str] | None = None) -> int:
         f"fedleak median PSNR >= peer's: {better} ({statistics.median(ours_psnr):.2f} vs "
         f"{statistics.median(scores['iDLG']):.2f} dB)"
     )
-    verdict = r1 <= 1 / 3 and r2 <= 1 and better
-    print(f"the issue's cost rule (both ratios, at or above the peer's median PSNR): {'met' if verdict else 'NOT met'}")
+    if n == 1:
+        print("(one target: the batched ratio is not measured here; run several targets for it)")
+    verdict = (r1 <= 1 / 3 or n == 1) and r2 <= 1 and better
+    rule = "the alone ratio" if n == 1 else "both ratios"
+    print(f"the issue's cost rule ({rule}, at or above the peer's median PSNR): {'met' if verdict else 'NOT met'}")
     print(f"(peer's whole script, DLG and iDLG, {peer_total:.1f} CPU-s; {n} experiments, one thread)")
     return 0
 
