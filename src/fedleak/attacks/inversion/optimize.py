@@ -448,7 +448,8 @@ class GradientMatching:
         lo = spec.normalize(torch.zeros(1, *shape, dtype=dtype)).to(dev)
         hi = spec.normalize(torch.ones(1, *shape, dtype=dtype)).to(dev)
         if cfg.optimizer == "lbfgs":
-            scale = torch.stack([sum(t[p].double().pow(2).sum() for t in target) for p in range(P)]).cpu()
+            m = len(prob.names)  # the payload's parameters (a BatchNorm prior's targets follow them in target)
+            scale = torch.stack([sum(t[p].double().pow(2).sum() for t in target[:m]) for p in range(P)]).cpu()
             x, y = self._lbfgs(evaluate, x0, y0, T, R, nx, scale)
         else:
             x, y = self._adam(evaluate, x0, y0, lo, hi)
