@@ -125,15 +125,15 @@ _IG = MatchConfig(
 # checks (300 steps), nine end between 1.5e-10 and 1.0e-9 of the update's squared norm (48.5-57.8 dB) and one at
 # 1.6e-5 (19.7 dB; the model is already 75% sure of its class, its gradient 16x weaker than the others'); 1e-7
 # sits between. Eight new starts for it ended at 1.5e-5 again, 900 steps from its own start reach 4.1e-8 (36.5 dB).
-# A problem below 1e-8 that fell by less than 5% over 10 steps stops: on the same 10 targets (one restart, 300
-# steps, objectives and PSNR logged per step) every converged target's objective flattens between step 130 and
-# 180 at 1.5e-10..9e-10 (float32's floor for this replay), and the rule stops them there (mean step 166, median
-# 54.0 dB, the same as at step 300); the preset so (4 restarts chosen after 6 steps, this rule) replays 3,539
-# times per target in one batch of the 10 (median 54.0 dB, 17.8 CPU-s per target on a loaded machine) where one
-# restart for 300 steps replayed 5,439 times; a stricter 5 steps or 30% stops at 145-148 and loses 1.6 dB of
-# median (43 dB for the slowest). Below 1e-7 rather than 1e-8, the slowest target (the one the model is already
-# sure of) stopped at 34.2 dB while it still improved by a few % per 10 steps. Dead starts are told apart after 6 steps
-# (objective ~1 of the update's squared norm against 1e-4 for the others), not 30.
+# A problem below 1e-8 that fell by less than 5% over 10 steps stops. On the first CIFAR-10 image of each class
+# (bench/inversion.py's targets; one restart, 300 steps, objective and PSNR logged per step) every converged
+# target's objective flattens between steps 130 and 180 at 1.5e-10..9e-10 (float32's floor for this replay); the
+# rule stops them there (mean step 166) with the median of step 300 (54.0 dB). The preset so (4 restarts chosen
+# after 6 steps, this rule) replays 3,796 times per target in one batch of those 10 (median 54.0 dB, worst 35.7;
+# 21.1 CPU-s per target on a loaded machine) where one restart for 300 steps replayed 5,439 times. Stricter (5
+# steps, or 30%) stops at steps 145-148 and loses 1.6 dB of median (43 dB for the slowest); below 1e-7 rather than
+# 1e-8 the slowest target stopped at 34.2 dB while it still gained a few % per 10 steps. Dead starts are told
+# apart after 6 steps (objective ~1 of the update's squared norm against 1e-4 for the others), not 30.
 _DLG = MatchConfig(
     distance="l2",
     optimizer="lbfgs",
