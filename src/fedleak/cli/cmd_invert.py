@@ -83,15 +83,14 @@ def register(app: typer.Typer) -> None:
                 raise FedleakInputError("--lora-rank is for --modality text")
             if num_records is not None:
                 common["num_images"] = num_records
+            from fedleak.attacks.inversion import PRESETS
+            from fedleak.attacks.inversion.bn_prior import BN_PRIOR_MODES
             from fedleak.audit.invert import run_inversion
 
-            if bn_prior not in ("auto", "off"):
-                raise FedleakInputError(f"--bn-prior {bn_prior!r}: choose auto or off")
-            if bn_prior == "off":
-                from fedleak.attacks.inversion import PRESETS
-
-                if attack not in PRESETS:
-                    raise FedleakInputError(f"--bn-prior is for {', '.join(PRESETS)}; {attack} uses no prior")
+            if bn_prior not in BN_PRIOR_MODES:
+                raise FedleakInputError(f"--bn-prior {bn_prior!r}: choose {' or '.join(BN_PRIOR_MODES)}")
+            if bn_prior == "off" and attack not in PRESETS:
+                raise FedleakInputError(f"--bn-prior is for {', '.join(PRESETS)}; {attack} uses no prior")
             run_inversion(
                 **common,
                 local_epochs=local_epochs,

@@ -166,6 +166,11 @@ def make_config(preset: str, **options: object) -> MatchConfig:
     return cfg
 
 
+def squared_norm(update: ClientUpdate) -> float:
+    """|payload|^2: the scale of the l2 objective's stopping and retry rules (relative to what was sent)."""
+    return sum(float(t.double().pow(2).sum()) for t in update.payload.values())
+
+
 @dataclass
 class _Problem:
     """The shared setup of one group of updates (same model and batch shape)."""
@@ -366,7 +371,7 @@ class GradientMatching:
         cfg = self.config
         if cfg.distance != "l2" or attempt >= cfg.retries or recs[0].label_method == "joint":
             return recs
-        scale = [sum(float(t.double().pow(2).sum()) for t in u.payload.values()) for u in updates]
+        scale = [squared_norm(u) for u in updates]
         stuck = [i for i, r in enumerate(recs) if not float(r.objective.min()) <= cfg.retry_above * scale[i]]
         # only the few the budget did not suffice for, when it did for most (a short budget is the user's choice)
         if stuck and (attempt > 0 or 2 * len(stuck) < len(recs)):
@@ -448,8 +453,7 @@ class GradientMatching:
         lo = spec.normalize(torch.zeros(1, *shape, dtype=dtype)).to(dev)
         hi = spec.normalize(torch.ones(1, *shape, dtype=dtype)).to(dev)
         if cfg.optimizer == "lbfgs":
-            m = len(prob.names)  # the payload's parameters (a BatchNorm prior's targets follow them in target)
-            scale = torch.stack([sum(t[p].double().pow(2).sum() for t in target[:m]) for p in range(P)]).cpu()
+            scale = torch.tensor([squared_norm(u) for u in updates], dtype=torch.float64).repeat_interleave(R)
             x, y = self._lbfgs(evaluate, x0, y0, T, R, nx, scale)
         else:
             x, y = self._adam(evaluate, x0, y0, lo, hi)
