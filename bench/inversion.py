@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import statistics
 import sys
 import time
@@ -42,10 +43,13 @@ from pathlib import Path
 import torch
 
 import fedleak
+import fedleak.attacks.inversion as inv
 from fedleak.attacks.inversion import MatchConfig, imprint_model, invert_batch, with_plan
 from fedleak.audit.invert import run_inversion
 from fedleak.fl import client_update
 from fedleak.metrics import image_scores
+
+_spear_leak = inv.spear_leak  # the bench wraps it (per spear row) to print spear's own verdict beside the scores
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "cifar10-train-jpeg.tar.gz"
@@ -110,7 +114,12 @@ GRID_GROUPS = ("spear", "fedsgd", "fedavg-grid", "loop")
 def run_case(dataset: str, c: Case, args) -> dict:  # noqa: ANN001
     """``fedleak invert`` with the case's options; quality from its results, wall and CPU seconds around it."""
     iterations = {"lbfgs": args.iterations, "adam": args.ig_iterations, "fedavg": args.fedavg_iterations}
-    options = {"bn_prior": c.bn_prior} if c.bn_prior is not None else None
+    options = {"bn_prior": c.bn_prior} if c.bn_prior is not None else {}
+    if c.attack == "spear" and args.spear_max_draws:
+        options["max_draws"] = args.spear_max_draws
+    told: list[dict] = []  # spear's own verdict per batch (status, directions found, draws): results.json omits it
+    if c.attack == "spear":
+        inv.spear_leak = lambda u, **kw: _told(told, _spear_leak(u, **kw))
     t0, c0 = time.perf_counter(), time.process_time()
     r = run_inversion(
         dataset=dataset,
@@ -124,10 +133,11 @@ def run_case(dataset: str, c: Case, args) -> dict:  # noqa: ANN001
         local_lr=args.local_lr,
         seed=args.seed,
         device=args.device,
-        options=options,
+        options=options or None,
         echo=lambda _: None,
     )
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    inv.spear_leak = _spear_leak
     s = r["summary"]
     return {
         "updates": r["updates"],
@@ -141,29 +151,46 @@ def run_case(dataset: str, c: Case, args) -> dict:  # noqa: ANN001
         "cpu": cpu,
         "bn_reported": r.get("bn_prior"),
         "steps": r.get("local_steps"),
+        "budget": iterations.get(c.budget) if c.budget else None,
+        "spear": [{k: e[k] for k in ("status", "rank", "found", "draws")} for e in told] or None,
     }
 
 
+def _told(store: list[dict], rec):  # noqa: ANN001, ANN202
+    store.append(rec.extras)
+    return rec
+
+
 def print_grid(dataset: str, groups: list[str], args) -> None:  # noqa: ANN001
-    rows = sorted((c for c in grid(args) if c.group in groups), key=lambda c: groups.index(c.group))  # as asked
+    models = {m.strip() for m in args.grid_models.split(",") if m.strip()}
+    chosen = (c for c in grid(args) if c.group in groups and (not models or c.model in models))
+    rows = sorted(chosen, key=lambda c: groups.index(c.group))  # in the order asked
     if "fedavg-grid" in groups and all(c.bn_prior is None for c in rows if c.group == "fedavg-grid"):
         print("note: MatchConfig has no bn_prior option in this tree: the FedAvg rows run without the BN prior switch")
     budgets = f"L-BFGS {args.iterations}, ig Adam {args.ig_iterations}, fedavg Adam {args.fedavg_iterations}"
     print(f"\n{dataset}: cases as fedleak invert runs them (seed {args.seed}; {budgets}; local lr {args.local_lr})")
     print(
         f"{'case':10} {'model':18} {'attack':6} {'B/n':>3} {'E':>2} {'b':>2} {'steps':>5} {'prior':>5} {'imgs':>4} "
-        f"{'PSNR med':>8} {'blank':>6} {'rebuilt':>7} {'>50dB':>5} {'s/update':>8} {'wall s':>7} {'CPU s':>7} used",
+        f"{'budget':>6} {'PSNR med':>8} {'blank':>6} {'rebuilt':>7} {'>50dB':>5} {'s/update':>8} "
+        f"{'wall s':>7} {'CPU s':>7} used",
         flush=True,
     )
     for c in rows:
         r = run_case(dataset, c, args)
+        if args.jsonl:  # each row as it finishes: a run cut short still leaves its rows
+            with open(args.jsonl, "a") as fh:
+                fh.write(json.dumps({"dataset": dataset, **dataclasses.asdict(c), **r}) + "\n")
         prior = c.bn_prior or "-"
         cells = [
             f"{c.group:10} {c.model:18} {c.attack:6} {c.batch:>3} {c.local_epochs or '-':>2} {c.local_batch or '-':>2}",
-            f"{r['steps'] or '-':>5} {prior:>5} {r['n']:>4} {r['psnr_median']:>8.2f} {r['baseline']:>6.2f}",
+            f"{r['steps'] or '-':>5} {prior:>5} {r['n']:>4} {r['budget'] or '-':>6} {r['psnr_median']:>8.2f}",
+            f"{r['baseline']:>6.2f}",
             f"{r['rebuilt']:>7.2f} {r['above50']:>5.2f} {r['attack_s']:>8.2f} {r['wall']:>7.1f} {r['cpu']:>7.1f}",
             str(r["bn_reported"] or "-"),
         ]
+        if r["spear"]:
+            verdicts = ", ".join(f"{e['status']} {e['found']}/{e['rank']} after {e['draws']} draws" for e in r["spear"])
+            cells.append(f"spear: {verdicts}")
         print(" ".join(cells), flush=True)
     if "loop" in groups:
         print_loop(dataset, args)
@@ -296,6 +323,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fedavg-iterations", type=int, default=200, help="Adam steps of the fedavg-grid rows")
     p.add_argument("--local-lr", type=float, default=0.01, help="clients' local learning rate (fedavg-grid)")
     p.add_argument("--spear-images", type=int, default=16, help="images per spear row (at least one batch)")
+    p.add_argument("--spear-max-draws", type=int, default=0, help="spear's budget of unit subsets (0: spear's own)")
+    p.add_argument("--grid-models", default="", help="only the grid rows on these models (e.g. lenet; '': all)")
+    p.add_argument("--jsonl", default="", help="append each grid row to this file as it finishes")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--no-loop", action="store_true", help="skip the one-at-a-time comparison")

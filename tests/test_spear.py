@@ -45,3 +45,30 @@ def test_applicable_names_why_spear_does_not_fit_a_conv_net(digits):
     assert isinstance(reasons["spear"], str) and reasons["spear"]
     v = client_update(fedleak.models.build("mlp:50,act=relu", digits.spec, seed=0), digits.subset([0, 1]))
     assert applicable(v)["spear"] is None
+
+
+def test_independent_drops_a_mixture_of_directions_already_kept():
+    import torch
+
+    from fedleak.attacks.inversion.spear import independent
+
+    e = torch.eye(4, dtype=torch.float64)
+    mix = (e[0] + e[1]) / 2**0.5  # in the span of the first two: adds no new record
+    kept = independent(torch.stack([e[0], e[1], mix, e[2], e[3]]), 4)
+    assert len(kept) == 4 and all(not torch.equal(k, mix) for k in kept)
+    assert len(independent(torch.stack([e[0], mix, e[1]]), 3)) == 2  # e[1] is in span(e[0], mix): only 2 of 3
+
+
+def test_spear_out_of_draws_says_beyond_reach_at_this_budget(digits):
+    # one draw cannot find 6 records' directions: the record says so, with the count and the draws, and shows grey
+    from fedleak.attacks.inversion import invert_batch
+
+    model = fedleak.models.build("mlp:200,act=relu", digits.spec, seed=0)
+    u = client_update(model, digits.subset(list(range(6))))
+    rec = invert_batch([u], "spear", max_draws=1)[0]  # the budget reaches spear through the attack's options
+    assert rec.extras["status"] == "beyond reach" and rec.extras["draws"] == 1
+    found = rec.extras["found"]
+    assert found < 6 and f"{found} of 6 directions found after 1 draws" in rec.extras["note"]
+    assert bool((rec.pixels == 0.5).all())  # nothing guessed
+    with pytest.raises(fedleak.errors.FedleakInputError):
+        spear_leak(u, max_draws=0)

@@ -84,7 +84,9 @@ def _analytic(**options: Any) -> PerUpdate:
 @ATTACKS.register("spear", "SPEAR-style: a batch read exactly off a ReLU first layer's low-rank, sparse gradient")
 def _spear(**options: Any) -> PerUpdate:
     seed = int(options.get("seed", 0))
-    return PerUpdate("spear", lambda u: spear_leak(u, seed=seed), **options)
+    draws = options.pop("max_draws", None)  # spear's budget of unit subsets (None: spear.MAX_DRAWS)
+    budget = {} if draws is None else {"max_draws": int(draws)}
+    return PerUpdate("spear", lambda u: spear_leak(u, seed=seed, **budget), **options)
 
 
 @ATTACKS.register("imprint", "Robbing the Fed: a malicious server's imprint block returns images exactly")
