@@ -27,6 +27,16 @@ colour, or the dataset mean), the fraction rebuilt, the fraction above 50 dB, an
 - ``loop``: idlg on the 10 first-of-class targets, batched beside looped (CPU seconds), the first target alone.
 
     .venv/bin/python bench/inversion.py --datasets cifar10 --settings spear,fedsgd,fedavg-grid,loop --threads 1
+
+``--spear-max-draws N`` bounds spear's draws per batch (0: spear.MAX_DRAWS, the CLI's), ``--grid-models lenet``
+keeps only that model's grid rows, ``--jsonl PATH`` appends each row as it finishes. The run reported for #15
+(one process, one thread, each stage after the other; the budgets chosen to end within the session):
+
+    B=".venv/bin/python bench/inversion.py --datasets cifar10 --threads 1 --jsonl rows.jsonl"
+    OMP_NUM_THREADS=1 timeout 600 $B --settings spear
+    OMP_NUM_THREADS=1 timeout 900 $B --settings fedsgd --iterations 100 --ig-iterations 100
+    OMP_NUM_THREADS=1 timeout 600 $B --settings fedavg-grid --grid-models lenet --fedavg-iterations 200
+    OMP_NUM_THREADS=1 timeout 1200 $B --settings fedavg-grid --grid-models convnet:16 --fedavg-iterations 15
 """
 
 from __future__ import annotations
