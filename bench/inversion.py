@@ -36,7 +36,7 @@ keeps only that model's grid rows, ``--jsonl PATH`` appends each row as it finis
     OMP_NUM_THREADS=1 timeout 600 $B --settings spear
     OMP_NUM_THREADS=1 timeout 900 $B --settings fedsgd --iterations 100 --ig-iterations 100
     OMP_NUM_THREADS=1 timeout 600 $B --settings fedavg-grid --grid-models lenet --fedavg-iterations 200
-    OMP_NUM_THREADS=1 timeout 1200 $B --settings fedavg-grid --grid-models convnet:16 --fedavg-iterations 15
+    OMP_NUM_THREADS=1 timeout 2000 $B --settings fedavg-grid --grid-models convnet:16 --fedavg-iterations 25
 """
 
 from __future__ import annotations
@@ -175,7 +175,7 @@ def print_grid(dataset: str, groups: list[str], args) -> None:  # noqa: ANN001
     models = {m.strip() for m in args.grid_models.split(",") if m.strip()}
     chosen = (c for c in grid(args) if c.group in groups and (not models or c.model in models))
     rows = sorted(chosen, key=lambda c: groups.index(c.group))  # in the order asked
-    if "fedavg-grid" in groups and all(c.bn_prior is None for c in rows if c.group == "fedavg-grid"):
+    if "fedavg-grid" in groups and all(c.bn_prior is None for c in grid(args)):  # LeNet rows alone have none
         print("note: MatchConfig has no bn_prior option in this tree: the FedAvg rows run without the BN prior switch")
     budgets = f"L-BFGS {args.iterations}, ig Adam {args.ig_iterations}, fedavg Adam {args.fedavg_iterations}"
     print(f"\n{dataset}: cases as fedleak invert runs them (seed {args.seed}; {budgets}; local lr {args.local_lr})")
