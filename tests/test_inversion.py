@@ -439,3 +439,70 @@ def test_model_mode_eval_and_batchnorm(digits):
     rec = invert(u, "idlg", iterations=5)
     assert rec.pixels.shape == (1, 1, 8, 8) and torch.isfinite(rec.objective).all()
     _ = F  # keep the import used
+
+
+def test_matched_problems_stop_at_stop_below(digits, monkeypatch):
+    # stop_below: a problem whose objective reached that fraction of its update's squared norm is frozen at once
+    # (it need not stall first); the stall rule is off here so that only this rule can stop it
+    replays = []
+    evaluate = BatchedLBFGS._evaluate
+
+    def counted(self, closure, rows):
+        replays[-1] += len(self.x) if rows is None else len(rows)
+        return evaluate(self, closure, rows)
+
+    monkeypatch.setattr(BatchedLBFGS, "_evaluate", counted)
+    u = lenet_update(digits, [1])
+    scale = sum(float(v.double().pow(2).sum()) for v in u.payload.values())
+    got = {}
+    for stop in (0.0, 1e-6):
+        replays.append(0)
+        rec = invert(u, "idlg", iterations=50, restarts=1, retries=0, stall_steps=0, stop_below=stop)
+        got[stop] = (replays[-1], float(rec.objective.min()) / scale)
+    # 1e-6 is reached well before step 50 on this digit (1e-8 by step ~25, see the stall test): fewer replays,
+    # and the stopped objective is at most one step past the threshold (the rule reads the start of each step)
+    assert got[1e-6][0] < got[0.0][0] / 2, got
+    assert got[0.0][1] <= got[1e-6][1] <= 1e-6, got
+
+
+def test_image_prior_adds_its_weighted_energy_and_pulls_towards_the_prior(digits):
+    from fedleak.attacks.inversion.image_prior import fit_gaussian_prior
+    from fedleak.attacks.inversion.optimize import GradientMatching, make_config
+
+    prior = fit_gaussian_prior(digits.inputs(list(range(100, 1100))))
+    model = fedleak.models.build("mlp:8", digits.spec, seed=0)
+    u = client_update(model, digits.subset([1, 2]))
+    scale = sum(float(v.double().pow(2).sum()) for v in u.payload.values())
+    runs = {}
+    for w in (0.0, 1.0):
+        cfg = make_config("idlg", iterations=30, restarts=1, retries=0, image_prior=prior, prior_weight=w)
+        runs[w] = GradientMatching("idlg", cfg).run([u])[0]
+    e0, e1 = (float(prior.energy(runs[w].inputs).mean()) for w in (0.0, 1.0))
+    # weighted as much as the update's squared norm, the prior wins against the match: the records end far more
+    # likely under it (0.99 -> 0.11 here); without it the match alone decides (objective ~1e-13 of |t|^2)
+    assert e1 < 0.5 * e0, (e0, e1)
+    assert runs[1.0].extras["prior_weight"] == 1.0 and runs[1.0].extras["image_prior"]["num_images"] == 1000
+    # its objective is the match plus weight * |t|^2 * mean energy: the weighted energy alone stays below it
+    assert scale * e1 <= float(runs[1.0].objective.min()) * (1 + 1e-4), (e1, scale)
+    assert float(runs[0.0].objective.min()) < 1e-6 * scale
+
+
+def test_audit_fits_the_image_prior_only_where_the_update_leaves_the_batch_undetermined(digits):
+    from fedleak.audit.invert import run_inversion
+
+    def run(model: str, b: int, **kw) -> dict:
+        opts = dict(dataset="digits", attack="idlg", num_images=b, iterations=1, restarts=1, echo=lambda s: None)
+        return run_inversion(model=model, batch_size=b, **opts, **kw)
+
+    # LeNet on 8x8 digits, 4 records: not proven undetermined, so the match alone decides (no prior)
+    r = run("lenet", 4)
+    assert r["identifiability"]["determined"] and r["image_prior"] is None, r["image_prior_why"]
+    # two hidden units see 4 x 64 pixels through 138 numbers at most: the prior fills the rest, fitted on the
+    # records not attacked (1,797 digits less the 4 targets), and results.json says so
+    r = run("mlp:2", 4)
+    assert not r["identifiability"]["determined"]
+    assert r["image_prior"] == {"kind": "gaussian", "num_images": 1793, "dim": 64, "weight": 1e-5}
+    assert "not attacked" in r["image_prior_why"]
+    assert run("mlp:2", 4, image_prior="off")["image_prior"] is None
+    with pytest.raises(FedleakInputError, match="--image-prior"):
+        run("mlp:2", 4, image_prior="sometimes")

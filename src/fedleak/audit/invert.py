@@ -77,6 +77,34 @@ def _pretrain(net, data, exclude: list[int], rounds: int, seed: int, echo) -> No
         echo(f"pre-training round {r.round}/{rounds}: test accuracy {r.test_accuracy:.3f}")
 
 
+IMAGE_PRIOR_MODES = ("auto", "off")
+PRIOR_ATTACKS = ("dlg", "idlg")  # the attacks whose prior weight was measured (l2 distance, L-BFGS)
+PRIOR_RECORDS = 20_000  # public records the Gaussian is fitted on (3,072 numbers per CIFAR-10 image: > 6x as many)
+
+
+def _image_prior(data, rest: Sequence[int], attack: str, bound, seed: int):  # noqa: ANN001, ANN202
+    """(the Gaussian image prior for this run or None, the sentence saying why)."""
+    import torch
+
+    from fedleak.attacks.inversion.image_prior import fit_gaussian_prior
+
+    if attack not in PRIOR_ATTACKS:
+        return None, f"none ({attack} takes no image prior; only {', '.join(PRIOR_ATTACKS)})"
+    if bound is None or bound.determined:
+        return None, "none (the update is not proven to leave the batch undetermined: the match alone decides)"
+    dim = int(torch.tensor(data.spec.shape).prod())
+    if len(rest) <= dim:
+        return None, f"none ({len(rest)} records not attacked; a Gaussian of {dim} numbers needs more than {dim})"
+    gen = torch.Generator().manual_seed(seed + 3)
+    pick = torch.tensor(rest)[torch.randperm(len(rest), generator=gen)[:PRIOR_RECORDS]]
+    prior = fit_gaussian_prior(data.inputs(pick))
+    why = (
+        f"Gaussian fitted on {len(pick)} records of the dataset that are not attacked (the attacker holds public "
+        f"records of the distribution), for the {bound.null_dims} directions of the batch the update leaves unseen"
+    )
+    return prior, why
+
+
 def run_inversion(
     *,
     dataset: str,
@@ -98,11 +126,16 @@ def run_inversion(
     grant: str | None = None,
     bins: int | None = None,
     options: dict[str, Any] | None = None,
+    image_prior: str = "auto",
     weights: str | Path | None = None,
     out: Path | str | None = None,
     echo: Callable[[str], None] = print,
 ) -> dict:
-    """Run one inversion experiment; returns the ``results.json`` dict (writes the run folder if ``out``)."""
+    """Run one inversion experiment; returns the ``results.json`` dict (writes the run folder if ``out``).
+
+    ``image_prior``: ``auto`` gives the l2 attacks (dlg, idlg) a Gaussian image prior fitted on up to
+    PRIOR_RECORDS records of the dataset that are not attacked (the attacker holds public records of the
+    distribution) where the model's structure proves the batch undetermined; ``off`` never."""
     import torch
 
     from fedleak.attacks.inversion import ATTACKS, PRESETS, imprint_model, with_plan
@@ -186,6 +219,14 @@ def run_inversion(
         **(options or {}),
     }
     opts = {key: v for key, v in opts.items() if v is not None}
+    if image_prior not in IMAGE_PRIOR_MODES:
+        raise FedleakInputError(f"--image-prior {image_prior!r}: choose {' or '.join(IMAGE_PRIOR_MODES)}")
+    prior, prior_why = None, "off (--image-prior off)"
+    if image_prior == "auto":
+        prior, prior_why = _image_prior(data, rest, attack, for_update(updates[0], len(groups[0]) * k), seed)
+        if prior is not None:
+            opts["image_prior"] = prior
+    echo(f"image prior: {prior_why}")
     echo(f"attacking {len(updates)} update(s) of {batch_size} image(s) with {attack} ...")
     rest_mean = dataset_mean_image(data.subset(rest[:2000])) if rest else None
     with progress_bar(f"{attack}") as report:
@@ -237,6 +278,9 @@ def run_inversion(
         # global model's running statistics) or None (no BatchNorm, switched off, or nothing informative)
         "bn_prior": next((r.extras["bn_prior"] for r in recs if (r.extras or {}).get("bn_prior")), None),
         "identifiability": bound.to_dict() if bound is not None else None,
+        # the Gaussian image prior the attack used (fitted on records of the dataset not attacked), or None; why
+        "image_prior": None if prior is None else {**prior.to_dict(), "weight": recs[0].extras.get("prior_weight")},
+        "image_prior_why": prior_why,
         "num_clients": k,
         "threat": {name: getattr(threat, name) for name in threat.__dataclass_fields__},
         "label_method": recs[0].label_method,

@@ -49,6 +49,11 @@ def register(app: typer.Typer) -> None:
         bn_prior: str = typer.Option(
             "auto", help="BatchNorm running statistics as a prior (ig, fedavg): auto (where they inform) or off"
         ),
+        image_prior: str = typer.Option(
+            "auto",
+            help="Gaussian image prior fitted on the dataset's records not attacked (dlg, idlg): auto (where the "
+            "update leaves the batch undetermined) or off",
+        ),
     ) -> None:
         """Rebuild a client's records from the update it sent; writes results.json and reconstructions.png."""
         from fedleak.cli.common import int_list, out_dir, say
@@ -100,6 +105,7 @@ def register(app: typer.Typer) -> None:
                 grant=grant,
                 weights=weights,
                 options={"bn_prior": "off"} if bn_prior == "off" else None,
+                image_prior=image_prior,
             )
         else:
             raise FedleakInputError(f"--modality {modality!r}: choose image or text")

@@ -35,6 +35,7 @@ from torch.func import functional_call, vmap
 
 from fedleak.attacks.inversion.bn_prior import BN_PRIOR_MODES, BNPrior, choose_prior, prior_targets, prior_value
 from fedleak.attacks.inversion.families import family_of, ig_defaults
+from fedleak.attacks.inversion.image_prior import GaussianImagePrior
 from fedleak.attacks.inversion.labels import last_layer, recover_labels
 from fedleak.attacks.inversion.lbfgs import BatchedLBFGS
 from fedleak.attacks.inversion.objectives import DISTANCES, total_variation
@@ -67,6 +68,7 @@ class MatchConfig:
     replay: str = "gradient"  # gradient (FedSGD) or fedavg (S local steps, match w1 - w0)
     dtype: str = "float32"  # the replay's dtype (L-BFGS keeps its iterate in float64, its history in this)
     max_iter: int = 20  # L-BFGS inner iterations per step (PyTorch's default)
+    history_size: int = 100  # L-BFGS curvature pairs kept (PyTorch's default)
     tolerance_change: float = 1e-9  # L-BFGS: a step ends when the loss or the step changes less (PyTorch's)
     tolerance_grad: float = 1e-7  # L-BFGS: a problem stops when its gradient is this small (PyTorch's)
     retries: int = 0  # l2: targets whose best objective stays above retry_above * |target|^2 run again, new starts
@@ -74,10 +76,13 @@ class MatchConfig:
     stall_steps: int = 0  # l2, L-BFGS: a problem below stall_below * |target|^2 stops when its objective fell by
     stall_gain: float = 0.05  # less than this fraction over the last stall_steps steps (0: never stops early)
     stall_below: float = 1e-8
+    stop_below: float = 0.0  # l2, L-BFGS: a problem stops once its objective is at most this of |target|^2 (0: never)
     tag_alpha: float = 0.01
     start: str = "normal"  # the dummies' start (STARTS): normal, uniform or mean; see GradientMatching._start
     bn_prior: str = "auto"  # BatchNorm running statistics as a prior (bn_prior.py): auto (where they inform) or off
     bn_weight: float = 0.1  # its weight beside the distance (measured runs in bn_prior.py: 0.1 best of 0 / 0.1 / 1)
+    image_prior: GaussianImagePrior | None = None  # a Gaussian of public records (image_prior.py); None: no prior
+    prior_weight: float = 1e-5  # its energy's weight, times |target|^2 for l2 (the l2 presets' measured value)
     seed: int = 0
     device: str | None = None  # default: where the update's tensors are
     on_progress: Callable[[int, int, str], None] | None = None  # (done, total, label) after each iteration
@@ -92,12 +97,15 @@ class MatchConfig:
             (self.start in STARTS, f"start {self.start!r}: choose {', '.join(STARTS)}"),
             (self.bn_prior in BN_PRIOR_MODES, f"bn_prior {self.bn_prior!r}: choose {' or '.join(BN_PRIOR_MODES)}"),
             (0 <= self.bn_weight < float("inf"), f"bn_weight {self.bn_weight}: a finite weight >= 0"),
+            (0 <= self.prior_weight < float("inf"), f"prior_weight {self.prior_weight}: a finite weight >= 0"),
             (self.iterations >= 1, f"--iterations {self.iterations}: must be at least 1"),
             (self.restarts >= 1, f"--restarts {self.restarts}: must be at least 1"),
+            (self.history_size >= 1, f"history_size {self.history_size}: must be at least 1"),
             (0 <= self.select_at <= 1, f"select_at {self.select_at}: a fraction of the iterations in [0, 1]"),
             (self.stall_steps >= 0, f"stall_steps {self.stall_steps}: must be >= 0"),
             (0 <= self.stall_gain < 1, f"stall_gain {self.stall_gain}: a fraction in [0, 1)"),
             (self.stall_below >= 0, f"stall_below {self.stall_below}: must be >= 0"),
+            (self.stop_below >= 0, f"stop_below {self.stop_below}: must be >= 0"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -307,6 +315,12 @@ class GradientMatching:
         dist = DISTANCES.get(cfg.distance)
         dist_kw = {"alpha": cfg.tag_alpha} if cfg.distance == "tag" else {}
         k = prob.clients
+        image = None  # the image prior in the replay's dtype and device (converted once, not per evaluation)
+        if cfg.image_prior is not None:
+            ref = prob.target[0]
+            image = GaussianImagePrior(
+                cfg.image_prior.mean.to(ref), cfg.image_prior.whiten.to(ref), cfg.image_prior.num_images
+            )
 
         def replay(theta: dict[str, Tensor], x: Tensor, y: Tensor, bn: list | None = None) -> dict[str, Tensor]:
             if cfg.replay == "fedavg":
@@ -336,6 +350,9 @@ class GradientMatching:
                 loss = loss + cfg.tv * total_variation(x)
             if bn is not None:
                 loss = loss + cfg.bn_weight * prior_value(prob.bn, bn, target[m:])  # type: ignore[arg-type]
+            if image is not None:  # the Gaussian energy, relative to what was sent for l2 (scale-free as l2/|t|^2)
+                scale = sum(t.pow(2).sum() for t in target[:m]) if cfg.distance == "l2" else 1.0
+                loss = loss + cfg.prior_weight * scale * image.energy(x).mean()
             return loss
 
         return objective
@@ -369,7 +386,12 @@ class GradientMatching:
         objective."""
         recs = self._run_once(updates, attempt, start)
         cfg = self.config
-        if cfg.distance != "l2" or attempt >= cfg.retries or recs[0].label_method == "joint":
+        if (
+            cfg.distance != "l2"
+            or attempt >= cfg.retries
+            or recs[0].label_method == "joint"
+            or cfg.image_prior is not None
+        ):
             return recs
         scale = [squared_norm(u) for u in updates]
         stuck = [i for i, r in enumerate(recs) if not float(r.objective.min()) <= cfg.retry_above * scale[i]]
@@ -482,6 +504,8 @@ class GradientMatching:
                         "problems_batched": P,
                         "bn_prior": None if prob.bn is None else prob.bn.source,  # "update" / "global" / None
                         "bn_prior_why": prob.bn_why,
+                        "image_prior": None if cfg.image_prior is None else cfg.image_prior.to_dict(),
+                        "prior_weight": None if cfg.image_prior is None else cfg.prior_weight,
                     },
                 )
             )
@@ -511,6 +535,7 @@ class GradientMatching:
             z0.double(),
             lr=cfg.lr or 1.0,
             max_iter=cfg.max_iter,
+            history_size=cfg.history_size,
             tolerance_grad=cfg.tolerance_grad,
             tolerance_change=cfg.tolerance_change,
             history_dtype=dtype,  # float32 replays: the history in float32, as PyTorch keeps it
@@ -521,11 +546,16 @@ class GradientMatching:
             seen.append(opt.step(closure).cpu())
             if cfg.on_progress is not None:
                 cfg.on_progress(it + 1, cfg.iterations, "L-BFGS iterations")
-            if cfg.stall_steps and cfg.distance == "l2" and len(seen) > cfg.stall_steps:
-                # a problem already close (below stall_below of its update's squared norm) that has stopped
-                # improving stops for good: the rest of the budget would buy it nothing (see the preset's note)
-                now, then = seen[-1], seen[-1 - cfg.stall_steps]
-                opt.freeze((now <= cfg.stall_below * scale) & (now > (1 - cfg.stall_gain) * then))
+            if cfg.distance == "l2" and (cfg.stop_below or cfg.stall_steps) and cfg.image_prior is None:
+                # a problem matched to stop_below of its update's squared norm, or already close (below
+                # stall_below) and no longer improving, stops for good: the rest of the budget would buy it
+                # nothing it needs (see the preset's note)
+                now = seen[-1]
+                done = now <= cfg.stop_below * scale
+                if cfg.stall_steps and len(seen) > cfg.stall_steps:
+                    then = seen[-1 - cfg.stall_steps]
+                    done |= (now <= cfg.stall_below * scale) & (now > (1 - cfg.stall_gain) * then)
+                opt.freeze(done)
                 if opt.work is not None and len(opt.work) == 0:
                     if cfg.on_progress is not None:
                         cfg.on_progress(cfg.iterations, cfg.iterations, "L-BFGS iterations")
