@@ -72,3 +72,23 @@ def test_spear_out_of_draws_says_beyond_reach_at_this_budget(digits):
     assert bool((rec.pixels == 0.5).all())  # nothing guessed
     with pytest.raises(fedleak.errors.FedleakInputError):
         spear_leak(u, max_draws=0)
+
+
+def test_fedleak_invert_says_what_spear_reported(tmp_path):
+    # the CLI's experiment keeps the attack's own note: printed and in results.json (a grey image alone says nothing)
+    from fedleak.audit.invert import run_inversion
+
+    lines: list[str] = []
+    r = run_inversion(
+        dataset="digits",
+        model="mlp:200,act=relu",
+        attack="spear",
+        batch_size=6,
+        num_images=6,
+        options={"max_draws": 1},
+        echo=lines.append,
+        out=tmp_path,
+    )
+    assert any("beyond reach at this budget" in n for n in r["notes"]), r["notes"]
+    assert any(line.startswith("note: ") and "beyond reach" in line for line in lines)
+    assert "beyond reach" in (tmp_path / "results.json").read_text()

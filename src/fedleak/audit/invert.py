@@ -281,6 +281,7 @@ def run_inversion(
         # the Gaussian image prior the attack used (fitted on records of the dataset not attacked), or None; why
         "image_prior": None if prior is None else {**prior.to_dict(), "weight": recs[0].extras.get("prior_weight")},
         "image_prior_why": prior_why,
+        "notes": list(scored.notes),  # what the attack itself reported (a batch beyond reach, an inconsistency)
         "num_clients": k,
         "threat": {name: getattr(threat, name) for name in threat.__dataclass_fields__},
         "label_method": recs[0].label_method,
@@ -291,6 +292,8 @@ def run_inversion(
         "summary": summary,
     }
     _echo_table(result, echo)
+    for note in scored.notes:
+        echo(f"note: {note}")
     if bound is not None and not bound.determined:
         echo(f"note: {bound.sentence()}")
     if out is not None:
