@@ -145,8 +145,8 @@ _IG = MatchConfig(
 # ``stop_below`` (stop at a fraction of the squared norm, stalled or not) stays off: at 1e-9 it saves 21% of the
 # replays of converged targets (first of each class, logged per step: 2,402 against 3,052 per target) but lowers
 # their median from 54.8 to 50.2 dB, and beside the iDLG authors' code at 10 targets the batch still cost 0.85 of
-# the peer's time per target: one hard target, alone with its retries, holds most of it. A history of 30 pairs
-# instead of 100 costs 30% more replays; choosing the restart after 3 steps sent a slow target into two retries.
+# the peer's time per target (one hard target, 25 dB, goes on alone with its retries; not timed apart). 30 pairs
+# of history instead of 100 cost 30% more replays; choosing the restart after 3 steps sent a slow target into a retry.
 _DLG = MatchConfig(
     distance="l2",
     optimizer="lbfgs",
