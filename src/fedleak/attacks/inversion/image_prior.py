@@ -8,11 +8,13 @@ ones it shows. Threat model: the attacker holds public records of the same distr
 
 Measured (the oracle, ``x = x* + N c`` with ``N`` the exact null space of the FedSGD gradient's Jacobian and
 ``c`` the prior's best fill; DLG's LeNet, B = 4, the 8 CIFAR-10 train images ``fedleak invert --seed 0`` attacks,
-the prior fitted on 20,000 other train images): 44-50 dB on every image, against 14-17 dB for the Euclidean fill
-towards the mean image, although 25-52% of each image's energy (about the mean) lies in the invisible directions.
-So an exact match plus this prior determines the batch. An optimiser does not yet reach that point: plain L-BFGS
-on |g(x) - g*|^2 / |g*|^2 + lam * energy from the mean image (batch 1 of those targets, float64, pixels or whitened
-coordinates, lam 1e-5 .. 1e-8, with continuation) stalls at a match of 4e-6 .. 7e-6: 15-29 dB.
+the prior fitted on 20,000 other train images; numerical rank 7,440 of 12,288): 35-53 dB on every image, against
+13-19 dB for the Euclidean fill towards the mean image, although 25-89% of each image's energy (about the mean)
+lies in the invisible directions. So an exact match plus this prior determines the batch. The attack gets part of
+the way: ``fedleak invert ... --attack idlg --batch-size 4 --num-images 8 --seed 0`` (float32 L-BFGS, 4 restarts,
+300 steps, weight 1e-5, the prior on those 20,000 records) rebuilds 5 of 8 above 30 dB (30.6-40.8; the other three
+15.5-16.7), where without the prior none comes back; a float64 L-BFGS with line search from the mean image stalled
+at a match of 4e-6 .. 7e-6 of |g*|^2 (15-29 dB on the first batch).
 
     >>> import torch
     >>> imgs = torch.randn(200, 1, 2, 2) * torch.tensor([1.0, 2.0, 2.0, 1.0]).view(1, 1, 2, 2)
