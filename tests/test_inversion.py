@@ -221,17 +221,23 @@ def test_targets_not_converged_go_on_from_where_they_stopped(digits):
 # --- labels ---------------------------------------------------------------------------------------
 
 
-def test_converged_problems_stop_when_they_stop_improving(digits, monkeypatch):
-    # the stall rule: a problem already below stall_below of its update's squared norm whose objective fell by
-    # less than stall_gain over stall_steps steps is frozen (no more replays); one above the threshold never is
-    replays = []
+@pytest.fixture
+def replays(monkeypatch) -> list[int]:
+    """Problem replays per run: append 0 before each run; BatchedLBFGS adds each evaluated problem to the last."""
+    counts: list[int] = []
     evaluate = BatchedLBFGS._evaluate
 
     def counted(self, closure, rows):
-        replays[-1] += len(self.x) if rows is None else len(rows)
+        counts[-1] += len(self.x) if rows is None else len(rows)
         return evaluate(self, closure, rows)
 
     monkeypatch.setattr(BatchedLBFGS, "_evaluate", counted)
+    return counts
+
+
+def test_converged_problems_stop_when_they_stop_improving(digits, replays):
+    # the stall rule: a problem already below stall_below of its update's squared norm whose objective fell by
+    # less than stall_gain over stall_steps steps is frozen (no more replays); one above the threshold never is
     u = lenet_update(digits, [1])
     scale = sum(float(v.double().pow(2).sum()) for v in u.payload.values())
     got = {}
@@ -441,17 +447,9 @@ def test_model_mode_eval_and_batchnorm(digits):
     _ = F  # keep the import used
 
 
-def test_matched_problems_stop_at_stop_below(digits, monkeypatch):
+def test_matched_problems_stop_at_stop_below(digits, replays):
     # stop_below: a problem whose objective reached that fraction of its update's squared norm is frozen at once
     # (it need not stall first); the stall rule is off here so that only this rule can stop it
-    replays = []
-    evaluate = BatchedLBFGS._evaluate
-
-    def counted(self, closure, rows):
-        replays[-1] += len(self.x) if rows is None else len(rows)
-        return evaluate(self, closure, rows)
-
-    monkeypatch.setattr(BatchedLBFGS, "_evaluate", counted)
     u = lenet_update(digits, [1])
     scale = sum(float(v.double().pow(2).sum()) for v in u.payload.values())
     got = {}

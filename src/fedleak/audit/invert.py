@@ -148,6 +148,8 @@ def run_inversion(
     from fedleak.models import build
 
     ATTACKS.get(attack)
+    if image_prior not in IMAGE_PRIOR_MODES:
+        raise FedleakInputError(f"--image-prior {image_prior!r}: choose {' or '.join(IMAGE_PRIOR_MODES)}")
     if trained_rounds < 0 or (local_steps is not None and local_steps < 1) or not 0 < local_lr < float("inf"):
         raise FedleakInputError("--trained-rounds must be >= 0, --local-steps >= 1 and --local-lr > 0")
     dev = resolve_device(device)
@@ -219,11 +221,10 @@ def run_inversion(
         **(options or {}),
     }
     opts = {key: v for key, v in opts.items() if v is not None}
-    if image_prior not in IMAGE_PRIOR_MODES:
-        raise FedleakInputError(f"--image-prior {image_prior!r}: choose {' or '.join(IMAGE_PRIOR_MODES)}")
+    bound = for_update(updates[0], len(groups[0]) * k)  # what the update can determine (None: not a chain)
     prior, prior_why = None, "off (--image-prior off)"
     if image_prior == "auto":
-        prior, prior_why = _image_prior(data, rest, attack, for_update(updates[0], len(groups[0]) * k), seed)
+        prior, prior_why = _image_prior(data, rest, attack, bound, seed)
         if prior is not None:
             opts["image_prior"] = prior
     echo(f"image prior: {prior_why}")
@@ -234,7 +235,6 @@ def run_inversion(
             opts.setdefault("on_progress", report)
         scored = attack_and_score(updates, [data.subset(g) for g in groups], attack, opts, rest_mean, clients=None)
     recs = scored.recs
-    bound = for_update(updates[0], len(groups[0]) * k)
     seconds_total = scored.summary.seconds_total
     targets = [{k: v for k, v in t.to_dict().items() if k != "client"} for t in scored.targets]
     pairs = [(scored.originals[i], scored.reconstructions[i], t["psnr"]) for i, t in enumerate(targets)]
