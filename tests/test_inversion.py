@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from conftest import run_cli
 
 import fedleak
-from fedleak.attacks.inversion import ATTACKS, invert, invert_batch
+from fedleak.attacks.inversion import ATTACKS, PRESETS, invert, invert_batch
 from fedleak.attacks.inversion.imprint import imprint_leak, imprint_model, with_plan
 from fedleak.attacks.inversion.labels import last_layer, recover_labels
 from fedleak.attacks.inversion.lbfgs import BatchedLBFGS
@@ -360,10 +360,12 @@ def test_family_settings_run_unless_the_user_gave_them(digits, monkeypatch):
     fam = invert(u, "ig", iterations=3)
     same = invert(u, "ig", iterations=3, tv=1e-3, lr=0.05, start="uniform")
     family = dict.fromkeys(("tv", "lr", "start"), "family lenet")
-    assert fam.extras["settings"] == {"tv": 1e-3, "lr": 0.05, "start": "uniform", "from": family}
+    engine = {"engine": "cosine distance, adam"}
+    assert fam.extras["settings"] == {"tv": 1e-3, "lr": 0.05, "start": "uniform", "from": family} | engine
     assert set(same.extras["settings"]["from"].values()) == {"given"} and torch.equal(fam.inputs, same.inputs)
     mine = invert(u, "ig", iterations=3, tv=0.0)
-    assert mine.extras["settings"] == {"tv": 0.0, "lr": 0.05, "start": "uniform", "from": family | {"tv": "given"}}
+    given_tv = {"tv": 0.0, "lr": 0.05, "start": "uniform", "from": family | {"tv": "given"}} | engine
+    assert mine.extras["settings"] == given_tv
     assert invert(u, "ig", iterations=3, tv=0.0, lr=0.05, start="uniform").inputs.equal(mine.inputs)
     other = invert(lenet_update(digits, [3]).replace(model="lenet:input=normalised"), "ig", iterations=1)
     assert set(other.extras["settings"]["from"].values()) == {"preset"}  # a family without measured values
@@ -504,3 +506,16 @@ def test_audit_fits_the_image_prior_only_where_the_update_leaves_the_batch_undet
     assert run("mlp:2", 4, image_prior="off")["image_prior"] is None
     with pytest.raises(FedleakInputError, match="--image-prior"):
         run("mlp:2", 4, image_prior="sometimes")
+
+
+def test_fedavg_on_lenet_runs_dlgs_engine_unless_the_user_says_otherwise(digits):
+    # families.fedavg_engine: fedavg on DLG's LeNet takes idlg's L-BFGS on the squared distance (measured there);
+    # an option the user gave stands, and the settings say which engine ran
+    u = lenet_update(digits, [0, 1], local_epochs=1, batch_size=1, lr=0.1)
+    rec = invert(u, "fedavg", iterations=2)
+    assert rec.extras["settings"]["engine"] == "l2 distance, lbfgs" and rec.extras["settings"]["lr"] == 1.0
+    assert rec.extras["restarts"] >= PRESETS["idlg"].restarts and rec.label_method == "simulated"
+    mine = invert(u, "fedavg", iterations=2, optimizer="adam", distance="cosine", lr=0.1)
+    assert mine.extras["settings"]["engine"] == "cosine distance, adam"
+    other = invert(u.replace(model="lenet:input=normalised"), "fedavg", iterations=2)
+    assert other.extras["settings"]["engine"] == "cosine distance, adam"  # no measured row: Inverting Gradients'

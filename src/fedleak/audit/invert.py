@@ -78,18 +78,20 @@ def _pretrain(net, data, exclude: list[int], rounds: int, seed: int, echo) -> No
 
 
 IMAGE_PRIOR_MODES = ("auto", "off")
-PRIOR_ATTACKS = ("dlg", "idlg")  # the attacks whose prior weight was measured (l2 distance, L-BFGS)
+PRIOR_ATTACKS = ("dlg", "idlg")  # the attacks whose prior weight was measured (l2 distance, L-BFGS); and fedavg where
+# it runs that engine (families.fedavg_engine)
 PRIOR_RECORDS = 20_000  # public records the Gaussian is fitted on (3,072 numbers per CIFAR-10 image: > 6x as many)
 
 
-def _image_prior(data, rest: Sequence[int], attack: str, bound, seed: int):  # noqa: ANN001, ANN202
+def _image_prior(data, rest: Sequence[int], attack: str, model: str, bound, seed: int):  # noqa: ANN001, ANN202
     """(the Gaussian image prior for this run or None, the sentence saying why)."""
     import torch
 
+    from fedleak.attacks.inversion.families import fedavg_engine
     from fedleak.attacks.inversion.image_prior import fit_gaussian_prior
 
-    if attack not in PRIOR_ATTACKS:
-        return None, f"none ({attack} takes no image prior; only {', '.join(PRIOR_ATTACKS)})"
+    if attack not in PRIOR_ATTACKS and not (attack == "fedavg" and fedavg_engine(model) == "l2"):
+        return None, f"none ({attack} takes no image prior here; {', '.join(PRIOR_ATTACKS)} and fedavg on lenet do)"
     if bound is None or bound.determined:
         return None, "none (the update is not proven to leave the batch undetermined: the match alone decides)"
     dim = int(torch.tensor(data.spec.shape).prod())
@@ -224,7 +226,7 @@ def run_inversion(
     bound = for_update(updates[0], len(groups[0]) * k)  # what the update can determine (None: not a chain)
     prior, prior_why = None, "off (--image-prior off)"
     if image_prior == "auto":
-        prior, prior_why = _image_prior(data, rest, attack, bound, seed)
+        prior, prior_why = _image_prior(data, rest, attack, model, bound, seed)
         if prior is not None:
             opts["image_prior"] = prior
     echo(f"image prior: {prior_why}")

@@ -34,7 +34,8 @@ from torch import Tensor
 from torch.func import functional_call, vmap
 
 from fedleak.attacks.inversion.bn_prior import BN_PRIOR_MODES, BNPrior, choose_prior, prior_targets, prior_value
-from fedleak.attacks.inversion.families import family_of, ig_defaults
+from fedleak.attacks.inversion.families import family_of, fedavg_engine, ig_defaults
+from fedleak.attacks.inversion.fedavg_labels import rank_label_rows
 from fedleak.attacks.inversion.image_prior import GaussianImagePrior
 from fedleak.attacks.inversion.labels import last_layer, recover_labels
 from fedleak.attacks.inversion.lbfgs import BatchedLBFGS
@@ -48,6 +49,10 @@ from fedleak.fl.update import ClientUpdate
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 STARTS = ("normal", "uniform", "mean")  # where the dummy records start (GradientMatching._start)
 MEAN_START_NOISE = 0.1  # start="mean": the pixel noise's standard deviation around the format's mean colour
+# FedAvg, hard labels: the restarts share out the label rows whose simulated training misses the last layer's change
+# by at most this factor of the best row's miss (fedavg_labels; on DLG's LeNet, CIFAR-10, 2 steps of 2, the true
+# row's miss is 2-3x below the next one's); a row clearly worse is not worth a restart
+LABEL_CLOSE = 2.0
 
 
 @dataclass(frozen=True)
@@ -168,6 +173,15 @@ PRESETS: dict[str, MatchConfig] = {
 }
 
 
+# what ``fedavg`` takes from DLG's engine on the families that need it (families.fedavg_engine); the replay, the
+# labels' source and the BatchNorm prior stay the fedavg preset's
+L2_ENGINE_FIELDS = (
+    "distance", "optimizer", "iterations", "lr", "restarts", "select_at", "tv", "signed", "boxed", "lr_decay",
+    "tolerance_change", "tolerance_grad", "retries", "stall_steps", "stall_gain", "stall_below", "start",
+)  # fmt: skip
+L2_ENGINE = {name: getattr(_DLG, name) for name in L2_ENGINE_FIELDS} | {"lr": 1.0}
+
+
 def make_config(preset: str, **options: object) -> MatchConfig:
     """A preset with some values changed; unknown options fail with the list of valid ones."""
     names = {f.name for f in fields(MatchConfig)}
@@ -207,7 +221,8 @@ class GradientMatching:
 
     def __init__(self, name: str, config: MatchConfig, given: Collection[str] = ()) -> None:
         """``given``: the option names the user set; for ``ig`` and ``fedavg`` every other of the family's
-        measured settings (``families.ig_defaults``: tv, lr, start) replaces the preset's for that model."""
+        measured settings (``families.ig_defaults``: tv, lr, start) replaces the preset's for that model, and
+        ``fedavg`` on the families of ``families.fedavg_engine`` takes DLG's engine (``L2_ENGINE``) instead."""
         config.validate()
         self.name, self.config, self.given = name, config, frozenset(given)
 
@@ -215,7 +230,8 @@ class GradientMatching:
         """The configuration for updates of ``model`` and what it took from the family table."""
         if self.name not in ("ig", "fedavg"):
             return self.config, {}
-        chosen = {k: v for k, v in ig_defaults(model).items() if k not in self.given}
+        table = L2_ENGINE if self.name == "fedavg" and fedavg_engine(model) == "l2" else ig_defaults(model)
+        chosen = {k: v for k, v in table.items() if k not in self.given}
         return (replace(self.config, **chosen) if chosen else self.config), chosen  # type: ignore[arg-type]
 
     # setup -------------------------------------------------------------------------------------------------
@@ -378,18 +394,29 @@ class GradientMatching:
                 if self.name in ("ig", "fedavg"):  # the settings that ran, and where each came from
                     source = {k: "given" if k in self.given else "preset" for k in ("tv", "lr", "start")}
                     source |= {k: f"family {family_of(updates[i].model)}" for k in chosen}
-                    rec.extras["settings"] = {"tv": cfg.tv, "lr": cfg.lr or 0.1, "start": cfg.start, "from": source}
+                    lr = cfg.lr or (1.0 if cfg.optimizer == "lbfgs" else 0.1)
+                    rec.extras["settings"] = {
+                        "tv": cfg.tv,
+                        "lr": lr,
+                        "start": cfg.start,
+                        "from": source,
+                        "engine": f"{cfg.distance} distance, {cfg.optimizer}",
+                    }
                 out[i] = rec
         return out  # type: ignore[return-value]
 
     def _run_group(
-        self, updates: Sequence[ClientUpdate], attempt: int = 0, start: Tensor | None = None
+        self,
+        updates: Sequence[ClientUpdate],
+        attempt: int = 0,
+        start: Tensor | None = None,
+        start_labels: Tensor | None = None,
     ) -> list[Reconstruction]:
         """One batched run of ``updates``; with ``retries`` (hard labels, l2), where most targets converged
         (objective at most ``retry_above`` of their update's squared norm), the few that did not go on from where
         they stopped for another ``iterations``, in a smaller batch, and each keeps the run with the lower
         objective."""
-        recs = self._run_once(updates, attempt, start)
+        recs = self._run_once(updates, attempt, start, start_labels)
         cfg = self.config
         if (
             cfg.distance != "l2"
@@ -403,7 +430,10 @@ class GradientMatching:
         # only the few the budget did not suffice for, when it did for most (a short budget is the user's choice)
         if stuck and (attempt > 0 or 2 * len(stuck) < len(recs)):
             again = self._run_group(
-                [updates[i] for i in stuck], attempt + 1, torch.stack([recs[i].inputs for i in stuck])
+                [updates[i] for i in stuck],
+                attempt + 1,
+                torch.stack([recs[i].inputs for i in stuck]),
+                torch.stack([recs[i].labels for i in stuck]),
             )
             for i, rec in zip(stuck, again, strict=True):
                 spent, runs = recs[i].seconds + rec.seconds, rec.extras.get("retried", 0) + 1  # runs after the first
@@ -417,9 +447,14 @@ class GradientMatching:
         return recs
 
     def _run_once(
-        self, updates: Sequence[ClientUpdate], attempt: int = 0, start: Tensor | None = None
+        self,
+        updates: Sequence[ClientUpdate],
+        attempt: int = 0,
+        start: Tensor | None = None,
+        start_labels: Tensor | None = None,
     ) -> list[Reconstruction]:
-        """``start``: each update's dummy records to go on from (one restart each), instead of seeded draws."""
+        """``start``: each update's dummy records to go on from (one restart each), instead of seeded draws;
+        ``start_labels``: their labels in that order (a FedAvg run's chosen label arrangement)."""
         cfg = self.config
         self._check(updates)
         t0 = time.perf_counter()
@@ -429,6 +464,25 @@ class GradientMatching:
         spec = updates[0].data_spec
         assert spec is not None
         T, R, N = len(updates), (cfg.restarts if start is None else 1), prob.n
+        orders = None  # FedAvg, hard labels: each target's label rows over the local steps, best first (A_t, N)
+        if prob.labels is not None and cfg.replay == "fedavg" and prob.clients == 1:
+            if start_labels is not None:
+                orders = [start_labels[t].view(1, -1).to(dev) for t in range(T)]
+            else:  # the restarts take the rows whose simulated training best matches the last layer's change
+                orders = []
+                for t in range(T):
+                    th = prob.theta if prob.shared else {k: v[t] for k, v in prob.theta.items()}
+                    rows, err = rank_label_rows(
+                        prob.module,
+                        th,
+                        prob.consts,
+                        updates[t],
+                        prob.labels[t],
+                        R,
+                        granted=prob.label_method == "granted",
+                        seed=cfg.seed,
+                    )
+                    orders.append(rows[err <= LABEL_CLOSE * err[0]])  # the rows as good as the best
         P = T * R
         shape = tuple(spec.shape)
         C = spec.num_classes
@@ -439,6 +493,8 @@ class GradientMatching:
         x0 = torch.stack([starts[r][0] for r in range(R)] * T).to(dev) if start is None else start.to(dev, dtype)
         y0 = torch.stack([starts[r][1] for r in range(R)] * T).to(dev) if joint else None
         hard = None if joint else prob.labels.repeat_interleave(R, 0)  # type: ignore[union-attr]
+        if orders is not None:  # restart r of target t replays arrangement r mod A_t
+            hard = torch.stack([orders[t][r % len(orders[t])] for t in range(T) for r in range(R)])
         expand = torch.arange(T, device=dev).repeat_interleave(R)
         target = [t[expand] for t in prob.target]
         theta = prob.theta if prob.shared else {k: v[expand] for k, v in prob.theta.items()}
@@ -493,7 +549,7 @@ class GradientMatching:
         for t in range(T):
             p = t * R + int(best[t])
             xi = x[p].detach().float()
-            labels = y[p].argmax(-1).cpu() if joint else prob.labels[t].cpu()  # type: ignore[union-attr,index]
+            labels = y[p].argmax(-1).cpu() if joint else hard[p].cpu()  # type: ignore[index]
             recs.append(
                 Reconstruction(
                     attack=self.name,
@@ -503,9 +559,12 @@ class GradientMatching:
                     objective=final[t].float().cpu(),
                     best_restart=int(best[t]),
                     seconds=seconds,
-                    label_method=prob.label_method,
+                    label_method="simulated"
+                    if orders is not None and prob.label_method == "analytic"
+                    else prob.label_method,
                     extras={
                         "restarts": R,
+                        "label_rows": None if orders is None else len(orders[t]),  # FedAvg: candidate rows tried
                         "problems_batched": P,
                         "bn_prior": None if prob.bn is None else prob.bn.source,  # "update" / "global" / None
                         "bn_prior_why": prob.bn_why,

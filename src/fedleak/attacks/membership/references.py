@@ -21,14 +21,16 @@ Ray tasks) give the same models up to float noise.
     >>> tuple(refs.logits(x[:5]).shape)     # (K, records, classes)
     (4, 5, 10)
 
-Cost (``bench/mia.py --only-speed``, one thread on this machine's AMD EPYC, under load 11 on 2 cores; the two
-trainers alternating in one process): the tabular protocol's 16 reference models (784-128-10 MLP, 2,505 records
-each, 2,000 steps of batch 64) cost 2.70 CPU-s per model vectorised against 6.62 one after another (2.45x), of
-which the batched matmuls alone are 2.41; on Location's 446-128-30 shape 1.95 against 5.34 (2.73x; matmuls
-1.39). ML Privacy Meter's tabular default (100 epochs of batch 256, plain SGD: 1,000 steps, twice fedleak's
-record passes) costs a loop written like its trainer 17.70 CPU-s per model here against this trainer's 3.88; at
-fedleak's 2,000 steps of 64, 10.65 against 1.85. fedleak trains reference models as the target was trained
-(LiRA's and RMIA's premise), so their work is the user's training spec, not a setting chosen for speed.
+Cost (``bench/mia.py --only-speed``, one thread, nothing else running, on this machine's AMD EPYC with AVX-512;
+the two trainers alternating in one process): the tabular protocol's 16 reference models (784-128-10 MLP, 2,505
+records each, 2,000 steps of batch 64) cost 0.92 CPU-s per model vectorised against 1.68 one after another
+(1.83x), of which the batched matmuls alone are 0.62 (71 GFLOP/s): even with nothing but them the ratio could not
+pass 1.68 / 0.62 = 2.7x. On Location's 446-128-30 shape 0.67 against 1.18 (1.77x; matmuls 0.43). ML Privacy
+Meter's tabular default (100 epochs of batch 256, plain SGD: 1,000 steps, twice fedleak's record passes) costs a
+loop written like its trainer 4.60 CPU-s per model here against this trainer's 1.11; at fedleak's 2,000 steps of
+64, 3.12 against 0.69. (Under load 11 on an earlier machine: 2.70 against 6.62, 2.45x.) fedleak trains reference
+models as the target was trained (LiRA's and RMIA's premise), so their work is the user's training spec, not a
+setting chosen for speed.
 
 With ``checkpoint_dir`` every finished chunk of models is written (safetensors, atomically) under a name that
 fingerprints the work (architecture, training spec, seed, masks, data), so an interrupted run resumes without

@@ -1,0 +1,69 @@
+"""A FedAvg client's labels and step pairing, found by simulating its local training on the attacker's own
+inputs: the simulated search names the labels in the client's step order, where reading counts off the last
+layer cannot see the pairing at all."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import fedleak
+from fedleak.attacks.inversion import fedavg_labels
+from fedleak.attacks.inversion.fedavg_labels import rank_label_rows
+from fedleak.attacks.inversion.replay import attack_module, label_arrangements, local_batches
+from fedleak.fl import client_update
+from fedleak.fl.local import TrainSpec, minibatches
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return fedleak.data.load("digits")
+
+
+def _key(row: list[int], n: int, b: int) -> tuple:
+    return tuple(tuple(sorted(row[sl])) for sl in local_batches(n, b, -(-n // b)))
+
+
+def _case(digits, idx: list[int], seed: int, lr: float = 0.5):  # noqa: ANN001, ANN202
+    """A FedAvg update of ``idx`` (one epoch in batches of 2) and the labels in the client's step order."""
+    model = fedleak.models.build("lenet", digits.spec, seed=0)
+    u = client_update(model, digits.subset(idx), local_epochs=1, batch_size=2, lr=lr, seed=seed)
+    order = list(minibatches(len(idx), TrainSpec(epochs=1, batch_size=2), torch.Generator().manual_seed(seed)))
+    _, y = digits.tensors(idx)
+    truth = torch.cat([y[o] for o in order]).tolist()
+    m = attack_module(model, True)
+    theta = {n: u.global_state[n] for n in u.payload}
+    return u, m, theta, truth
+
+
+def test_arrangements_are_the_distinct_step_multisets():
+    rows = label_arrangements(torch.tensor([0, 1, 2, 3, 4, 5]), 2, 3, 1000)
+    assert len(rows) == 90  # 6! / (2! 2! 2!): which pair goes in which of the 3 steps
+    assert len({_key(r, 6, 2) for r in rows.tolist()}) == 90
+    assert sorted(rows[0].tolist()) == [0, 1, 2, 3, 4, 5]
+
+
+@pytest.mark.parametrize("start", [0, 4, 8])
+def test_simulated_search_names_the_clients_labels_in_step_order(digits, start):
+    idx = list(range(start, start + 4))
+    u, m, theta, truth = _case(digits, idx, seed=start + 1)
+    rows, err = rank_label_rows(m, theta, {}, u, torch.tensor(sorted(truth)), 4)
+    assert _key(rows[0].tolist(), 4, 2) == _key(truth, 4, 2)
+    assert err[0] < err[1]  # ranked best first
+
+
+def test_local_search_finds_it_too_when_the_candidates_are_too_many(digits, monkeypatch):
+    monkeypatch.setattr(fedavg_labels, "EXHAUSTIVE_LIMIT", 10)  # every search goes local
+    idx = [0, 1, 2, 3]
+    u, m, theta, truth = _case(digits, idx, seed=1)
+    wrong = torch.tensor([truth[0], truth[0], truth[2], truth[3]])  # one count off, the pairing unknown
+    rows, _ = rank_label_rows(m, theta, {}, u, wrong, 2)
+    assert _key(rows[0].tolist(), 4, 2) == _key(truth, 4, 2)
+
+
+def test_granted_labels_keep_their_multiset(digits):
+    idx = [4, 5, 6, 7]
+    u, m, theta, truth = _case(digits, idx, seed=5)
+    rows, _ = rank_label_rows(m, theta, {}, u, torch.tensor(sorted(truth)), 3, granted=True)
+    assert all(sorted(r) == sorted(truth) for r in rows.tolist())
+    assert _key(rows[0].tolist(), 4, 2) == _key(truth, 4, 2)
