@@ -21,9 +21,10 @@ colour, or the dataset mean), the fraction rebuilt, the fraction above 50 dB, an
 - ``fedsgd``: B = 4 and 8 (8 images) on DLG's LeNet (idlg, L-BFGS, ``--iterations``) and on ``convnet:16`` in
   train mode (ig, Adam, ``--ig-iterations``);
 - ``fedavg-grid``: n = 4 and 16 records per client, E = 1 and 3 local epochs, local batches b = 2 and 4, lr
-  ``--local-lr``, on ``lenet`` and ``convnet:16`` (``--fedavg-iterations`` Adam steps), the latter with the
-  BatchNorm prior on and off (``bn_prior``; LeNet has no BatchNorm; "used" is the prior's source as the run's
-  results.json reports it); max(n, 8) images per row;
+  ``--local-lr``, on ``lenet`` (DLG's engine, ``families.fedavg_engine``: ``--iterations`` L-BFGS steps, the image
+  prior where the update leaves the batch undetermined) and ``convnet:16`` (``--fedavg-iterations`` Adam steps),
+  the latter with the BatchNorm prior on and off (``bn_prior``; LeNet has no BatchNorm; "used" is the prior's
+  source as the run's results.json reports it); max(n, 8) images per row;
 - ``loop``: idlg on the 10 first-of-class targets, batched beside looped (CPU seconds), the first target alone.
 
     .venv/bin/python bench/inversion.py --datasets cifar10 --settings spear,fedsgd,fedavg-grid,loop --threads 1
@@ -55,6 +56,7 @@ import torch
 import fedleak
 import fedleak.attacks.inversion as inv
 from fedleak.attacks.inversion import MatchConfig, imprint_model, invert_batch, with_plan
+from fedleak.attacks.inversion.families import fedavg_engine
 from fedleak.audit.invert import run_inversion
 from fedleak.fl import client_update
 from fedleak.metrics import image_scores
@@ -114,7 +116,8 @@ def grid(args) -> list[Case]:  # noqa: ANN001
             for epochs in (1, 3):
                 for b in (2, 4):
                     for prior in (None,) if model == "lenet" else prior_modes:
-                        rows.append(Case("fedavg-grid", model, "fedavg", n, max(n, 8), "fedavg", epochs, b, prior))
+                        budget = "lbfgs" if fedavg_engine(model) == "l2" else "fedavg"  # lenet: DLG's engine
+                        rows.append(Case("fedavg-grid", model, "fedavg", n, max(n, 8), budget, epochs, b, prior))
     return rows
 
 

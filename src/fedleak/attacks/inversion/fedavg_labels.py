@@ -19,6 +19,7 @@ on ``SIM_DRAWS`` sets and the best ``SHORTLIST`` again on ``REFINE_DRAWS`` other
 
 Small problems (at most ``EXHAUSTIVE_LIMIT`` rows) are searched exhaustively; larger ones by a local search from
 the analytic counts (change one record's class, or swap two records between steps, while the mismatch falls).
+Updates of more than ``MAX_RECORDS`` records are not searched (the caller keeps the analytic counts).
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ from fedleak.attacks.inversion.labels import last_layer
 from fedleak.attacks.inversion.replay import fedavg_delta, label_arrangements, local_batches
 from fedleak.fl.update import ClientUpdate
 
+MAX_RECORDS = 16  # updates of more records keep the analytic counts in their given order (the search would cost
+# minutes per update: each move simulates the client's whole local training for hundreds of candidate rows)
 EXHAUSTIVE_LIMIT = 5_000  # candidate rows searched one by one; beyond, the local search
 SIM_DRAWS = 4  # sets of the attacker's own inputs each candidate is simulated on (the mismatch is their mean)
 SHORTLIST = 64  # the best candidates at SIM_DRAWS are simulated again on REFINE_DRAWS other sets, which rank them
@@ -175,4 +178,4 @@ def rank_label_rows(
     return out, torch.tensor([e for e, _ in ranked], dtype=torch.float64)
 
 
-__all__ = ["EXHAUSTIVE_LIMIT", "SIM_DRAWS", "rank_label_rows"]
+__all__ = ["EXHAUSTIVE_LIMIT", "MAX_RECORDS", "SIM_DRAWS", "rank_label_rows"]
