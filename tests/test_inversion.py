@@ -501,7 +501,7 @@ def test_audit_fits_the_image_prior_only_where_the_update_leaves_the_batch_undet
     # records not attacked (1,797 digits less the 4 targets), and results.json says so
     r = run("mlp:2", 4)
     assert not r["identifiability"]["determined"]
-    assert r["image_prior"] == {"kind": "gaussian", "num_images": 1793, "dim": 64, "weight": 1e-5}
+    assert r["image_prior"] == {"kind": "gaussian", "num_images": 1793, "dim": 64, "weight": 1e-6}
     assert "not attacked" in r["image_prior_why"]
     assert run("mlp:2", 4, image_prior="off")["image_prior"] is None
     with pytest.raises(FedleakInputError, match="--image-prior"):

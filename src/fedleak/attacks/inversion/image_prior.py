@@ -12,8 +12,8 @@ the prior fitted on 20,000 other train images; numerical rank 7,440 of 12,288): 
 13-19 dB for the Euclidean fill towards the mean image, although 25-89% of each image's energy (about the mean)
 lies in the invisible directions. So an exact match plus this prior determines the batch. The attack gets part of
 the way: ``fedleak invert ... --attack idlg --batch-size 4 --num-images 8 --seed 0`` (float32 L-BFGS, 4 restarts,
-300 steps, weight 1e-5, the prior on those 20,000 records) rebuilds 5 of 8 above 30 dB (30.6-40.8; the other three
-15.5-16.7), where without the prior none comes back; a float64 L-BFGS with line search from the mean image stalled
+300 steps, the prior on those 20,000 records) rebuilds 7 of 8 above 30 dB at weight 1e-6 (33.1-45.2, median 36.1;
+the 8th 17.3) and 5 of 8 at 1e-5 (30.6-40.8; the other three 15.5-16.7), where without the prior none comes back; a float64 L-BFGS with line search from the mean image stalled
 at a match of 4e-6 .. 7e-6 of |g*|^2 (15-29 dB on the first batch).
 
     >>> import torch
