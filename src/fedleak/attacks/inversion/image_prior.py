@@ -13,8 +13,9 @@ the prior fitted on 20,000 other train images; numerical rank 7,440 of 12,288): 
 lies in the invisible directions. So an exact match plus this prior determines the batch. The attack gets part of
 the way: ``fedleak invert ... --attack idlg --batch-size 4 --num-images 8 --seed 0`` (float32 L-BFGS, 4 restarts,
 300 steps, the prior on those 20,000 records) rebuilds 7 of 8 above 30 dB at weight 1e-6 (33.1-45.2, median 36.1;
-the 8th 17.3) and 5 of 8 at 1e-5 (30.6-40.8; the other three 15.5-16.7), where without the prior none comes back; a float64 L-BFGS with line search from the mean image stalled
-at a match of 4e-6 .. 7e-6 of |g*|^2 (15-29 dB on the first batch).
+the 8th 17.3) and 5 of 8 at 1e-5 (30.6-40.8; the other three 15.5-16.7), where without the prior none comes
+back; a float64 L-BFGS with line search from the mean image stalled at a match of 4e-6 .. 7e-6 of |g*|^2 (15-29 dB
+on the first batch).
 
     >>> import torch
     >>> imgs = torch.randn(200, 1, 2, 2) * torch.tensor([1.0, 2.0, 2.0, 1.0]).view(1, 1, 2, 2)
