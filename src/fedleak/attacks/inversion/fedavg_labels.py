@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from torch.func import vmap
 
 from fedleak.attacks.inversion.labels import last_layer
-from fedleak.attacks.inversion.replay import fedavg_delta, label_arrangements, local_batches
+from fedleak.attacks.inversion.replay import fedavg_delta, first_epoch, label_arrangements, step_key
 from fedleak.fl.update import ClientUpdate
 
 MAX_RECORDS = 16  # updates of more records keep the analytic counts in their given order (the search would cost
@@ -47,10 +47,6 @@ MAX_MOVES = 50  # local search: improving moves at most
 
 def _signal(payload: dict[str, Tensor], weight: str, bias: str | None) -> Tensor:
     return payload[bias] if bias is not None else payload[weight].sum(1)
-
-
-def _key(row: list[int], epoch: list[slice]) -> tuple:
-    return tuple(tuple(sorted(row[sl])) for sl in epoch)
 
 
 class _Simulator:
@@ -116,7 +112,7 @@ def _local_search(sim: _Simulator, start: Tensor, classes: int, epoch: list[slic
     n = len(row)
     step_of = [next(s for s, sl in enumerate(epoch) if sl.start <= i < sl.stop) for i in range(n)]
     best = float(sim.mismatch(torch.tensor([row]))[0])
-    seen[_key(row, epoch)] = (best, row)
+    seen[step_key(row, epoch)] = (best, row)
     for _ in range(MAX_MOVES):
         cand: list[list[int]] = []
         for i in range(n):
@@ -129,7 +125,7 @@ def _local_search(sim: _Simulator, start: Tensor, classes: int, epoch: list[slic
                     cand.append(r)
         fresh = {}
         for r in cand:
-            fresh.setdefault(_key(r, epoch), r)
+            fresh.setdefault(step_key(r, epoch), r)
         fresh = {k: r for k, r in fresh.items() if k not in seen}
         if not fresh:
             break
@@ -162,11 +158,11 @@ def rank_label_rows(
     assert spec is not None
     n, b, steps = int(update.num_samples), int(update.batch_size), int(update.local_steps)  # type: ignore[arg-type]
     sim = _Simulator(module, theta, consts, update, seed, SIM_DRAWS)
-    epoch = local_batches(n, b, min(steps, -(-n // max(1, min(b, n)))))
+    epoch = first_epoch(n, b, steps)
     rows = _exhaustive(spec.num_classes, n, b, steps, estimate.cpu() if granted else None)
     if rows is not None:
         err = sim.mismatch(rows)
-        seen = {_key(r, epoch): (float(e), r) for r, e in zip(rows.tolist(), err.tolist(), strict=True)}
+        seen = {step_key(r, epoch): (float(e), r) for r, e in zip(rows.tolist(), err.tolist(), strict=True)}
     else:
         seen = {}
         for start in label_arrangements(estimate.cpu(), b, steps, 2):

@@ -181,6 +181,21 @@ def local_batches(n: int, batch_size: int, local_steps: int) -> list[slice]:
     return [epoch[s % len(epoch)] for s in range(local_steps)]
 
 
+def first_epoch(n: int, batch_size: int, local_steps: int) -> list[slice]:
+    """The batches of the replay's first epoch (:func:`local_batches`; later epochs repeat them), or fewer when
+    the client stopped within it.
+
+        >>> first_epoch(5, 2, 6)
+        [slice(0, 2, None), slice(2, 4, None), slice(4, 5, None)]
+    """
+    return local_batches(n, batch_size, min(local_steps, -(-n // max(1, min(batch_size, n)))))
+
+
+def step_key(row: Sequence[int], epoch: Sequence[slice]) -> tuple:
+    """What a replay can tell apart of a label row: the multiset of labels each step's batch holds, in order."""
+    return tuple(tuple(sorted(row[sl])) for sl in epoch)
+
+
 def label_arrangements(labels: Tensor, batch_size: int, local_steps: int, count: int, seed: int = 0) -> Tensor:
     """Up to ``count`` orderings (A, n) of a FedAvg client's ``labels`` (n,) that differ in what the replay
     can tell apart: the sequence of label multisets its batches hold (:func:`local_batches`, one epoch; the
@@ -199,7 +214,7 @@ def label_arrangements(labels: Tensor, batch_size: int, local_steps: int, count:
     import itertools
 
     n = int(labels.numel())
-    epoch = local_batches(n, batch_size, min(local_steps, -(-n // max(1, min(batch_size, n)))))
+    epoch = first_epoch(n, batch_size, local_steps)
     base = labels.tolist()
     if n <= 8:
         orders: Iterator[Sequence[int]] = itertools.permutations(range(n))
@@ -210,7 +225,7 @@ def label_arrangements(labels: Tensor, batch_size: int, local_steps: int, count:
     seen: dict[tuple, list[int]] = {}
     for order in orders:
         row = [base[i] for i in order]
-        seen.setdefault(tuple(tuple(sorted(row[sl])) for sl in epoch), row)
+        seen.setdefault(step_key(row, epoch), row)
         if len(seen) == count:
             break
     return torch.tensor(list(seen.values()), dtype=labels.dtype, device=labels.device)
@@ -256,8 +271,10 @@ __all__ = [
     "attack_module",
     "fedavg_delta",
     "fedsgd_gradient",
+    "first_epoch",
     "label_arrangements",
     "local_batches",
     "recording_batchnorm",
     "soft_cross_entropy",
+    "step_key",
 ]
