@@ -9,8 +9,14 @@ import torch
 
 import fedleak
 from fedleak.attacks.inversion import fedavg_labels
-from fedleak.attacks.inversion.fedavg_labels import rank_label_rows
-from fedleak.attacks.inversion.replay import attack_module, label_arrangements, local_batches
+from fedleak.attacks.inversion.fedavg_labels import rank_label_rows, rank_schedules
+from fedleak.attacks.inversion.replay import (
+    attack_module,
+    fedavg_delta,
+    label_arrangements,
+    local_batches,
+    schedule_batches,
+)
 from fedleak.fl import client_update
 from fedleak.fl.local import TrainSpec, minibatches
 
@@ -83,3 +89,50 @@ def test_a_fedavg_delta_is_matched_on_the_scale_of_the_gradient_it_stands_for(di
         read = delta.payload[n] * as_gradient(delta)
         assert float((read - grad.payload[n]).norm() / grad.payload[n].norm()) < 1e-3, n
     assert squared_norm(delta) == pytest.approx(squared_norm(grad), rel=1e-4)
+
+
+def _epochs_case(digits, idx: list[int], seed: int, epochs: int = 3):  # noqa: ANN001, ANN202
+    """A FedAvg update of 4 records over ``epochs`` epochs in batches of 2 (lr 0.5), the labels in the client's
+    first-epoch order and the client's schedule in the attacker's terms (dummy i = the record the client put at
+    position i of its first epoch)."""
+    model = fedleak.models.build("lenet", digits.spec, seed=0)
+    u = client_update(model, digits.subset(idx), local_epochs=epochs, batch_size=2, lr=0.5, seed=seed)
+    order = list(minibatches(4, TrainSpec(epochs=epochs, batch_size=2), torch.Generator().manual_seed(seed)))
+    first = torch.cat(order[:2])
+    dummy = {int(r): i for i, r in enumerate(first)}
+    schedule = [[dummy[int(r)] for r in torch.cat(order[2 * e : 2 * e + 2])] for e in range(epochs)]
+    x, y = digits.tensors(idx)
+    return u, model, x[first], y[first], torch.tensor(schedule)
+
+
+def _grouping(schedule: list[list[int]]) -> tuple:
+    return tuple(tuple(tuple(sorted(order[i : i + 2])) for i in (0, 2)) for order in schedule[1:])
+
+
+def test_a_schedule_replays_the_clients_epochs_exactly(digits):
+    # every epoch reshuffles; with the client's schedule written in the attacker's terms (the first epoch in
+    # dummy order, the later ones as record orders) the replay is the client's training to float precision
+    u, model, x, y, schedule = _epochs_case(digits, [0, 1, 2, 3], seed=1)
+    m = attack_module(model, True)
+    params = {n: u.global_state[n] for n in u.payload}
+    kw = {"local_steps": 6, "local_lr": 0.5, "batch_size": 2}
+    d = fedavg_delta(m, params, {}, x, y, order=schedule_batches(schedule, 4, 2, 6), **kw)
+    for n in u.payload:
+        assert torch.allclose(d[n], u.payload[n], atol=1e-5, rtol=1e-4), n
+    assert _grouping(schedule.tolist()) != _grouping([[0, 1, 2, 3]] * 3)  # this client did reshuffle
+    d0 = fedavg_delta(m, params, {}, x, y, **kw)  # every epoch in the first's grouping: another training run
+    assert max(float((d0[n] - u.payload[n]).abs().max()) for n in u.payload) > 1e-3
+
+
+@pytest.mark.parametrize("start", [0, 8])
+def test_the_simulation_names_each_later_epochs_grouping(digits, start):
+    # the client's labels given, the 6 x 6 groupings of epochs 2 and 3 simulated: the client's ranks first, with
+    # a margin (measured on three digits updates: 4e-4 to 1.4e-3 against 2e-2 to 3e-2 for the next)
+    idx = list(range(start, start + 4))
+    u, model, _, y, schedule = _epochs_case(digits, idx, seed=start + 1)
+    m = attack_module(model, True)
+    theta = {n: u.global_state[n] for n in u.payload}
+    labels, schedules, err = rank_schedules(m, theta, {}, u, y.view(1, -1), 3)
+    assert schedules.shape == (3, 3, 4) and torch.equal(labels[0], y)
+    assert _grouping(schedules[0].tolist()) == _grouping(schedule.tolist())
+    assert 5 * err[0] < err[1]

@@ -32,7 +32,15 @@ from torch import Tensor, nn
 from torch.func import vmap
 
 from fedleak.attacks.inversion.labels import last_layer
-from fedleak.attacks.inversion.replay import fedavg_delta, first_epoch, label_arrangements, step_key
+from fedleak.attacks.inversion.replay import (
+    epoch_count,
+    epoch_groupings,
+    fedavg_delta,
+    first_epoch,
+    label_arrangements,
+    schedule_batches,
+    step_key,
+)
 from fedleak.fl.update import ClientUpdate
 
 MAX_RECORDS = 16  # updates of more records keep the analytic counts in their given order (the search would cost
@@ -71,20 +79,30 @@ class _Simulator:
         gen = torch.Generator().manual_seed(seed * 7919 + 4242)
         self.inputs = torch.randn((draws, n, *spec.shape), generator=gen, dtype=ref.dtype).to(ref.device)
         steps, lr, b = int(update.local_steps), float(update.local_lr), int(update.batch_size)  # type: ignore[arg-type]
+        self.epochs = epoch_count(n, b, steps)
 
-        def one(labels: Tensor, x: Tensor) -> Tensor:
-            d = fedavg_delta(module, theta, consts, x, labels, local_steps=steps, local_lr=lr, batch_size=b)
+        def one(labels: Tensor, schedule: Tensor, x: Tensor) -> Tensor:
+            order = schedule_batches(schedule, n, b, steps)
+            d = fedavg_delta(
+                module, theta, consts, x, labels, local_steps=steps, local_lr=lr, batch_size=b, order=order
+            )
             return _signal(d, self.weight, self.bias)  # type: ignore[arg-type]
 
-        self.many = vmap(one, in_dims=(0, None))
+        self.many = vmap(one, in_dims=(0, 0, None))
         self.device = ref.device
+        self.n = n
 
     @torch.no_grad()
-    def mismatch(self, rows: Tensor) -> Tensor:
+    def mismatch(self, rows: Tensor, schedules: Tensor | None = None) -> Tensor:
+        """``rows`` (A, n) labels; ``schedules`` (A, E, n) each epoch's record order (None: every epoch in
+        the first's, as :func:`~fedleak.attacks.inversion.replay.local_batches` replays them)."""
+        if schedules is None:
+            schedules = torch.arange(self.n).expand(len(rows), self.epochs, self.n)
         out = []
         for i in range(0, len(rows), CHUNK):
             part = rows[i : i + CHUNK].to(self.device)
-            pred = torch.stack([self.many(part, x) for x in self.inputs]).mean(0)
+            sched = schedules[i : i + CHUNK].to(self.device)
+            pred = torch.stack([self.many(part, sched, x) for x in self.inputs]).mean(0)
             out.append((pred - self.observed).pow(2).sum(1) / self.norm)
         return torch.cat(out).double().cpu()
 
@@ -174,4 +192,89 @@ def rank_label_rows(
     return out, torch.tensor([e for e, _ in ranked], dtype=torch.float64)
 
 
-__all__ = ["EXHAUSTIVE_LIMIT", "MAX_RECORDS", "SIM_DRAWS", "rank_label_rows"]
+def _schedule_key(row: list[int], schedule: list[list[int]], epoch: list[slice]) -> tuple:
+    """What tells two candidates apart: the labels, and which records share each later epoch's batches."""
+    return (tuple(row), *(tuple(tuple(sorted(order[sl])) for sl in epoch) for order in schedule[1:]))
+
+
+def _schedule_search(sim: _Simulator, row: list[int], epochs: int, epoch: list[slice]) -> dict[tuple, tuple]:
+    """From every later epoch in the first's grouping, swap two records of different batches of one later epoch
+    while the mismatch falls. Returns every candidate looked at: key -> (mismatch, row, schedule)."""
+    n = len(row)
+    sched = [list(range(n)) for _ in range(epochs)]
+    step_of = [next(s for s, sl in enumerate(epoch) if sl.start <= i < sl.stop) for i in range(n)]
+    best = float(sim.mismatch(torch.tensor([row]), torch.tensor([sched]))[0])
+    seen = {_schedule_key(row, sched, epoch): (best, row, sched)}
+    for _ in range(MAX_MOVES):
+        fresh: dict[tuple, list[list[int]]] = {}
+        for e in range(1, epochs):
+            for i in range(n):
+                for j in range(i + 1, n):
+                    if step_of[i] != step_of[j]:
+                        cand = [list(o) for o in sched]
+                        cand[e][i], cand[e][j] = cand[e][j], cand[e][i]
+                        key = _schedule_key(row, cand, epoch)
+                        if key not in seen:
+                            fresh.setdefault(key, cand)
+        if not fresh:
+            break
+        cands = list(fresh.values())
+        err = sim.mismatch(torch.tensor([row] * len(cands)), torch.tensor(cands)).tolist()
+        for key, c, e in zip(fresh, cands, err, strict=True):
+            seen[key] = (e, row, c)
+        i = min(range(len(err)), key=err.__getitem__)
+        if err[i] >= best:
+            break
+        best, sched = err[i], cands[i]
+    return seen
+
+
+def rank_schedules(
+    module: nn.Module,
+    theta: dict[str, Tensor],
+    consts: dict[str, Tensor],
+    update: ClientUpdate,
+    rows: Tensor,
+    count: int,
+    *,
+    seed: int = 0,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Several local epochs: the client reshuffles its records every epoch, so which records share a batch in
+    epoch 2, 3, ... is unknown too, and it changes the update. For each label row of ``rows`` (A, n; record i of
+    a row is dummy i, and the first epoch takes the records in that order), every grouping of each later epoch
+    (:func:`~fedleak.attacks.inversion.replay.epoch_groupings`) is simulated as :func:`rank_label_rows` simulates
+    labels (a local search of swaps within one later epoch when they are more than ``EXHAUSTIVE_LIMIT``). Returns
+    the best ``count`` (labels (count, n), schedules (count, E, n): each epoch's record order, mismatches),
+    best first. With one epoch the schedules are the identity and the rows keep their order."""
+    import itertools
+
+    n, b, steps = int(update.num_samples), int(update.batch_size), int(update.local_steps)  # type: ignore[arg-type]
+    epochs = epoch_count(n, b, steps)
+    epoch = first_epoch(n, b, n)
+    sim = _Simulator(module, theta, consts, update, seed, SIM_DRAWS)
+    groups = epoch_groupings(n, b, EXHAUSTIVE_LIMIT)
+    seen: dict[tuple, tuple] = {}
+    if groups is not None and len(rows) * len(groups) ** (epochs - 1) <= EXHAUSTIVE_LIMIT:
+        ident = list(range(n))
+        cands = [
+            (r, [ident, *(groups[c].tolist() for c in combo)])
+            for r in rows.tolist()
+            for combo in itertools.product(range(len(groups)), repeat=epochs - 1)
+        ]
+        err = sim.mismatch(torch.tensor([r for r, _ in cands]), torch.tensor([c for _, c in cands])).tolist()
+        for (r, c), e in zip(cands, err, strict=True):
+            seen.setdefault(_schedule_key(r, c, epoch), (e, r, c))
+    else:
+        for r in rows.tolist():
+            seen |= _schedule_search(sim, r, epochs, epoch)
+    short = sorted(seen.values(), key=lambda t: t[0])[:SHORTLIST]
+    refine = _Simulator(module, theta, consts, update, seed + 1, REFINE_DRAWS)
+    err = refine.mismatch(torch.tensor([r for _, r, _ in short]), torch.tensor([c for _, _, c in short]))
+    ranked = sorted(zip(err.tolist(), short, strict=True), key=lambda t: t[0])[:count]
+    dev = rows.device
+    labels = torch.tensor([r for _, (_, r, _) in ranked], dtype=torch.long, device=dev)
+    schedules = torch.tensor([c for _, (_, _, c) in ranked], dtype=torch.long, device=dev)
+    return labels, schedules, torch.tensor([e for e, _ in ranked], dtype=torch.float64)
+
+
+__all__ = ["EXHAUSTIVE_LIMIT", "MAX_RECORDS", "SIM_DRAWS", "rank_label_rows", "rank_schedules"]

@@ -35,13 +35,19 @@ from torch.func import functional_call, vmap
 
 from fedleak.attacks.inversion.bn_prior import BN_PRIOR_MODES, BNPrior, choose_prior, prior_targets, prior_value
 from fedleak.attacks.inversion.families import family_of, fedavg_engine, ig_defaults
-from fedleak.attacks.inversion.fedavg_labels import MAX_RECORDS, rank_label_rows
+from fedleak.attacks.inversion.fedavg_labels import MAX_RECORDS, rank_label_rows, rank_schedules
 from fedleak.attacks.inversion.image_prior import GaussianImagePrior
 from fedleak.attacks.inversion.labels import last_layer, recover_labels
 from fedleak.attacks.inversion.lbfgs import BatchedLBFGS
 from fedleak.attacks.inversion.objectives import DISTANCES, total_variation
 from fedleak.attacks.inversion.record import Reconstruction
-from fedleak.attacks.inversion.replay import attack_module, fedavg_delta, fedsgd_gradient
+from fedleak.attacks.inversion.replay import (
+    attack_module,
+    epoch_count,
+    fedavg_delta,
+    fedsgd_gradient,
+    schedule_batches,
+)
 from fedleak.data.dataset import DataSpec
 from fedleak.errors import FedleakInputError
 from fedleak.fl.update import ClientUpdate
@@ -365,8 +371,12 @@ class GradientMatching:
 
         read = as_gradient(update)
 
-        def replay(theta: dict[str, Tensor], x: Tensor, y: Tensor, bn: list | None = None) -> dict[str, Tensor]:
+        def replay(
+            theta: dict[str, Tensor], x: Tensor, y: Tensor, bn: list | None = None, sched: Tensor | None = None
+        ) -> dict[str, Tensor]:
             if cfg.replay == "fedavg":
+                steps, b = int(update.local_steps), int(update.batch_size)  # type: ignore[arg-type]
+                order = None if sched is None else schedule_batches(sched, x.shape[0], b, steps)
                 delta = fedavg_delta(
                     prob.module,
                     theta,
@@ -377,14 +387,17 @@ class GradientMatching:
                     local_lr=float(update.local_lr),
                     batch_size=int(update.batch_size),
                     bn_stats=bn,
+                    order=order,
                 )  # type: ignore[arg-type]
                 return {k: v * read for k, v in delta.items()}  # read as the mean gradient, as the target is
             return fedsgd_gradient(prob.module, theta, prob.consts, x, y, bn_stats=bn)
 
-        def objective(x: Tensor, y: Tensor, theta: dict[str, Tensor], target: list[Tensor]) -> Tensor:
+        def objective(
+            x: Tensor, y: Tensor, theta: dict[str, Tensor], target: list[Tensor], sched: Tensor | None = None
+        ) -> Tensor:
             bn = [] if prob.bn is not None else None  # each BatchNorm call's batch statistics (k == 1 here)
             if k == 1:
-                g = replay(theta, x, y, bn)
+                g = replay(theta, x, y, bn, sched)
             else:  # secure aggregation: the sum of K clients' updates, each on its share of the records
                 parts = [replay(theta, xs, ys) for xs, ys in zip(x.chunk(k), y.chunk(k), strict=True)]
                 g = {nm: sum(p[nm] for p in parts) for nm in prob.names}
@@ -434,12 +447,13 @@ class GradientMatching:
         attempt: int = 0,
         start: Tensor | None = None,
         start_labels: Tensor | None = None,
+        start_schedules: Tensor | None = None,
     ) -> list[Reconstruction]:
         """One batched run of ``updates``; with ``retries`` (hard labels, l2), where most targets converged
         (objective at most ``retry_above`` of their update's squared norm), the few that did not go on from where
         they stopped for another ``iterations``, in a smaller batch, and each keeps the run with the lower
         objective."""
-        recs = self._run_once(updates, attempt, start, start_labels)
+        recs = self._run_once(updates, attempt, start, start_labels, start_schedules)
         cfg = self.config
         if (
             cfg.distance != "l2"
@@ -457,6 +471,9 @@ class GradientMatching:
                 attempt + 1,
                 torch.stack([recs[i].inputs for i in stuck]),
                 torch.stack([recs[i].labels for i in stuck]),
+                None
+                if recs[0].extras.get("schedule") is None
+                else torch.tensor([recs[i].extras["schedule"] for i in stuck]),
             )
             for i, rec in zip(stuck, again, strict=True):
                 spent, runs = recs[i].seconds + rec.seconds, rec.extras.get("retried", 0) + 1  # runs after the first
@@ -475,9 +492,11 @@ class GradientMatching:
         attempt: int = 0,
         start: Tensor | None = None,
         start_labels: Tensor | None = None,
+        start_schedules: Tensor | None = None,
     ) -> list[Reconstruction]:
         """``start``: each update's dummy records to go on from (one restart each), instead of seeded draws;
-        ``start_labels``: their labels in that order (a FedAvg run's chosen label arrangement)."""
+        ``start_labels``: their labels in that order (a FedAvg run's chosen label arrangement);
+        ``start_schedules``: its later epochs' record orders (T, E, N)."""
         cfg = self.config
         self._check(updates)
         t0 = time.perf_counter()
@@ -488,11 +507,15 @@ class GradientMatching:
         assert spec is not None
         T, R, N = len(updates), (cfg.restarts if start is None else 1), prob.n
         orders = None  # FedAvg, hard labels: each target's label rows over the local steps, best first (A_t, N)
+        scheds = None  # and with several epochs, each row's record order in every epoch (A_t, E, N)
+        epochs = epoch_count(N, int(updates[0].batch_size or N), int(updates[0].local_steps or 1))
         if prob.labels is not None and cfg.replay == "fedavg" and prob.clients == 1 and N <= MAX_RECORDS:
             if start_labels is not None:
                 orders = [start_labels[t].view(1, -1).to(dev) for t in range(T)]
+                if start_schedules is not None:
+                    scheds = [start_schedules[t][None].to(dev) for t in range(T)]
             else:  # the restarts take the rows whose simulated training best matches the last layer's change
-                orders = []
+                orders, scheds = [], [] if epochs > 1 else None
                 for t in range(T):
                     th = prob.theta if prob.shared else {k: v[t] for k, v in prob.theta.items()}
                     rows, err = rank_label_rows(
@@ -505,7 +528,14 @@ class GradientMatching:
                         granted=prob.label_method == "granted",
                         seed=cfg.seed,
                     )
-                    orders.append(rows[err <= LABEL_CLOSE * err[0]])  # the rows as good as the best
+                    rows = rows[err <= LABEL_CLOSE * err[0]]  # the rows as good as the best
+                    if scheds is not None:  # and, for each, the later epochs' groupings that best match
+                        rows, sch, err = rank_schedules(
+                            prob.module, th, prob.consts, updates[t], rows, R, seed=cfg.seed
+                        )
+                        scheds.append(sch[err <= LABEL_CLOSE * err[0]])
+                        rows = rows[err <= LABEL_CLOSE * err[0]]
+                    orders.append(rows)
         P = T * R
         shape = tuple(spec.shape)
         C = spec.num_classes
@@ -518,6 +548,9 @@ class GradientMatching:
         hard = None if joint else prob.labels.repeat_interleave(R, 0)  # type: ignore[union-attr]
         if orders is not None:  # restart r of target t replays arrangement r mod A_t
             hard = torch.stack([orders[t][r % len(orders[t])] for t in range(T) for r in range(R)])
+        sched = None
+        if scheds is not None:
+            sched = torch.stack([scheds[t][r % len(scheds[t])] for t in range(T) for r in range(R)])
         expand = torch.arange(T, device=dev).repeat_interleave(R)
         target = [t[expand] for t in prob.target]
         theta = prob.theta if prob.shared else {k: v[expand] for k, v in prob.theta.items()}
@@ -526,15 +559,15 @@ class GradientMatching:
         # per-problem objectives in one vmap (the inner, replayed gradient by torch.func.grad); their
         # gradients with respect to the dummies by one ordinary backward pass of the sum (the problems are
         # independent, so each problem's dummies get exactly their own objective's gradient)
-        batched = vmap(objective, in_dims=(0, 0, theta_dim, 0))
+        batched = vmap(objective, in_dims=(0, 0, theta_dim, 0, None if sched is None else 0))
 
-        def values(x: Tensor, y: Tensor, th: dict[str, Tensor], tg: list[Tensor]) -> Tensor:
+        def values(x: Tensor, y: Tensor, th: dict[str, Tensor], tg: list[Tensor], sc: Tensor | None) -> Tensor:
             if len(x) > 1:
-                return batched(x, y, th, tg)
+                return batched(x, y, th, tg, sc)
             # one problem (a target attacked alone, or the last one working): the same objective without vmap,
             # whose replay then runs on plain autograd (replay._autograd_grad)
             one = th if prob.shared else {k: v[0] for k, v in th.items()}
-            return objective(x[0], y[0], one, [t[0] for t in tg])[None]
+            return objective(x[0], y[0], one, [t[0] for t in tg], None if sc is None else sc[0])[None]
 
         nx = N * int(torch.tensor(shape).prod())
 
@@ -544,15 +577,16 @@ class GradientMatching:
             pick = (lambda t: t) if rows is None else (lambda t: t.index_select(0, rows))
             th = theta if prob.shared else {k: pick(v) for k, v in theta.items()}
             tg = target if rows is None else [t.index_select(0, rows) for t in target]
+            sc = sched if rows is None or sched is None else sched.index_select(0, rows)
             with torch.enable_grad():
                 x = x.detach().requires_grad_(True)
                 if joint:
                     y = y.detach().requires_grad_(True)  # type: ignore[union-attr]
-                    val = values(x, y, th, tg)
+                    val = values(x, y, th, tg, sc)
                     gx, gy = torch.autograd.grad(val.sum(), [x, y])
                     return val.detach(), gx, gy
                 hd = hard if rows is None else hard.index_select(0, rows)  # type: ignore[union-attr]
-                val = values(x, hd, th, tg)
+                val = values(x, hd, th, tg, sc)
                 (gx,) = torch.autograd.grad(val.sum(), [x])
                 return val.detach(), gx, None
 
@@ -588,6 +622,8 @@ class GradientMatching:
                     extras={
                         "restarts": R,
                         "label_rows": None if orders is None else len(orders[t]),  # FedAvg: candidate rows tried
+                        # several epochs: each epoch's record order the chosen restart replayed (dummy indices)
+                        "schedule": None if sched is None else sched[p].tolist(),
                         "problems_batched": P,
                         "bn_prior": None if prob.bn is None else prob.bn.source,  # "update" / "global" / None
                         "bn_prior_why": prob.bn_why,

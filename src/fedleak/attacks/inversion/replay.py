@@ -231,6 +231,55 @@ def label_arrangements(labels: Tensor, batch_size: int, local_steps: int, count:
     return torch.tensor(list(seen.values()), dtype=labels.dtype, device=labels.device)
 
 
+def epoch_count(n: int, batch_size: int, local_steps: int) -> int:
+    """How many epochs ``local_steps`` steps over ``n`` records in batches of ``batch_size`` touch.
+
+    >>> epoch_count(4, 2, 6), epoch_count(5, 2, 4), epoch_count(4, 4, 1)
+    (3, 2, 1)
+    """
+    return -(-local_steps // len(first_epoch(n, batch_size, n)))
+
+
+def epoch_groupings(n: int, batch_size: int, limit: int) -> Tensor | None:
+    """Every way one epoch can group ``n`` records into its batches of ``batch_size``, as record orders (G, n)
+    (the batches are consecutive slices of an order, each slice sorted: an order within a batch changes nothing),
+    the identity first; None when there are more than ``limit``.
+
+        >>> epoch_groupings(4, 2, 10).tolist()
+        [[0, 1, 2, 3], [0, 2, 1, 3], [0, 3, 1, 2], [1, 2, 0, 3], [1, 3, 0, 2], [2, 3, 0, 1]]
+        >>> epoch_groupings(4, 4, 10).tolist(), epoch_groupings(16, 2, 1000)
+        ([[0, 1, 2, 3]], None)
+    """
+    import itertools
+    import math
+
+    epoch = first_epoch(n, batch_size, n)
+    count = math.factorial(n)
+    for sl in epoch:
+        count //= math.factorial(sl.stop - sl.start)
+    if count > limit:
+        return None
+    seen: dict[tuple, list[int]] = {}
+    for order in itertools.permutations(range(n)):
+        key = tuple(tuple(sorted(order[sl])) for sl in epoch)
+        if key not in seen:
+            seen[key] = [i for batch in key for i in batch]
+    return torch.tensor(list(seen.values()), dtype=torch.long)
+
+
+def schedule_batches(schedule: Tensor, n: int, batch_size: int, local_steps: int) -> list[Tensor]:
+    """The index batches of a client's local steps when epoch e takes the records in the order ``schedule[e]``
+    (``schedule``: (E, n), E = :func:`epoch_count`; record i is dummy i, so epoch 0's order is free and is the
+    identity by convention). Composes with ``vmap`` over schedules (the batches are then batched indices).
+
+        >>> s = torch.tensor([[0, 1, 2, 3], [0, 2, 1, 3]])
+        >>> [b.tolist() for b in schedule_batches(s, 4, 2, 4)]
+        [[0, 1], [2, 3], [0, 2], [1, 3]]
+    """
+    epoch = first_epoch(n, batch_size, n)
+    return [schedule[s // len(epoch)][epoch[s % len(epoch)]] for s in range(local_steps)]
+
+
 def fedavg_delta(
     model: nn.Module,
     params: dict[str, Tensor],
@@ -268,6 +317,8 @@ def fedavg_delta(
 __all__ = [
     "BNStats",
     "ReplayBatchNorm",
+    "epoch_count",
+    "epoch_groupings",
     "attack_module",
     "fedavg_delta",
     "fedsgd_gradient",
@@ -275,6 +326,7 @@ __all__ = [
     "label_arrangements",
     "local_batches",
     "recording_batchnorm",
+    "schedule_batches",
     "soft_cross_entropy",
     "step_key",
 ]
