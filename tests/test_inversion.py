@@ -130,6 +130,49 @@ def test_batched_lbfgs_matches_torch_lbfgs_per_problem():
     assert torch.allclose(opt.z, torch.stack(ref), atol=1e-9)
 
 
+def test_batched_lbfgs_matches_torch_when_problems_fill_their_history_at_different_times():
+    # one problem is a 2-d quadratic, solved exactly within a few iterations, after which its curvature pairs are
+    # skipped (s'y <= 1e-10) and its history stays short; the other keeps adding and wraps its 3-pair ring: the
+    # kept S'Y must follow each problem's own history (some problems shift a full history while others do not)
+    torch.manual_seed(1)
+
+    def f(z, i):
+        if i == 0:
+            return ((z - 1) ** 2).sum()
+        return 10 * ((z[1:] - z[:-1] ** 2) ** 2).sum() + ((z - 1) ** 2).sum()
+
+    z0 = torch.randn(2, 2, dtype=torch.float64)
+    kw = {"lr": 1.0, "history_size": 3, "max_iter": 5}
+    ref = []
+    for i in range(2):
+        z = z0[i].clone().requires_grad_(True)
+        opt = torch.optim.LBFGS([z], tolerance_change=1e-30, tolerance_grad=1e-30, **kw)
+
+        def closure(z=z, i=i, opt=opt):
+            opt.zero_grad()
+            loss = f(z, i)
+            loss.backward()
+            return loss
+
+        for _ in range(6):
+            opt.step(closure)
+        ref.append(z.detach())
+
+    def batched(zb, rows=None):
+        zb = zb.clone().requires_grad_(True)
+        with torch.enable_grad():
+            ids = range(2) if rows is None else rows.tolist()
+            loss = torch.stack([f(zb[j], i) for j, i in enumerate(ids)])
+            (g,) = torch.autograd.grad(loss.sum(), zb)
+        return loss.detach(), g
+
+    opt = BatchedLBFGS(z0, tolerance_change=1e-30, tolerance_grad=1e-30, **kw)
+    for _ in range(6):
+        opt.step(batched)
+    assert int(opt.count[0]) < 3 and int(opt.count[1]) == 3  # the histories did fill differently
+    assert torch.allclose(opt.z, torch.stack(ref), atol=1e-9)
+
+
 def test_frozen_problems_keep_their_iterate_and_are_never_evaluated():
     a = torch.tensor([[1.0, 2.0], [3.0, 0.5], [2.0, 2.0]], dtype=torch.float64)
     seen: list[int] = []
