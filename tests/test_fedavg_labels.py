@@ -136,3 +136,22 @@ def test_the_simulation_names_each_later_epochs_grouping(digits, start):
     assert schedules.shape == (3, 3, 4) and torch.equal(labels[0], y)
     assert _grouping(schedules[0].tolist()) == _grouping(schedule.tolist())
     assert 5 * err[0] < err[1]
+
+
+def test_a_reshuffle_the_simulation_cannot_tell_apart_is_reported(digits, monkeypatch):
+    # where the later epochs' groupings simulate alike (CIFAR-10 on DLG's LeNet at lr 0.01-0.1: all 36 agree to two
+    # digits), the run says so in its note rather than replaying one of them as if it were the client's
+    from fedleak.attacks.inversion import invert, optimize
+
+    u = _epochs_case(digits, [0, 1, 2, 3], seed=1, epochs=2)[0]
+    rec = invert(u, "fedavg", iterations=1)
+    assert rec.extras["note"] is None and len(rec.extras["schedule"]) == 2  # told apart here (digits, lr 0.5)
+    real = optimize.rank_schedules
+
+    def alike(*args, **kw):  # noqa: ANN002, ANN003, ANN202
+        labels, schedules, err = real(*args, **kw)
+        return labels, schedules, torch.full_like(err, float(err[0]))
+
+    monkeypatch.setattr(optimize, "rank_schedules", alike)
+    rec = invert(u, "fedavg", iterations=1)
+    assert "not identified" in rec.extras["note"] and "2 epochs" in rec.extras["note"]

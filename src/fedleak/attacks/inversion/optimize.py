@@ -35,7 +35,7 @@ from torch.func import functional_call, vmap
 
 from fedleak.attacks.inversion.bn_prior import BN_PRIOR_MODES, BNPrior, choose_prior, prior_targets, prior_value
 from fedleak.attacks.inversion.families import family_of, fedavg_engine, ig_defaults
-from fedleak.attacks.inversion.fedavg_labels import MAX_RECORDS, rank_label_rows, rank_schedules
+from fedleak.attacks.inversion.fedavg_labels import MAX_RECORDS, SCHEDULE_TIE, rank_label_rows, rank_schedules
 from fedleak.attacks.inversion.image_prior import GaussianImagePrior
 from fedleak.attacks.inversion.labels import last_layer, recover_labels
 from fedleak.attacks.inversion.lbfgs import BatchedLBFGS
@@ -508,6 +508,7 @@ class GradientMatching:
         T, R, N = len(updates), (cfg.restarts if start is None else 1), prob.n
         orders = None  # FedAvg, hard labels: each target's label rows over the local steps, best first (A_t, N)
         scheds = None  # and with several epochs, each row's record order in every epoch (A_t, E, N)
+        notes: dict[int, str] = {}  # per target: what the run could not settle (results.json's notes)
         epochs = epoch_count(N, int(updates[0].batch_size or N), int(updates[0].local_steps or 1))
         if prob.labels is not None and cfg.replay == "fedavg" and prob.clients == 1 and N <= MAX_RECORDS:
             if start_labels is not None:
@@ -533,6 +534,14 @@ class GradientMatching:
                         rows, sch, err = rank_schedules(
                             prob.module, th, prob.consts, updates[t], rows, R, seed=cfg.seed
                         )
+                        tied = int((err <= SCHEDULE_TIE * err[0]).sum())
+                        if tied > 1:  # the simulation cannot tell them apart: the replay may take the wrong one
+                            notes[t] = (
+                                f"the client's reshuffle over {epochs} epochs is not identified: at least {tied} "
+                                "groupings of the later epochs match the last layer's change equally (within "
+                                f"{SCHEDULE_TIE:g}x); the restarts replay {min(tied, R)} of them, and a wrong one "
+                                "keeps the reconstruction off the client's images"
+                            )
                         scheds.append(sch[err <= LABEL_CLOSE * err[0]])
                         rows = rows[err <= LABEL_CLOSE * err[0]]
                     orders.append(rows)
@@ -624,6 +633,7 @@ class GradientMatching:
                         "label_rows": None if orders is None else len(orders[t]),  # FedAvg: candidate rows tried
                         # several epochs: each epoch's record order the chosen restart replayed (dummy indices)
                         "schedule": None if sched is None else sched[p].tolist(),
+                        "note": notes.get(t),
                         "problems_batched": P,
                         "bn_prior": None if prob.bn is None else prob.bn.source,  # "update" / "global" / None
                         "bn_prior_why": prob.bn_why,
