@@ -155,3 +155,8 @@ def test_a_reshuffle_the_simulation_cannot_tell_apart_is_reported(digits, monkey
     monkeypatch.setattr(optimize, "rank_schedules", alike)
     rec = invert(u, "fedavg", iterations=1)
     assert "not identified" in rec.extras["note"] and "2 epochs" in rec.extras["note"]
+    # beyond SCHEDULE_RECORDS records the groupings are not searched at all, and the note says that instead
+    model = fedleak.models.build("lenet", digits.spec, seed=0)
+    big = client_update(model, digits.subset(list(range(10))), local_epochs=2, batch_size=5, lr=0.5, seed=0)
+    rec = invert(big, "fedavg", iterations=1)
+    assert "not searched" in rec.extras["note"] and rec.extras["schedule"] is None

@@ -35,7 +35,13 @@ from torch.func import functional_call, vmap
 
 from fedleak.attacks.inversion.bn_prior import BN_PRIOR_MODES, BNPrior, choose_prior, prior_targets, prior_value
 from fedleak.attacks.inversion.families import family_of, fedavg_engine, ig_defaults
-from fedleak.attacks.inversion.fedavg_labels import MAX_RECORDS, SCHEDULE_TIE, rank_label_rows, rank_schedules
+from fedleak.attacks.inversion.fedavg_labels import (
+    MAX_RECORDS,
+    SCHEDULE_RECORDS,
+    SCHEDULE_TIE,
+    rank_label_rows,
+    rank_schedules,
+)
 from fedleak.attacks.inversion.image_prior import GaussianImagePrior
 from fedleak.attacks.inversion.labels import last_layer, recover_labels
 from fedleak.attacks.inversion.lbfgs import BatchedLBFGS
@@ -516,7 +522,15 @@ class GradientMatching:
                 if start_schedules is not None:
                     scheds = [start_schedules[t][None].to(dev) for t in range(T)]
             else:  # the restarts take the rows whose simulated training best matches the last layer's change
-                orders, scheds = [], [] if epochs > 1 else None
+                orders, scheds = [], [] if 1 < epochs and N <= SCHEDULE_RECORDS else None
+                if epochs > 1 and scheds is None:
+                    notes.update(
+                        dict.fromkeys(
+                            range(T),
+                            f"the client's reshuffle over {epochs} epochs is not searched ({N} records; the search "
+                            f"stops at {SCHEDULE_RECORDS}): every epoch is replayed in the first epoch's grouping",
+                        )
+                    )
                 for t in range(T):
                     th = prob.theta if prob.shared else {k: v[t] for k, v in prob.theta.items()}
                     rows, err = rank_label_rows(
