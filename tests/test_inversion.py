@@ -93,41 +93,48 @@ def test_replay_alone_and_under_vmap_agree_in_value_and_input_gradient(digits):
     assert torch.allclose(gb[0], ga, rtol=1e-4, atol=1e-6 * float(ga.abs().max()))
 
 
-def test_batched_lbfgs_matches_torch_lbfgs_per_problem():
-    torch.manual_seed(0)
-    A = torch.randn(3, 6, 6, dtype=torch.float64)
-
-    def f(z, a):
-        return 10 * ((z[1:] - z[:-1] ** 2) ** 2).sum() + ((z - 1) ** 2).sum() + 0.1 * ((a @ z) ** 2).sum()
-
-    z0 = torch.randn(3, 6, dtype=torch.float64)
+def _lbfgs_pair(f, z0: torch.Tensor, steps: int, **kw):  # noqa: ANN001, ANN202
+    """Problem i (the objective ``f(z, i)``) solved by torch.optim.LBFGS one after another and by BatchedLBFGS all
+    at once, ``steps`` steps each with the same options: (torch's iterates, the batched optimiser)."""
     ref = []
-    for i in range(3):
+    for i in range(len(z0)):
         z = z0[i].clone().requires_grad_(True)
-        opt = torch.optim.LBFGS([z], lr=0.5, history_size=4)
+        opt = torch.optim.LBFGS([z], **kw)
 
         def closure(z=z, i=i, opt=opt):
             opt.zero_grad()
-            loss = f(z, A[i])
+            loss = f(z, i)
             loss.backward()
             return loss
 
-        for _ in range(8):
+        for _ in range(steps):
             opt.step(closure)
         ref.append(z.detach())
 
     def batched(zb, rows=None):
         zb = zb.clone().requires_grad_(True)
         with torch.enable_grad():
-            ids = range(3) if rows is None else rows.tolist()
-            loss = torch.stack([f(zb[j], A[i]) for j, i in enumerate(ids)])
+            ids = range(len(z0)) if rows is None else rows.tolist()
+            loss = torch.stack([f(zb[j], i) for j, i in enumerate(ids)])
             (g,) = torch.autograd.grad(loss.sum(), zb)
         return loss.detach(), g
 
-    opt = BatchedLBFGS(z0, lr=0.5, history_size=4)  # a small history: the ring buffer wraps
-    for _ in range(8):
+    opt = BatchedLBFGS(z0, **kw)
+    for _ in range(steps):
         opt.step(batched)
-    assert torch.allclose(opt.z, torch.stack(ref), atol=1e-9)
+    return torch.stack(ref), opt
+
+
+def test_batched_lbfgs_matches_torch_lbfgs_per_problem():
+    torch.manual_seed(0)
+    A = torch.randn(3, 6, 6, dtype=torch.float64)
+
+    def f(z, i):
+        return 10 * ((z[1:] - z[:-1] ** 2) ** 2).sum() + ((z - 1) ** 2).sum() + 0.1 * ((A[i] @ z) ** 2).sum()
+
+    # a small history: the ring buffer wraps
+    ref, opt = _lbfgs_pair(f, torch.randn(3, 6, dtype=torch.float64), 8, lr=0.5, history_size=4)
+    assert torch.allclose(opt.z, ref, atol=1e-9)
 
 
 def test_batched_lbfgs_matches_torch_when_problems_fill_their_history_at_different_times():
@@ -141,36 +148,10 @@ def test_batched_lbfgs_matches_torch_when_problems_fill_their_history_at_differe
             return ((z - 1) ** 2).sum()
         return 10 * ((z[1:] - z[:-1] ** 2) ** 2).sum() + ((z - 1) ** 2).sum()
 
-    z0 = torch.randn(2, 2, dtype=torch.float64)
-    kw = {"lr": 1.0, "history_size": 3, "max_iter": 5}
-    ref = []
-    for i in range(2):
-        z = z0[i].clone().requires_grad_(True)
-        opt = torch.optim.LBFGS([z], tolerance_change=1e-30, tolerance_grad=1e-30, **kw)
-
-        def closure(z=z, i=i, opt=opt):
-            opt.zero_grad()
-            loss = f(z, i)
-            loss.backward()
-            return loss
-
-        for _ in range(6):
-            opt.step(closure)
-        ref.append(z.detach())
-
-    def batched(zb, rows=None):
-        zb = zb.clone().requires_grad_(True)
-        with torch.enable_grad():
-            ids = range(2) if rows is None else rows.tolist()
-            loss = torch.stack([f(zb[j], i) for j, i in enumerate(ids)])
-            (g,) = torch.autograd.grad(loss.sum(), zb)
-        return loss.detach(), g
-
-    opt = BatchedLBFGS(z0, tolerance_change=1e-30, tolerance_grad=1e-30, **kw)
-    for _ in range(6):
-        opt.step(batched)
+    kw = {"lr": 1.0, "history_size": 3, "max_iter": 5, "tolerance_change": 1e-30, "tolerance_grad": 1e-30}
+    ref, opt = _lbfgs_pair(f, torch.randn(2, 2, dtype=torch.float64), 6, **kw)
     assert int(opt.count[0]) < 3 and int(opt.count[1]) == 3  # the histories did fill differently
-    assert torch.allclose(opt.z, torch.stack(ref), atol=1e-9)
+    assert torch.allclose(opt.z, ref, atol=1e-9)
 
 
 def test_frozen_problems_keep_their_iterate_and_are_never_evaluated():

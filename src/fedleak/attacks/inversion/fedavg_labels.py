@@ -130,13 +130,26 @@ def _exhaustive(classes: int, n: int, b: int, steps: int, multiset: Tensor | Non
     return torch.cat(rows)
 
 
+def _step_of(epoch: list[slice], n: int) -> list[int]:
+    """Each record's step within the epoch's batches."""
+    return [next(s for s, sl in enumerate(epoch) if sl.start <= i < sl.stop) for i in range(n)]
+
+
+def _refined(sim: _Simulator, rows: list, schedules: list | None, count: int) -> tuple[list[int], list[float]]:
+    """The ``count`` best of the candidates (``rows``, with ``schedules`` or None) re-simulated by ``sim`` on its
+    own draws: their indices, best first, and their mismatches."""
+    err = sim.mismatch(torch.tensor(rows), None if schedules is None else torch.tensor(schedules)).tolist()
+    best = sorted(range(len(rows)), key=err.__getitem__)[:count]
+    return best, [err[i] for i in best]
+
+
 def _local_search(sim: _Simulator, start: Tensor, classes: int, epoch: list[slice], fixed: bool) -> dict[tuple, tuple]:
     """Moves from ``start`` while the mismatch falls: one record to another class (unless the multiset is
     ``fixed``), or two records of different steps swapped. Returns every row looked at: key -> (mismatch, row)."""
     seen: dict[tuple, tuple] = {}
     row = start.tolist()
     n = len(row)
-    step_of = [next(s for s, sl in enumerate(epoch) if sl.start <= i < sl.stop) for i in range(n)]
+    step_of = _step_of(epoch, n)
     best = float(sim.mismatch(torch.tensor([row]))[0])
     seen[step_key(row, epoch)] = (best, row)
     for _ in range(MAX_MOVES):
@@ -194,15 +207,15 @@ def rank_label_rows(
         for start in label_arrangements(estimate.cpu(), b, steps, 2):
             seen |= _local_search(sim, start, spec.num_classes, epoch, granted)
     short = [r for _, r in sorted(seen.values(), key=lambda t: t[0])[:SHORTLIST]]
-    err = _Simulator(module, theta, consts, update, seed + 1, REFINE_DRAWS).mismatch(torch.tensor(short))
-    ranked = sorted(zip(err.tolist(), short, strict=True), key=lambda t: t[0])[:count]
-    out = torch.tensor([r for _, r in ranked], dtype=torch.long, device=estimate.device)
-    return out, torch.tensor([e for e, _ in ranked], dtype=torch.float64)
+    refine = _Simulator(module, theta, consts, update, seed + 1, REFINE_DRAWS)
+    best, err = _refined(refine, short, None, count)
+    out = torch.tensor([short[i] for i in best], dtype=torch.long, device=estimate.device)
+    return out, torch.tensor(err, dtype=torch.float64)
 
 
 def _schedule_key(row: list[int], schedule: list[list[int]], epoch: list[slice]) -> tuple:
     """What tells two candidates apart: the labels, and which records share each later epoch's batches."""
-    return (tuple(row), *(tuple(tuple(sorted(order[sl])) for sl in epoch) for order in schedule[1:]))
+    return (tuple(row), *(step_key(order, epoch) for order in schedule[1:]))
 
 
 def _schedule_search(sim: _Simulator, row: list[int], epochs: int, epoch: list[slice]) -> dict[tuple, tuple]:
@@ -210,7 +223,7 @@ def _schedule_search(sim: _Simulator, row: list[int], epochs: int, epoch: list[s
     while the mismatch falls. Returns every candidate looked at: key -> (mismatch, row, schedule)."""
     n = len(row)
     sched = [list(range(n)) for _ in range(epochs)]
-    step_of = [next(s for s, sl in enumerate(epoch) if sl.start <= i < sl.stop) for i in range(n)]
+    step_of = _step_of(epoch, n)
     best = float(sim.mismatch(torch.tensor([row]), torch.tensor([sched]))[0])
     seen = {_schedule_key(row, sched, epoch): (best, row, sched)}
     for _ in range(MAX_MOVES):
@@ -277,12 +290,10 @@ def rank_schedules(
             seen |= _schedule_search(sim, r, epochs, epoch)
     short = sorted(seen.values(), key=lambda t: t[0])[:SHORTLIST]
     refine = _Simulator(module, theta, consts, update, seed + 1, REFINE_DRAWS)
-    err = refine.mismatch(torch.tensor([r for _, r, _ in short]), torch.tensor([c for _, _, c in short]))
-    ranked = sorted(zip(err.tolist(), short, strict=True), key=lambda t: t[0])[:count]
-    dev = rows.device
-    labels = torch.tensor([r for _, (_, r, _) in ranked], dtype=torch.long, device=dev)
-    schedules = torch.tensor([c for _, (_, _, c) in ranked], dtype=torch.long, device=dev)
-    return labels, schedules, torch.tensor([e for e, _ in ranked], dtype=torch.float64)
+    best, err = _refined(refine, [r for _, r, _ in short], [c for _, _, c in short], count)
+    labels = torch.tensor([short[i][1] for i in best], dtype=torch.long, device=rows.device)
+    schedules = torch.tensor([short[i][2] for i in best], dtype=torch.long, device=rows.device)
+    return labels, schedules, torch.tensor(err, dtype=torch.float64)
 
 
 __all__ = [

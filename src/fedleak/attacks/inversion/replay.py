@@ -261,7 +261,7 @@ def epoch_groupings(n: int, batch_size: int, limit: int) -> Tensor | None:
         return None
     seen: dict[tuple, list[int]] = {}
     for order in itertools.permutations(range(n)):
-        key = tuple(tuple(sorted(order[sl])) for sl in epoch)
+        key = step_key(order, epoch)
         if key not in seen:
             seen[key] = [i for batch in key for i in batch]
     return torch.tensor(list(seen.values()), dtype=torch.long)
