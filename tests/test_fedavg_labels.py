@@ -49,6 +49,26 @@ def test_arrangements_are_the_distinct_step_multisets():
     assert sorted(rows[0].tolist()) == [0, 1, 2, 3, 4, 5]
 
 
+def test_arrangements_are_every_distinct_one_whatever_the_repeats():
+    # against every permutation: rows with repeated labels have few distinct arrangements, which sampling orders
+    # at random would miss (and look for long: 16 equal labels have exactly one)
+    import itertools
+    import random
+
+    rng = random.Random(0)
+    for _ in range(60):
+        n = rng.randint(2, 7)
+        b, steps = rng.randint(1, n), rng.randint(1, 4)
+        row = [rng.randint(0, 2) for _ in range(n)]
+        epoch = local_batches(n, b, min(steps, -(-n // b)))
+        keys = {tuple(tuple(sorted([row[i] for i in o][sl])) for sl in epoch) for o in itertools.permutations(range(n))}
+        got = label_arrangements(torch.tensor(row), b, steps, 10_000).tolist()
+        assert got[0] == row and all(sorted(r) == sorted(row) for r in got)
+        assert sorted(tuple(tuple(sorted(r[sl])) for sl in epoch) for r in got) == sorted(keys)
+        assert len(label_arrangements(torch.tensor(row), b, steps, 2)) == min(2, len(keys))
+    assert label_arrangements(torch.zeros(16, dtype=torch.long), 8, 6, 5_000).tolist() == [[0] * 16]
+
+
 @pytest.mark.parametrize("start", [0, 4, 8])
 def test_simulated_search_names_the_clients_labels_in_step_order(digits, start):
     idx = list(range(start, start + 4))

@@ -15,7 +15,8 @@ that match best become the attack's restarts. The bias change depends on the inp
 softmax outputs, which at the weights a server sends depend on the labels and steps far more than on the images:
 on the two updates above the true row ranks first of 3,025 on 64 draws (relative mismatch 2e-4 and 3e-3, the
 next 7e-2 and 7e-3), and within the first two on 4 (7 s per update on one core). So every candidate is simulated
-on ``SIM_DRAWS`` sets and the best ``SHORTLIST`` again on ``REFINE_DRAWS`` other sets, which rank them.
+on ``SIM_RECORDS`` records (in sets of the update's n) and the best ``SHORTLIST`` again on ``REFINE_RECORDS``
+others, which rank them.
 
 Small problems (at most ``EXHAUSTIVE_LIMIT`` rows) are searched exhaustively; larger ones by a local search from
 the analytic counts (change one record's class, or swap two records between steps, while the mismatch falls).
@@ -46,9 +47,12 @@ from fedleak.fl.update import ClientUpdate
 MAX_RECORDS = 16  # updates of more records keep the analytic counts in their given order (the search would cost
 # minutes per update: each move simulates the client's whole local training for hundreds of candidate rows)
 EXHAUSTIVE_LIMIT = 5_000  # candidate rows searched one by one; beyond, the local search
-SIM_DRAWS = 4  # sets of the attacker's own inputs each candidate is simulated on (the mismatch is their mean)
-SHORTLIST = 64  # the best candidates at SIM_DRAWS are simulated again on REFINE_DRAWS other sets, which rank them
-REFINE_DRAWS = 64
+# records of the attacker's own each candidate is simulated on, in sets of the update's n (the mismatch is their mean):
+# 4 sets at n = 4, one at n = 16. The simulation's noise is the records' spread, so a larger update needs fewer sets:
+# 64 sets of 16 records cost 32 CPU-s per update of the demo (LeNet, 3 epochs of 8), where it ranked the same rows
+SIM_RECORDS = 16
+SHORTLIST = 64  # the best candidates are simulated again on REFINE_RECORDS other records, which rank them
+REFINE_RECORDS = 256
 # schedules whose simulated mismatch is within this factor of the best one are not told apart: the run says so.
 # Measured: on digits (lr 0.5) the client's grouping of the later epochs beats the next by 10-60x; on CIFAR-10 with
 # DLG's LeNet (lr 0.01-0.1) all 36 groupings of 4 records in 3 epochs of 2 agree to 2 digits
@@ -75,7 +79,7 @@ class _Simulator:
         consts: dict[str, Tensor],
         update: ClientUpdate,
         seed: int,
-        draws: int,
+        records: int,
     ) -> None:
         spec = update.data_spec
         assert spec is not None
@@ -84,6 +88,7 @@ class _Simulator:
         observed = _signal(update.payload, self.weight, self.bias).to(ref)  # type: ignore[arg-type]
         self.observed, self.norm = observed, observed.pow(2).sum().clamp_min(1e-30)
         n = int(update.num_samples)  # type: ignore[arg-type]
+        draws = -(-records // n)
         gen = torch.Generator().manual_seed(seed * 7919 + 4242)
         self.inputs = torch.randn((draws, n, *spec.shape), generator=gen, dtype=ref.dtype).to(ref.device)
         steps, lr, b = int(update.local_steps), float(update.local_lr), int(update.batch_size)  # type: ignore[arg-type]
@@ -117,17 +122,19 @@ class _Simulator:
 
 def _exhaustive(classes: int, n: int, b: int, steps: int, multiset: Tensor | None) -> Tensor | None:
     """Every candidate row, or None when they are more than EXHAUSTIVE_LIMIT."""
-    per = math.factorial(n) // math.factorial(min(b, n)) ** (n // max(1, min(b, n)))  # at most this many per multiset
     if multiset is not None:
-        return label_arrangements(multiset, b, steps, EXHAUSTIVE_LIMIT) if per <= EXHAUSTIVE_LIMIT else None
+        rows = label_arrangements(multiset, b, steps, EXHAUSTIVE_LIMIT + 1)
+        return rows if len(rows) <= EXHAUSTIVE_LIMIT else None
     if math.comb(classes + n - 1, n) > EXHAUSTIVE_LIMIT:
         return None
-    rows: list[Tensor] = []
+    out: list[Tensor] = []
+    left = EXHAUSTIVE_LIMIT
     for ms in itertools.combinations_with_replacement(range(classes), n):
-        rows.append(label_arrangements(torch.tensor(ms), b, steps, EXHAUSTIVE_LIMIT))
-        if sum(len(r) for r in rows) > EXHAUSTIVE_LIMIT:
+        out.append(label_arrangements(torch.tensor(ms), b, steps, left + 1))
+        left -= len(out[-1])
+        if left < 0:
             return None
-    return torch.cat(rows)
+    return torch.cat(out)
 
 
 def _step_of(epoch: list[slice], n: int) -> list[int]:
@@ -196,7 +203,7 @@ def rank_label_rows(
     spec = update.data_spec
     assert spec is not None
     n, b, steps = int(update.num_samples), int(update.batch_size), int(update.local_steps)  # type: ignore[arg-type]
-    sim = _Simulator(module, theta, consts, update, seed, SIM_DRAWS)
+    sim = _Simulator(module, theta, consts, update, seed, SIM_RECORDS)
     epoch = first_epoch(n, b, steps)
     rows = _exhaustive(spec.num_classes, n, b, steps, estimate.cpu() if granted else None)
     if rows is not None:
@@ -207,7 +214,7 @@ def rank_label_rows(
         for start in label_arrangements(estimate.cpu(), b, steps, 2):
             seen |= _local_search(sim, start, spec.num_classes, epoch, granted)
     short = [r for _, r in sorted(seen.values(), key=lambda t: t[0])[:SHORTLIST]]
-    refine = _Simulator(module, theta, consts, update, seed + 1, REFINE_DRAWS)
+    refine = _Simulator(module, theta, consts, update, seed + 1, REFINE_RECORDS)
     best, err = _refined(refine, short, None, count)
     out = torch.tensor([short[i] for i in best], dtype=torch.long, device=estimate.device)
     return out, torch.tensor(err, dtype=torch.float64)
@@ -272,7 +279,7 @@ def rank_schedules(
     n, b, steps = int(update.num_samples), int(update.batch_size), int(update.local_steps)  # type: ignore[arg-type]
     epochs = epoch_count(n, b, steps)
     epoch = first_epoch(n, b, n)
-    sim = _Simulator(module, theta, consts, update, seed, SIM_DRAWS)
+    sim = _Simulator(module, theta, consts, update, seed, SIM_RECORDS)
     groups = epoch_groupings(n, b, EXHAUSTIVE_LIMIT)
     seen: dict[tuple, tuple] = {}
     if groups is not None and len(rows) * len(groups) ** (epochs - 1) <= EXHAUSTIVE_LIMIT:
@@ -289,7 +296,7 @@ def rank_schedules(
         for r in rows.tolist():
             seen |= _schedule_search(sim, r, epochs, epoch)
     short = sorted(seen.values(), key=lambda t: t[0])[:SHORTLIST]
-    refine = _Simulator(module, theta, consts, update, seed + 1, REFINE_DRAWS)
+    refine = _Simulator(module, theta, consts, update, seed + 1, REFINE_RECORDS)
     best, err = _refined(refine, [r for _, r, _ in short], [c for _, _, c in short], count)
     labels = torch.tensor([short[i][1] for i in best], dtype=torch.long, device=rows.device)
     schedules = torch.tensor([short[i][2] for i in best], dtype=torch.long, device=rows.device)
@@ -301,7 +308,8 @@ __all__ = [
     "MAX_RECORDS",
     "SCHEDULE_RECORDS",
     "SCHEDULE_TIE",
-    "SIM_DRAWS",
+    "REFINE_RECORDS",
+    "SIM_RECORDS",
     "rank_label_rows",
     "rank_schedules",
 ]

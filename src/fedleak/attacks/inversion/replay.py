@@ -216,6 +216,11 @@ def label_arrangements(labels: Tensor, batch_size: int, local_steps: int, count:
     n = int(labels.numel())
     epoch = first_epoch(n, batch_size, local_steps)
     base = labels.tolist()
+    few = _distinct_arrangements(base, epoch, count + 1)
+    if len(few) <= count:  # all of them (sampling would look long for the rare ones: 16 equal labels have 1)
+        own = step_key(base, epoch)
+        rows = [base] + [r for r in few if step_key(r, epoch) != own]
+        return torch.tensor(rows, dtype=labels.dtype, device=labels.device)
     if n <= 8:
         orders: Iterator[Sequence[int]] = itertools.permutations(range(n))
     else:
@@ -229,6 +234,47 @@ def label_arrangements(labels: Tensor, batch_size: int, local_steps: int, count:
         if len(seen) == count:
             break
     return torch.tensor(list(seen.values()), dtype=labels.dtype, device=labels.device)
+
+
+def _distinct_arrangements(row: list[int], epoch: list[slice], limit: int) -> list[list[int]]:
+    """Up to ``limit`` label rows, one for each distinct sequence of the batches' label multisets (each batch's
+    labels sorted; records beyond the last batch at the end), built batch by batch from what the earlier batches
+    left.
+
+        >>> _distinct_arrangements([0, 0, 1, 1], first_epoch(4, 2, 2), 10)
+        [[0, 0, 1, 1], [0, 1, 0, 1], [1, 1, 0, 0]]
+    """
+    classes = sorted(set(row))
+    left = [row.count(c) for c in classes]
+    out: list[list[int]] = []
+
+    def picks(size: int, k: int) -> Iterator[list[int]]:  # how many of each class k.. one batch takes
+        if k == len(classes) - 1:
+            if size <= left[k]:
+                yield [size]
+            return
+        for take in range(min(size, left[k]), -1, -1):
+            for rest in picks(size - take, k + 1):
+                yield [take, *rest]
+
+    def fill(step: int, prefix: list[int]) -> None:
+        if len(out) >= limit:
+            return
+        if step == len(epoch):  # records no step reached (a client stopped within its epoch) at the end
+            out.append(prefix + [c for c, t in zip(classes, left, strict=True) for _ in range(t)])
+            return
+        sl = epoch[step]
+        for take in picks(sl.stop - sl.start, 0):
+            for k, t in enumerate(take):
+                left[k] -= t
+            fill(step + 1, prefix + [c for c, t in zip(classes, take, strict=True) for _ in range(t)])
+            for k, t in enumerate(take):
+                left[k] += t
+            if len(out) >= limit:
+                return
+
+    fill(0, [])
+    return out
 
 
 def epoch_count(n: int, batch_size: int, local_steps: int) -> int:
