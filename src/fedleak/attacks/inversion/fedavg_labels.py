@@ -48,8 +48,9 @@ MAX_RECORDS = 16  # updates of more records keep the analytic counts in their gi
 # minutes per update: each move simulates the client's whole local training for hundreds of candidate rows)
 EXHAUSTIVE_LIMIT = 5_000  # candidate rows searched one by one; beyond, the local search
 # records of the attacker's own each candidate is simulated on, in sets of the update's n (the mismatch is their mean):
-# 4 sets at n = 4, one at n = 16. The simulation's noise is the records' spread, so a larger update needs fewer sets:
-# 64 sets of 16 records cost 32 CPU-s per update of the demo (LeNet, 3 epochs of 8), where it ranked the same rows
+# 4 sets at n = 4 (where the counts were measured), one at n = 16: each set averages over its n records. 64 sets of
+# 16 records cost 32 CPU-s per update of the demo (LeNet, 3 epochs of 8, 2 classes), where neither 16 nor 64 sets
+# ranked the client's count first (2 classes: the bias change is one number, see the caller's note)
 SIM_RECORDS = 16
 SHORTLIST = 64  # the best candidates are simulated again on REFINE_RECORDS other records, which rank them
 REFINE_RECORDS = 256

@@ -515,6 +515,10 @@ class GradientMatching:
         orders = None  # FedAvg, hard labels: each target's label rows over the local steps, best first (A_t, N)
         scheds = None  # and with several epochs, each row's record order in every epoch (A_t, E, N)
         notes: dict[int, str] = {}  # per target: what the run could not settle (results.json's notes)
+
+        def note(t: int, text: str) -> None:
+            notes[t] = f"{notes[t]}; {text}" if t in notes else text
+
         epochs = epoch_count(N, int(updates[0].batch_size or N), int(updates[0].local_steps or 1))
         if prob.labels is not None and cfg.replay == "fedavg" and prob.clients == 1 and N <= MAX_RECORDS:
             if start_labels is not None:
@@ -524,13 +528,20 @@ class GradientMatching:
             else:  # the restarts take the rows whose simulated training best matches the last layer's change
                 orders, scheds = [], [] if 1 < epochs and N <= SCHEDULE_RECORDS else None
                 if epochs > 1 and scheds is None:
-                    notes.update(
-                        dict.fromkeys(
-                            range(T),
+                    for t in range(T):
+                        note(
+                            t,
                             f"the client's reshuffle over {epochs} epochs is not searched ({N} records; the search "
                             f"stops at {SCHEDULE_RECORDS}): every epoch is replayed in the first epoch's grouping",
                         )
-                    )
+                if spec.num_classes == 2 and prob.label_method == "analytic":
+                    for t in range(T):  # measured on lfw-faces (LeNet, 8 and 16 records, lr 0.1 and 0.01)
+                        note(
+                            t,
+                            "with 2 classes the last layer's change is one number, which label rows of other "
+                            "counts match as well: the simulated labels may be wrong (on lfw-faces the client's "
+                            "count ranked first in 2 of 6 updates)",
+                        )
                 for t in range(T):
                     th = prob.theta if prob.shared else {k: v[t] for k, v in prob.theta.items()}
                     rows, err = rank_label_rows(
@@ -550,11 +561,12 @@ class GradientMatching:
                         )
                         tied = int((err <= SCHEDULE_TIE * err[0]).sum())
                         if tied > 1:  # the simulation cannot tell them apart: the replay may take the wrong one
-                            notes[t] = (
+                            note(
+                                t,
                                 f"the client's reshuffle over {epochs} epochs is not identified: at least {tied} "
                                 "groupings of the later epochs match the last layer's change equally (within "
                                 f"{SCHEDULE_TIE:g}x); the restarts replay {min(tied, R)} of them, and a wrong one "
-                                "keeps the reconstruction off the client's images"
+                                "keeps the reconstruction off the client's images",
                             )
                         scheds.append(sch[err <= LABEL_CLOSE * err[0]])
                         rows = rows[err <= LABEL_CLOSE * err[0]]
