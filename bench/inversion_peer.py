@@ -316,6 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--iterations", type=int, default=300, help="fedleak's L-BFGS steps (the peer's script: 300)")
     p.add_argument("--seed", type=int, default=0, help="torch's seed for the peer; fedleak's --seed")
     p.add_argument("--alone", type=int, default=0, help="which of the 10 targets (0-9) fedleak attacks alone")
+    p.add_argument("--alone-all", action="store_true", help="also attack every target alone (mean vs the peer's mean)")
     p.add_argument("--own-net", action="store_true", help="also fedleak on its own seeded lenet (shared weights)")
     p.add_argument("--targets", type=int, default=10, help="the first N of the 10 targets (smoke runs)")
     p.add_argument("--save-peer", type=Path, help="save the peer's figures and networks to this file")
@@ -409,6 +410,11 @@ def main(argv: list[str] | None = None) -> int:
         alone_psnr = psnrs(alone_recs, [a])[0]
     else:  # one target: the batched run is the target alone (the same computation), not run twice
         alone, alone_psnr = batched, ours_psnr[0]
+    solo = []  # --alone-all: (CPU-s, PSNR) of each target attacked alone
+    if args.alone_all:
+        for k in range(len(idx)):
+            r, c = attack([updates[k]])
+            solo.append((c, psnrs(r, [k])[0]))
     own = None
     if args.own_net:
         net = fedleak.models.build("lenet", data.spec, seed=args.seed)
@@ -441,14 +447,20 @@ def main(argv: list[str] | None = None) -> int:
             f"fedleak idlg, own lenet x{n}   {_med_min(own[0])}   {own[1] / n:6.2f} per target; "
             f"alone {own[3]:.2f} CPU-s at {own[2]:.2f} dB"
         )
+    if solo:
+        print(
+            f"fedleak idlg, each alone x{n}     {_med_min([p for _, p in solo])}   "
+            f"{statistics.fmean([c for c, _ in solo]):6.2f} per target (mean)"
+        )
     print(
         "\nper target: index  label  peer-iDLG-label  fedleak-label  peer-iDLG-dB  fedleak-dB  peer-DLG-dB  "
-        "peer-iDLG-CPU-s"
+        "peer-iDLG-CPU-s" + ("  alone-dB  alone-CPU-s" if solo else "")
     )
     for k, i in enumerate(idx):
         print(
             f"  {i:6} {labels[k][0]:5} {labels[k][2]:5} {ours_labels[k]:5} {scores['iDLG'][k]:8.2f} "
             f"{ours_psnr[k]:8.2f} {scores['DLG'][k]:8.2f} {peer_cost['iDLG'][k]:8.2f}"
+            + (f" {solo[k][1]:8.2f} {solo[k][0]:8.2f}" if solo else "")
         )
     peer_mean = statistics.fmean(peer_cost["iDLG"])
     r1, r2 = batched / n / peer_mean, alone / peer_mean
@@ -456,6 +468,10 @@ def main(argv: list[str] | None = None) -> int:
     met1 = "cost met" if r1 <= 1 / 3 else "NOT met"
     print(f"\nbatched per target / peer iDLG per image: {r1:.3f} (target <= 0.333: {met1})")
     print(f"one target alone / peer iDLG per image:   {r2:.3f} (target <= 1: {'cost met' if r2 <= 1 else 'NOT met'})")
+    if solo:
+        r3 = statistics.fmean([c for c, _ in solo]) / peer_mean
+        met3 = "cost met" if r3 <= 1 else "NOT met"
+        print(f"each target alone, mean / peer's mean:    {r3:.3f} (target <= 1: {met3})")
     print(
         f"fedleak median PSNR >= peer's: {better} ({statistics.median(ours_psnr):.2f} vs "
         f"{statistics.median(scores['iDLG']):.2f} dB)"
