@@ -203,8 +203,8 @@ def label_arrangements(labels: Tensor, batch_size: int, local_steps: int, count:
     its steps move the model, which records shared a step changes the update: on DLG's LeNet (CIFAR-10, 4
     records in 2 steps of 2 at lr 0.01) the true images replayed under a wrong pairing miss the update by
     6-20% of its squared norm, the right one by 1e-11. Record i of an ordering carries label ``row[i]``; the
-    first ordering is ``labels`` itself. Every distinct arrangement when there are at most ``count`` (all
-    orderings are looked at up to n = 8, beyond that seeded random ones), else ``count`` of them.
+    first ordering is ``labels`` itself. Every distinct arrangement when there are at most ``count`` (enumerated
+    batch by batch), else ``count`` of them (the first orderings up to n = 8, beyond that seeded random ones).
 
         >>> label_arrangements(torch.tensor([0, 1, 2, 3]), 2, 2, 10).shape[0]  # 4! / (2! 2!) step pairings
         6
