@@ -233,6 +233,10 @@ def label_arrangements(labels: Tensor, batch_size: int, local_steps: int, count:
         seen.setdefault(step_key(row, epoch), row)
         if len(seen) == count:
             break
+    for row in few:  # random orders can miss rare arrangements: the enumerated ones make up the count
+        if len(seen) == count:
+            break
+        seen.setdefault(step_key(row, epoch), row)
     return torch.tensor(list(seen.values()), dtype=labels.dtype, device=labels.device)
 
 
