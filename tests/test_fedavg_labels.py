@@ -12,6 +12,7 @@ from fedleak.attacks.inversion import fedavg_labels
 from fedleak.attacks.inversion.fedavg_labels import rank_label_rows, rank_schedules
 from fedleak.attacks.inversion.replay import (
     attack_module,
+    epoch_groupings,
     fedavg_delta,
     label_arrangements,
     local_batches,
@@ -161,6 +162,29 @@ def test_the_simulation_names_each_later_epochs_grouping(digits, start):
     assert schedules.shape == (3, 3, 4) and torch.equal(labels[0], y)
     assert _grouping(schedules[0].tolist()) == _grouping(schedule.tolist())
     assert 5 * err[0] < err[1]
+
+
+def test_the_local_search_of_swaps_names_the_grouping_too(digits, monkeypatch):
+    # beyond EXHAUSTIVE_LIMIT candidates the groupings are searched by swaps within a later epoch, from the first
+    # epoch's grouping: on the first digits case it reaches the client's, as the exhaustive search does
+    monkeypatch.setattr(fedavg_labels, "EXHAUSTIVE_LIMIT", 10)
+    u, model, _, y, schedule = _epochs_case(digits, [0, 1, 2, 3], seed=1)
+    theta = {n: u.global_state[n] for n in u.payload}
+    labels, schedules, err = rank_schedules(attack_module(model, True), theta, {}, u, y.view(1, -1), 2)
+    assert _grouping(schedules[0].tolist()) == _grouping(schedule.tolist()) != _grouping([[0, 1, 2, 3]] * 3)
+    assert torch.equal(labels[0], y) and err[0] < err[1]
+
+
+def test_groupings_are_every_distinct_batching_of_an_epoch():
+    import itertools
+
+    for n, b in [(4, 2), (5, 2), (6, 3), (7, 3)]:
+        epoch = local_batches(n, b, -(-n // b))
+        every = {tuple(tuple(sorted(o[sl])) for sl in epoch) for o in itertools.permutations(range(n))}
+        got = epoch_groupings(n, b, 10_000).tolist()
+        assert got[0] == list(range(n)) and len(got) == len(every)
+        assert {tuple(tuple(o[sl]) for sl in epoch) for o in got} == every  # each batch sorted, none twice
+    assert epoch_groupings(6, 2, 89) is None and len(epoch_groupings(6, 2, 90)) == 90
 
 
 def test_a_reshuffle_the_simulation_cannot_tell_apart_is_reported(digits, monkeypatch):

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable, Iterable, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -151,40 +152,52 @@ def _refined(sim: _Simulator, rows: list, schedules: list | None, count: int) ->
     return best, [err[i] for i in best]
 
 
+def _descend(
+    score: Callable[[list], list[float]], start: list, key: Callable[[list], tuple], moves: Callable[[list], Iterable]
+) -> dict[tuple, tuple]:
+    """From ``start``, the best of the candidates ``moves`` makes of the current one, while the mismatch (``score``
+    of a list of candidates) falls, at most MAX_MOVES times; candidates with the same ``key`` are one. Returns every
+    candidate looked at: key -> (mismatch, candidate)."""
+    best = score([start])[0]
+    seen: dict[tuple, tuple] = {key(start): (best, start)}
+    current = start
+    for _ in range(MAX_MOVES):
+        fresh: dict[tuple, list] = {}
+        for cand in moves(current):
+            k = key(cand)
+            if k not in seen:
+                fresh.setdefault(k, cand)
+        if not fresh:
+            break
+        cands = list(fresh.values())
+        err = score(cands)
+        seen.update(zip(fresh, zip(err, cands, strict=True), strict=True))
+        i = min(range(len(err)), key=err.__getitem__)
+        if err[i] >= best:
+            break
+        best, current = err[i], cands[i]
+    return seen
+
+
 def _local_search(sim: _Simulator, start: Tensor, classes: int, epoch: list[slice], fixed: bool) -> dict[tuple, tuple]:
     """Moves from ``start`` while the mismatch falls: one record to another class (unless the multiset is
     ``fixed``), or two records of different steps swapped. Returns every row looked at: key -> (mismatch, row)."""
-    seen: dict[tuple, tuple] = {}
-    row = start.tolist()
-    n = len(row)
+    n = int(start.numel())
     step_of = _step_of(epoch, n)
-    best = float(sim.mismatch(torch.tensor([row]))[0])
-    seen[step_key(row, epoch)] = (best, row)
-    for _ in range(MAX_MOVES):
-        cand: list[list[int]] = []
+
+    def moves(row: list[int]) -> Iterator[list[int]]:
         for i in range(n):
             if not fixed:
-                cand += [row[:i] + [c] + row[i + 1 :] for c in range(classes) if c != row[i]]
+                yield from (row[:i] + [c] + row[i + 1 :] for c in range(classes) if c != row[i])
             for j in range(i + 1, n):
                 if step_of[i] != step_of[j] and row[i] != row[j]:
                     r = list(row)
                     r[i], r[j] = r[j], r[i]
-                    cand.append(r)
-        fresh = {}
-        for r in cand:
-            fresh.setdefault(step_key(r, epoch), r)
-        fresh = {k: r for k, r in fresh.items() if k not in seen}
-        if not fresh:
-            break
-        rows = list(fresh.values())
-        err = sim.mismatch(torch.tensor(rows)).tolist()
-        for k, r, e in zip(fresh, rows, err, strict=True):
-            seen[k] = (e, r)
-        i = min(range(len(err)), key=err.__getitem__)
-        if err[i] >= best:
-            break
-        best, row = err[i], rows[i]
-    return seen
+                    yield r
+
+    return _descend(
+        lambda rows: sim.mismatch(torch.tensor(rows)).tolist(), start.tolist(), lambda r: step_key(r, epoch), moves
+    )
 
 
 def rank_label_rows(
@@ -230,32 +243,24 @@ def _schedule_search(sim: _Simulator, row: list[int], epochs: int, epoch: list[s
     """From every later epoch in the first's grouping, swap two records of different batches of one later epoch
     while the mismatch falls. Returns every candidate looked at: key -> (mismatch, row, schedule)."""
     n = len(row)
-    sched = [list(range(n)) for _ in range(epochs)]
     step_of = _step_of(epoch, n)
-    best = float(sim.mismatch(torch.tensor([row]), torch.tensor([sched]))[0])
-    seen = {_schedule_key(row, sched, epoch): (best, row, sched)}
-    for _ in range(MAX_MOVES):
-        fresh: dict[tuple, list[list[int]]] = {}
+
+    def moves(sched: list[list[int]]) -> Iterator[list[list[int]]]:
         for e in range(1, epochs):
             for i in range(n):
                 for j in range(i + 1, n):
                     if step_of[i] != step_of[j]:
                         cand = [list(o) for o in sched]
                         cand[e][i], cand[e][j] = cand[e][j], cand[e][i]
-                        key = _schedule_key(row, cand, epoch)
-                        if key not in seen:
-                            fresh.setdefault(key, cand)
-        if not fresh:
-            break
-        cands = list(fresh.values())
-        err = sim.mismatch(torch.tensor([row] * len(cands)), torch.tensor(cands)).tolist()
-        for key, c, e in zip(fresh, cands, err, strict=True):
-            seen[key] = (e, row, c)
-        i = min(range(len(err)), key=err.__getitem__)
-        if err[i] >= best:
-            break
-        best, sched = err[i], cands[i]
-    return seen
+                        yield cand
+
+    seen = _descend(
+        lambda cands: sim.mismatch(torch.tensor([row] * len(cands)), torch.tensor(cands)).tolist(),
+        [list(range(n)) for _ in range(epochs)],
+        lambda c: _schedule_key(row, c, epoch),
+        moves,
+    )
+    return {k: (e, row, c) for k, (e, c) in seen.items()}
 
 
 def rank_schedules(
@@ -275,8 +280,6 @@ def rank_schedules(
     labels (a local search of swaps within one later epoch when they are more than ``EXHAUSTIVE_LIMIT``). Returns
     the best ``count`` (labels (count, n), schedules (count, E, n): each epoch's record order, mismatches),
     best first. With one epoch the schedules are the identity and the rows keep their order."""
-    import itertools
-
     n, b, steps = int(update.num_samples), int(update.batch_size), int(update.local_steps)  # type: ignore[arg-type]
     epochs = epoch_count(n, b, steps)
     epoch = first_epoch(n, b, n)

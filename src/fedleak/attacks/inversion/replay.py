@@ -300,21 +300,8 @@ def epoch_groupings(n: int, batch_size: int, limit: int) -> Tensor | None:
         >>> epoch_groupings(4, 4, 10).tolist(), epoch_groupings(16, 2, 1000)
         ([[0, 1, 2, 3]], None)
     """
-    import itertools
-    import math
-
-    epoch = first_epoch(n, batch_size, n)
-    count = math.factorial(n)
-    for sl in epoch:
-        count //= math.factorial(sl.stop - sl.start)
-    if count > limit:
-        return None
-    seen: dict[tuple, list[int]] = {}
-    for order in itertools.permutations(range(n)):
-        key = step_key(order, epoch)
-        if key not in seen:
-            seen[key] = [i for batch in key for i in batch]
-    return torch.tensor(list(seen.values()), dtype=torch.long)
+    orders = _distinct_arrangements(list(range(n)), first_epoch(n, batch_size, n), limit + 1)  # n distinct labels
+    return None if len(orders) > limit else torch.tensor(orders, dtype=torch.long)
 
 
 def schedule_batches(schedule: Tensor, n: int, batch_size: int, local_steps: int) -> list[Tensor]:
