@@ -205,9 +205,13 @@ def test_frozen_problems_keep_their_iterate_and_are_never_evaluated():
     assert torch.equal(opt2.z[[1, 2]], held)
 
 
-def test_restarts_are_pruned_to_each_targets_best(digits):
+def test_restarts_are_pruned_to_each_targets_best(digits, monkeypatch):
     # idlg's preset: 4 restarts; after 10% of the iterations (here 1 of 10) each target keeps the restart with
-    # the lowest objective and the others stop where they are
+    # the lowest objective and the others stop where they are. One engine throughout (vmap; the stacked one
+    # takes 4 problems but not 8, and float32 rounding in another order moves an L-BFGS step by ~0.2%)
+    import fedleak.attacks.inversion.optimize as optimize
+
+    monkeypatch.setattr(optimize, "STACKED_MAX", 0)
     u = lenet_update(digits, [1])
     early = invert(u, "idlg", iterations=1, retries=0)  # every restart after one step, none dropped yet
     late = invert(u, "idlg", iterations=10, retries=0)
@@ -267,7 +271,7 @@ def test_converged_problems_stop_when_they_stop_improving(digits, replays):
     got = {}
     for name, opts in {"off": {"stall_steps": 0}, "on": {}, "never": {"stall_below": 1e-30}}.items():
         replays.append(0)
-        rec = invert(u, "idlg", iterations=50, restarts=1, retries=0, **({"stall_steps": 10} | opts))
+        rec = invert(u, "idlg", iterations=50, restarts=1, retries=0, crawl_steps=0, **({"stall_steps": 10} | opts))
         got[name] = (replays[-1], float(rec.objective.min()) / scale)
     # once converged, each further step costs a replay or more (PyTorch's stopping tests end the step early); the
     # objective is flat from about step 25 here, so the rule stops by step ~35 and saves at least 15 of the 50
@@ -551,3 +555,101 @@ def test_fedavg_on_lenet_runs_dlgs_engine_unless_the_user_says_otherwise(digits)
     assert mine.extras["settings"]["engine"] == "cosine distance, adam"
     other = invert(u.replace(model="lenet:input=normalised"), "fedavg", iterations=2)
     assert other.extras["settings"]["engine"] == "cosine distance, adam"  # no measured row: Inverting Gradients'
+
+
+# --- the stacked engine and the crawl rule -----------------------------------------------------------------
+
+
+def test_stacked_objectives_equal_each_problems_own_gradient(digits):
+    # P problems of N records through one stacked graph: each problem's gradient (and its derivative in the
+    # records, through a distance) equals the replay of that problem alone, with each problem's own weights or
+    # one set for all
+    from fedleak.attacks.inversion.replay import soft_cross_entropy
+    from fedleak.attacks.inversion.stacked import stacked_gradients, stacked_twin
+
+    module = attack_module(fedleak.models.build("lenet", digits.spec, seed=0), False)
+    nets = [fedleak.models.build("lenet", digits.spec, seed=s) for s in range(3)]
+    own = {n: torch.stack([dict(m.named_parameters())[n].detach() for m in nets]) for n, _ in module.named_parameters()}
+    shared = {n: p.detach() for n, p in nets[0].named_parameters()}
+    x, y = digits.tensors(range(6))
+    x, y = x.view(3, 2, *x.shape[1:]), y.view(3, 2)  # 3 problems of 2 records
+    twin = stacked_twin(module, tuple(digits.spec.shape))
+    assert twin is not None
+    target = {n: torch.randn_like(v) for n, v in own.items()}
+    for params, is_shared in ((own, False), (shared, True)):
+        xs = x.clone().requires_grad_(True)
+        g = stacked_gradients(twin, params, {}, xs, y, soft_cross_entropy, is_shared)
+        val = l2_distance([g[n] for n in target], list(target.values()), batch_dims=1)
+        (gx,) = torch.autograd.grad(val.sum(), [xs])
+        for p in range(3):
+            xp = x[p].clone().requires_grad_(True)
+            theta = {n: v if is_shared else v[p] for n, v in params.items()}
+            ref = fedsgd_gradient(module, theta, {}, xp, y[p])
+            vp = l2_distance([ref[n] for n in target], [t[p] for t in target.values()])
+            (gp,) = torch.autograd.grad(vp, [xp])
+            assert torch.allclose(val[p], vp, rtol=1e-5), (is_shared, p)
+            assert torch.allclose(gx[p], gp, rtol=1e-4, atol=1e-5 * float(gp.abs().max())), (is_shared, p)
+
+
+def test_stacked_engine_refuses_what_would_mix_problems(digits):
+    from fedleak.attacks.inversion.stacked import UNFOLD_LIMIT, stacked_twin
+
+    cifar_like = (3, 32, 32)
+    bn = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Flatten())
+    grouped = torch.nn.Sequential(torch.nn.Conv2d(4, 4, 3, groups=2), torch.nn.Flatten())
+    plain = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 5, padding=2, stride=2), torch.nn.Sigmoid(), torch.nn.Flatten())
+    assert stacked_twin(bn, cifar_like) is None  # batch statistics would mix the problems' records
+    assert stacked_twin(grouped, (4, 8, 8)) is None
+    assert stacked_twin(plain, cifar_like) is not None  # 75 x 256 per record, as DLG's LeNet's first layer
+    big = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 5, padding=2), torch.nn.Flatten())  # stride 1: 75 x 1,024
+    assert 75 * 32 * 32 > UNFOLD_LIMIT and stacked_twin(big, cifar_like) is None
+
+
+def test_engine_uses_the_stacked_objective_only_where_it_agrees(digits, monkeypatch):
+    import fedleak.attacks.inversion.optimize as optimize
+
+    ups = [lenet_update(digits, [i]) for i in (0, 1)]
+    ok = invert_batch(ups, "idlg", iterations=3, restarts=1, seed=0)
+    assert all(r.extras["stacked_engine"] for r in ok)  # two problems: few enough, and it agrees
+    real = optimize.stacked_gradients
+
+    def off_by_one_percent(*args, **kw):
+        return {k: 1.01 * v for k, v in real(*args, **kw).items()}
+
+    monkeypatch.setattr(optimize, "stacked_gradients", off_by_one_percent)
+    wrong = invert_batch(ups, "idlg", iterations=3, restarts=1, seed=0)
+    monkeypatch.setattr(optimize.GradientMatching, "_stacked_fn", lambda self, prob, spec: None)
+    vmap_only = invert_batch(ups, "idlg", iterations=3, restarts=1, seed=0)
+    for a, b in zip(wrong, vmap_only, strict=True):
+        assert not a.extras["stacked_engine"]
+        assert torch.equal(a.inputs, b.inputs)  # the disagreeing engine never moved a problem
+
+
+def test_stuck_problems_stop_and_improving_ones_go_on():
+    # problem 0 reaches a floor it cannot go below (objective 1 + |z|^2 / 1e9); problem 1 keeps falling by far more
+    # than 2% per 5 steps (z^4, L-BFGS shrinking z by a factor each step). With the crawl rule over 5 steps,
+    # problem 0 stops once its best objective has not fallen 2% in 5 steps; problem 1 runs the whole budget.
+    from fedleak.attacks.inversion.optimize import GradientMatching, make_config
+
+    counts = torch.zeros(2, dtype=torch.long)
+
+    def evaluate(x, y, rows=None):
+        ids = torch.arange(2) if rows is None else rows
+        counts[ids] += 1
+        z = x.reshape(len(ids), -1)
+        floor = 1 + (z**2).sum(1) / 1e9
+        quartic = (z**4).sum(1)
+        val = torch.where(ids == 0, floor, quartic)
+        grad = torch.where((ids == 0)[:, None], 2 * z / 1e9, 4 * z**3)
+        return val, grad.view_as(x), None
+
+    x0 = torch.full((2, 1, 3), 1.0, dtype=torch.float64)
+    scale = torch.ones(2, dtype=torch.float64)
+    steps = {}
+    for crawl in (5, 0):
+        counts.zero_()
+        cfg = make_config("idlg", iterations=30, max_iter=1, stall_steps=0, crawl_steps=crawl, tolerance_grad=0.0)
+        GradientMatching("idlg", cfg)._lbfgs(evaluate, x0, None, 2, 1, 3, scale)
+        steps[crawl] = counts.tolist()
+    assert steps[0] == [30, 30]  # no rule: both run the budget (one evaluation per step with max_iter 1)
+    assert steps[5][1] == 30 and steps[5][0] <= 8, steps  # at its floor within a step or two, then 5 more
