@@ -5,7 +5,7 @@ evaluated together, for the two ways the engine computes it: ``torch.func.vmap``
 The objectives are the engine's own (``idlg`` on DLG's LeNet, one CIFAR-10 image per problem), taken from a run
 of ``invert_batch``; the two are timed in turns, one thread, CPU seconds, so that the machine's load falls on
 both. Quality: the largest relative difference between the two engines' objectives and gradients (the same
-arithmetic in another order). The engine uses the stacked graph up to ``STACKED_MAX`` problems.
+arithmetic in another order). The engine runs the stacked graph for runs of at most ``STACKED_MAX`` problems.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/inversion_engine.py
     OMP_NUM_THREADS=1 .venv/bin/python bench/inversion_engine.py --problems 1,2,4 --calls 20
@@ -71,8 +71,8 @@ def main() -> int:
         )
         for k, i in enumerate(idx[: max(sizes)])
     ]
-    engines = {name: evaluators(updates, name == "stacked") for name in ("vmap", "stacked")}
     optimize.STACKED_MAX = 10**6  # the stacked graph timed at every size, also where the engine would not use it
+    engines = {name: evaluators(updates, name == "stacked") for name in ("vmap", "stacked")}
     print(f"DLG's LeNet, CIFAR-10, one image per problem, {'one network' if args.shared else 'a network each'}; "
           f"ms per evaluation (CPU), {args.calls} calls each, timed in turns")  # fmt: skip
     print(f"{'problems':>8} {'vmap':>8} {'stacked':>8} {'ratio':>6}  max rel. difference (objective, gradient)")

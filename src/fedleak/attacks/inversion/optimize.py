@@ -12,7 +12,9 @@ One configuration, :class:`MatchConfig`, covers the presets (``PRESETS``); they 
 
 All targets (updates) and restarts of a run are P = T x R independent problems solved as one vectorised
 computation: ``torch.func.vmap`` over the problems of a function that replays the client's gradient with
-``torch.func.grad``, and optimisers with per-problem state (:class:`BatchedLBFGS`; Adam is per-element).
+``torch.func.grad``, and optimisers with per-problem state (:class:`BatchedLBFGS`; Adam is per-element). A run
+of few problems (a target alone, a retry) evaluates the same objectives in one ordinary autograd graph instead
+where the network allows (``stacked.py``), after a check that both give the same.
 
     >>> import fedleak
     >>> data = fedleak.data.load("digits")
@@ -665,16 +667,15 @@ class GradientMatching:
                     (gx,) = torch.autograd.grad(val.sum(), [xg])
                     return val.detach(), gx, None
 
-            return with_grads(stacked if use_stacked == [True] and len(x) <= STACKED_MAX else values)
+            return with_grads(stacked if use_stacked == [True] else values)
 
-        if stacked is not None and STACKED_MAX > 0:  # both engines on a few problems at a fixed random point:
-            k = min(P, STACKED_MAX)  # the stacked one only if it gives the same
-            draw = torch.randn(k, *x0.shape[1:], generator=torch.Generator().manual_seed(0), dtype=x0.dtype)
-            some = torch.arange(k, device=dev)
-            y_some = None if y0 is None else y0[:k]
-            ours = evaluate(draw.to(dev), y_some, some)
+        # a run of few problems (a target alone, a retry) takes the stacked engine throughout, if it gives the same
+        # as vmap at a fixed random point; a larger batch keeps the vmap engine as before
+        if stacked is not None and P <= STACKED_MAX:
+            draw = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0), dtype=x0.dtype).to(dev)
+            ours = evaluate(draw, y0)
             use_stacked.append(True)
-            use_stacked[0] = agrees(evaluate(draw.to(dev), y_some, some), ours)
+            use_stacked[0] = agrees(evaluate(draw, y0), ours)
 
         lo = spec.normalize(torch.zeros(1, *shape, dtype=dtype)).to(dev)
         hi = spec.normalize(torch.ones(1, *shape, dtype=dtype)).to(dev)
@@ -712,7 +713,7 @@ class GradientMatching:
                         "schedule": None if sched is None else sched[p].tolist(),
                         "note": notes.get(t),
                         "problems_batched": P,
-                        # the objective evaluated without vmap where few problems were left (stacked.py)
+                        # the objectives evaluated in one ordinary graph, without vmap (a run of few problems)
                         "stacked_engine": use_stacked == [True],
                         "bn_prior": None if prob.bn is None else prob.bn.source,  # "update" / "global" / None
                         "bn_prior_why": prob.bn_why,

@@ -5,8 +5,8 @@ objective (a double backward through the replayed gradient). For networks made o
 linear layers and per-record operations, the same P objectives can be written without the transform: the P
 problems' records go through the network as one batch of P x N records, each convolution (unfolded) and linear
 layer multiplying by its problem's own weights, and the gradient of the summed per-problem losses with respect to
-the stacked weights is every problem's own gradient. The same arithmetic with less dispatch, which pays where
-few problems are left (the slow targets of a batch, a target attacked alone): ``bench/inversion_engine.py``.
+the stacked weights is every problem's own gradient. The same arithmetic with less dispatch, which pays for runs
+of few problems (a target attacked alone, with its restarts; a retry): ``bench/inversion_engine.py``.
 
 Which networks qualify is decided twice: by the module types (anything else, BatchNorm in particular, whose batch
 statistics would mix the problems, keeps the vmap engine), and by a check before each run, where the stacked
@@ -39,9 +39,9 @@ _PER_RECORD = (
     nn.AdaptiveAvgPool2d,
     nn.Sequential,
 )
-# the engine evaluates up to this many problems stacked, more under vmap (bench/inversion_engine.py, DLG's LeNet,
-# one record per problem: stacked faster up to 3-4 problems, vmap from about 5 on, where its batched convolutions
-# cost less than the unfolded products)
+# the engine runs up to this many problems stacked, more under vmap (bench/inversion_engine.py, DLG's LeNet, one
+# record per problem: stacked faster up to 4 problems, vmap about as fast from 5 on and faster at 10 with one
+# network for all)
 STACKED_MAX = 4
 # and only where each convolution's unfolded input stays this small per record (C kh kw x output positions; DLG's
 # LeNet on 32 x 32 images: 19,200 at most; larger convolutions, not measured, keep PyTorch's kernels under vmap)
