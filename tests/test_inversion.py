@@ -616,13 +616,18 @@ def test_engine_uses_the_stacked_objective_only_where_it_agrees(digits, monkeypa
     def off_by_one_percent(*args, **kw):
         return {k: 1.01 * v for k, v in real(*args, **kw).items()}
 
+    def fails(*args, **kw):  # a layer fed what the stacked forms do not expect
+        raise RuntimeError("shape")
+
     monkeypatch.setattr(optimize, "stacked_gradients", off_by_one_percent)
     wrong = invert_batch(ups, "idlg", iterations=3, restarts=1, seed=0)
+    monkeypatch.setattr(optimize, "stacked_gradients", fails)
+    failing = invert_batch(ups, "idlg", iterations=3, restarts=1, seed=0)
     monkeypatch.setattr(optimize.GradientMatching, "_stacked_fn", lambda self, prob, spec: None)
     vmap_only = invert_batch(ups, "idlg", iterations=3, restarts=1, seed=0)
-    for a, b in zip(wrong, vmap_only, strict=True):
-        assert not a.extras["stacked_engine"]
-        assert torch.equal(a.inputs, b.inputs)  # the disagreeing engine never moved a problem
+    for a, b, c in zip(wrong, failing, vmap_only, strict=True):
+        assert not a.extras["stacked_engine"] and not b.extras["stacked_engine"]
+        assert torch.equal(a.inputs, c.inputs) and torch.equal(b.inputs, c.inputs)  # never moved a problem
 
 
 def test_stuck_problems_stop_and_improving_ones_go_on():

@@ -675,7 +675,10 @@ class GradientMatching:
             draw = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0), dtype=x0.dtype).to(dev)
             ours = evaluate(draw, y0)
             use_stacked.append(True)
-            use_stacked[0] = agrees(evaluate(draw, y0), ours)
+            try:
+                use_stacked[0] = agrees(evaluate(draw, y0), ours)
+            except RuntimeError:  # a layer fed other than the stacked forms expect (e.g. a Linear on 3-D input)
+                use_stacked[0] = False
 
         lo = spec.normalize(torch.zeros(1, *shape, dtype=dtype)).to(dev)
         hi = spec.normalize(torch.ones(1, *shape, dtype=dtype)).to(dev)
@@ -758,7 +761,7 @@ class GradientMatching:
         lowest: list[Tensor] = []  # each problem's lowest objective up to each step
         for it in range(cfg.iterations):
             seen.append(opt.step(closure).cpu())
-            lowest.append(seen[-1] if not lowest else torch.minimum(lowest[-1], seen[-1]))
+            lowest.append(seen[-1] if not lowest else torch.fmin(lowest[-1], seen[-1]))  # NaN: not a low
             if cfg.on_progress is not None:
                 cfg.on_progress(it + 1, cfg.iterations, "L-BFGS iterations")
             rules = cfg.stop_below or cfg.stall_steps or cfg.crawl_steps
