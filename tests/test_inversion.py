@@ -564,7 +564,6 @@ def test_stacked_objectives_equal_each_problems_own_gradient(digits):
     # P problems of N records through one stacked graph: each problem's gradient (and its derivative in the
     # records, through a distance) equals the replay of that problem alone, with each problem's own weights or
     # one set for all
-    from fedleak.attacks.inversion.replay import soft_cross_entropy
     from fedleak.attacks.inversion.stacked import stacked_gradients, stacked_twin
 
     module = attack_module(fedleak.models.build("lenet", digits.spec, seed=0), False)
@@ -578,7 +577,7 @@ def test_stacked_objectives_equal_each_problems_own_gradient(digits):
     target = {n: torch.randn_like(v) for n, v in own.items()}
     for params, is_shared in ((own, False), (shared, True)):
         xs = x.clone().requires_grad_(True)
-        g = stacked_gradients(twin, params, {}, xs, y, soft_cross_entropy, is_shared)
+        g = stacked_gradients(twin, params, {}, xs, y, is_shared)
         val = l2_distance([g[n] for n in target], list(target.values()), batch_dims=1)
         (gx,) = torch.autograd.grad(val.sum(), [xs])
         for p in range(3):
@@ -632,8 +631,9 @@ def test_engine_uses_the_stacked_objective_only_where_it_agrees(digits, monkeypa
 
 def test_stuck_problems_stop_and_improving_ones_go_on():
     # problem 0 reaches a floor it cannot go below (objective 1 + |z|^2 / 1e9); problem 1 keeps falling by far more
-    # than 2% per 5 steps (z^4, L-BFGS shrinking z by a factor each step). With the crawl rule over 5 steps,
-    # problem 0 stops once its best objective has not fallen 2% in 5 steps; problem 1 runs the whole budget.
+    # than 2% per 5 steps (z^4, L-BFGS shrinking z by a factor each step), but for one step that reads 1000x. With
+    # the crawl rule over 5 steps, problem 0 stops once its best objective has not fallen 2% in 5 steps; problem 1
+    # runs the whole budget.
     from fedleak.attacks.inversion.optimize import GradientMatching, make_config
 
     counts = torch.zeros(2, dtype=torch.long)
@@ -644,6 +644,9 @@ def test_stuck_problems_stop_and_improving_ones_go_on():
         z = x.reshape(len(ids), -1)
         floor = 1 + (z**2).sum(1) / 1e9
         quartic = (z**4).sum(1)
+        # one overshoot: problem 1's objective reads 1000x at its 25th evaluation (an L-BFGS step without a line
+        # search can jump for a moment); the rule reads the best so far, so this alone does not stop it
+        quartic = torch.where((ids == 1) & (counts[ids] == 25), 1000 * quartic, quartic)
         val = torch.where(ids == 0, floor, quartic)
         grad = torch.where((ids == 0)[:, None], 2 * z / 1e9, 4 * z**3)
         return val, grad.view_as(x), None

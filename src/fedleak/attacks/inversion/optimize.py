@@ -55,7 +55,6 @@ from fedleak.attacks.inversion.replay import (
     fedavg_delta,
     fedsgd_gradient,
     schedule_batches,
-    soft_cross_entropy,
 )
 from fedleak.attacks.inversion.stacked import STACKED_MAX, agrees, stacked_gradients, stacked_twin
 from fedleak.data.dataset import DataSpec
@@ -450,7 +449,7 @@ class GradientMatching:
         m = len(prob.names)
 
         def objectives(x: Tensor, y: Tensor, th: dict[str, Tensor], tg: list[Tensor], sc: Tensor | None) -> Tensor:
-            g = stacked_gradients(twin, th, prob.consts, x, y, soft_cross_entropy, prob.shared)
+            g = stacked_gradients(twin, th, prob.consts, x, y, prob.shared)
             loss = dist([g[nm] for nm in prob.names], tg[:m], batch_dims=1, **dist_kw)
             if cfg.tv:
                 loss = loss + cfg.tv * total_variation(x, batch_dims=1)

@@ -20,7 +20,8 @@ import copy
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.func import functional_call
+
+from fedleak.attacks.inversion.replay import LossFn, fedsgd_gradient, soft_cross_entropy
 
 # per-record modules: they act on each record alone, so P x N records in one batch are P problems' records
 _PER_RECORD = (
@@ -122,22 +123,18 @@ def stacked_gradients(
     consts: dict[str, Tensor],
     inputs: Tensor,
     targets: Tensor,
-    loss_fn,  # noqa: ANN001  (logits, targets) -> the mean loss over a batch
     shared: bool,
+    loss_fn: LossFn = soft_cross_entropy,
 ) -> dict[str, Tensor]:
     """Each of P problems' gradient of ``loss_fn`` over its N records, stacked (P, ...) and differentiable in
-    ``inputs`` (P, N, ...) and ``targets`` (P, N[, C]). ``params``: one set for all problems (``shared``) or
-    each problem's own, stacked."""
+    ``inputs`` (P, N, ...) and ``targets`` (P, N[, C]): the FedSGD replay (``replay.fedsgd_gradient``) of the
+    P x N records through ``twin``. ``params``: one set for all problems (``shared``) or each problem's own."""
     p, n = inputs.shape[0], inputs.shape[1]
     if shared:  # each problem its own copy, so that each gets its own gradient
         params = {k: v.detach().unsqueeze(0).expand(p, *v.shape).contiguous() for k, v in params.items()}
-    q = {k: v.detach().requires_grad_(True) for k, v in params.items()}
-    with torch.enable_grad():
-        logits = functional_call(twin, (q, consts), (inputs.reshape(p * n, *inputs.shape[2:]),))
-        # the mean over P x N records times P: the sum of the P problems' own mean losses
-        loss = loss_fn(logits, targets.reshape(p * n, *targets.shape[2:])) * p
-        grads = torch.autograd.grad(loss, list(q.values()), create_graph=True)
-    return dict(zip(q, grads, strict=True))
+    flat_x, flat_y = inputs.reshape(p * n, *inputs.shape[2:]), targets.reshape(p * n, *targets.shape[2:])
+    # the mean over P x N records times P: the sum of the P problems' own mean losses
+    return fedsgd_gradient(twin, params, consts, flat_x, flat_y, loss_fn=lambda out, t: loss_fn(out, t) * p)
 
 
 def agrees(a: tuple[Tensor, ...], b: tuple[Tensor, ...], rtol: float = 1e-3) -> bool:
