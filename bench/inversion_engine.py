@@ -35,9 +35,9 @@ def evaluators(updates: list, stacked: bool):  # noqa: ANN201
     got = {}
     real_lbfgs, real_fn = optimize.GradientMatching._lbfgs, optimize.GradientMatching._stacked_fn
 
-    def grab(self, evaluate, x0, y0, T, R, nx, scale):  # noqa: ANN001, ANN202
+    def grab(self, evaluate, x0, y0, T, R, nx, scale, lazy=False):  # noqa: ANN001, ANN202
         got["evaluate"], got["x0"] = evaluate, x0
-        return x0, y0
+        return x0, y0, torch.ones(T, dtype=torch.long)
 
     optimize.GradientMatching._lbfgs = grab
     if not stacked:

@@ -154,6 +154,82 @@ def test_batched_lbfgs_matches_torch_when_problems_fill_their_history_at_differe
     assert torch.allclose(opt.z, ref, atol=1e-9)
 
 
+def test_a_renewed_problem_runs_as_a_fresh_start_and_the_others_as_before():
+    # three problems of an ill-conditioned quadratic with a ring of 3 pairs that wraps; after 3 steps problem 2 is
+    # frozen and problem 1 starts afresh from z1. Problem 1 then follows the path of an optimiser started at z1
+    # (stale pairs in its ring slots must be ignored, its step state as at construction: a renew that kept the
+    # history count or the iteration count takes another path); problem 0 follows its own path untouched.
+    b = torch.logspace(0, 3, 6, dtype=torch.float64) * torch.tensor([[1.0], [2.0], [0.5]], dtype=torch.float64)
+
+    def g(z, rows):
+        ids = torch.arange(3) if rows is None else rows
+        return (b[ids] * (z - 1) ** 2).sum(1), 2 * b[ids] * (z - 1)
+
+    z0 = torch.linspace(-2, 3, 18, dtype=torch.float64).view(3, 6)
+    z1 = torch.linspace(4, -1, 6, dtype=torch.float64)
+    kw = {"lr": 0.5, "history_size": 3, "max_iter": 2, "tolerance_change": 1e-30, "tolerance_grad": 1e-30}
+    opt, untouched = BatchedLBFGS(z0, **kw), BatchedLBFGS(z0, **kw)
+    fresh = BatchedLBFGS(torch.stack([z0[0], z1, z0[2]]), **kw)
+    for _ in range(3):
+        opt.step(g)
+        untouched.step(g)
+    opt.freeze(torch.tensor([False, False, True]))
+    held = opt.z[2].clone()
+    opt.renew(torch.tensor([1]), z1[None])
+    assert torch.equal(opt.z[1], z1) and int(opt.count[1]) == 0
+    for _ in range(4):
+        before = opt.z[1].clone()
+        opt.step(g)
+        fresh.step(g)
+        untouched.step(g)
+        assert not torch.equal(opt.z[1], before)  # every step moves it: the comparison below is not vacuous
+    assert torch.allclose(opt.z[1], fresh.z[1], rtol=0, atol=1e-12)
+    assert torch.allclose(opt.z[0], untouched.z[0], rtol=0, atol=1e-12)
+    assert torch.equal(opt.z[2], held)
+    with pytest.raises(ValueError, match="frozen"):
+        opt.renew(torch.tensor([2]), z1[None])
+
+
+def test_lazy_restarts_try_each_target_s_starts_in_turn():
+    # 3 targets x 3 restarts; a start is alive (a quadratic that falls to 0) or dead (a floor at `level` of the
+    # update's squared norm, 1 here). Target 0: start 0 alive. Target 1: start 0 dead, start 1 alive. Target 2:
+    # every start dead (levels 1.0, 0.5, 0.8): after the last, it goes on from the lowest it tried (start 1).
+    # One evaluation per step (max_iter 1), so each problem's count is its steps plus the check at select.
+    from fedleak.attacks.inversion.optimize import GradientMatching, make_config
+
+    T, R, iters, select = 3, 3, 20, 5
+    level = torch.tensor([0, 9, 9, 1.0, 0, 9, 1.0, 0.5, 0.8], dtype=torch.float64)  # 0: alive (9: never tried)
+    counts = torch.zeros(T * R, dtype=torch.long)
+
+    def evaluate(x, y, rows=None):
+        ids = torch.arange(T * R) if rows is None else rows
+        counts[ids] += 1
+        z = x.reshape(len(ids), -1)
+        lv = level[ids]
+        val = torch.where(lv > 0, lv + (z**2).sum(1) / 1e9, ((z - 1) ** 2).sum(1))
+        grad = torch.where((lv > 0)[:, None], 2 * z / 1e9, 2 * (z - 1))
+        return val, grad.view_as(x), None
+
+    x0 = torch.arange(1.0, 1.0 + T * R * 3, dtype=torch.float64).view(T * R, 1, 3)
+    scale = torch.ones(T * R, dtype=torch.float64)
+    kw = {"iterations": iters, "select_at": select / iters, "max_iter": 1, "stall_steps": 0, "crawl_steps": 0}
+    cfg = make_config("idlg", alive_below=0.1, tolerance_grad=0.0, **kw)
+    x, _, tried = GradientMatching("idlg", cfg)._lbfgs(evaluate, x0, None, T, R, 3, scale, lazy=True)
+    assert tried.tolist() == [1, 2, 3]
+    full = iters + 1  # a start kept runs the whole budget from its own start (and was evaluated at its check)
+    assert counts.tolist() == [full, 0, 0, select + 1, full, 0, select + 1, full, select + 1]
+    counts.zero_()
+    final = evaluate(x, None)[0].view(T, R)
+    assert final.argmin(1).tolist() == [0, 1, 1]
+    assert float(final[0, 0]) < 1e-12 and float(final[1, 1]) < 1e-12
+    # all at once (alive_below 0, the default): every restart runs until select, the lowest at select goes on
+    counts.zero_()
+    cfg = make_config("idlg", alive_below=0.0, tolerance_grad=0.0, **kw)
+    GradientMatching("idlg", cfg)._lbfgs(evaluate, x0, None, T, R, 3, scale, lazy=True)
+    assert counts.tolist() == [iters + 1, select + 1, select + 1, select + 1, iters + 1, select + 1,
+                               select + 1, iters + 1, select + 1]  # fmt: skip
+
+
 def test_frozen_problems_keep_their_iterate_and_are_never_evaluated():
     a = torch.tensor([[1.0, 2.0], [3.0, 0.5], [2.0, 2.0]], dtype=torch.float64)
     seen: list[int] = []
@@ -231,14 +307,15 @@ def test_targets_not_converged_go_on_from_where_they_stopped(digits):
     # with a threshold between the three targets' largest objective and the others' (relative to each update's
     # squared norm), that one goes on twice more from its own iterate (one L-BFGS step each time): the same
     # restart, lower than after the first; the other two are left as they were
+    # (restarts all at once, alive_below 0: with them tried in turn this target's one retry already lands below)
     batch = [u, *(lenet_update(digits, [i]) for i in (0, 2))]
-    first_all = invert_batch(batch, "idlg", iterations=1, retries=0)
+    first_all = invert_batch(batch, "idlg", iterations=1, retries=0, alive_below=0.0)
     norm = [sum(float(t.double().pow(2).sum()) for t in v.payload.values()) for v in batch]
     rel = [float(r.objective.min()) / n for r, n in zip(first_all, norm, strict=True)]
     k = max(range(3), key=lambda i: rel[i])
     second = max(r for i, r in enumerate(rel) if i != k)
     assert second < rel[k]
-    more = invert_batch(batch, "idlg", iterations=1, retries=2, retry_above=(rel[k] * second) ** 0.5)
+    more = invert_batch(batch, "idlg", iterations=1, retries=2, retry_above=(rel[k] * second) ** 0.5, alive_below=0.0)
     assert more[k].extras["retried"] == 2 and more[k].best_restart == first_all[k].best_restart
     assert float(more[k].objective.min()) < float(first_all[k].objective.min())
     assert more[k].seconds > first_all[k].seconds

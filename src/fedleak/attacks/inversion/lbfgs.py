@@ -95,6 +95,26 @@ class BatchedLBFGS:
         self.work = work.index_select(0, keep)
         self.rows = torch.arange(len(keep), device=work.device)
 
+    def renew(self, problems: Tensor, z: Tensor) -> None:
+        """Start the working problems ``problems`` (indices among the P) afresh from ``z`` (len, D): a new
+        iterate with no curvature history, as at construction; the other problems keep their state."""
+        work = self.rows if self.work is None else self.work
+        where = torch.full((len(self._all),), -1, dtype=torch.long, device=work.device)
+        where[work] = torch.arange(len(work), device=work.device)
+        rows = where[problems.to(work.device)]
+        if bool((rows < 0).any()):
+            raise ValueError("renew: a frozen problem cannot start again")
+        self.x = self.x.index_copy(0, rows, z.to(self.x))
+        for name, value in (("count", 0), ("head", 0), ("h_diag", 1), ("n_iter", 0), ("t", 0), ("prev_loss", 0)):
+            state = getattr(self, name).clone()
+            state[rows] = value
+            setattr(self, name, state)
+        for name in ("d", "prev_g"):
+            state = getattr(self, name).clone()
+            state[rows] = 0
+            setattr(self, name, state)
+        self.loss = self.loss.index_fill(0, rows, float("inf"))
+
     def _losses(self, loss: Tensor) -> Tensor:
         """Every problem's loss (P,) from the working rows' ``loss``: the frozen ones' as they stopped."""
         return loss if self.work is None else self._all_loss.index_copy(0, self.work, loss)
