@@ -38,7 +38,11 @@ def register(app: typer.Typer) -> None:
             None, min=1, max=1_000_000, help="optimiser steps (L-BFGS: calls of step, as DLG's code)"
         ),
         restarts: int = typer.Option(
-            None, min=1, max=1000, help="random restarts, batched; the best by the attack's objective"
+            None,
+            min=1,
+            max=1000,
+            help="random restarts, the best by the attack's objective (dlg/idlg: tried in turn, "
+            "the next only where a start stalls far from the update)",
         ),
         trained_rounds: int = typer.Option(0, min=0, max=10_000, help="attack the model after T FedAvg rounds"),
         defense: list[str] = typer.Option(None, help="defense spec, repeatable: prune:0.9, secagg:4, dp-sgd:..."),
