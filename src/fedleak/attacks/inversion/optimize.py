@@ -790,6 +790,7 @@ class GradientMatching:
         for it in range(steps):
             seen.append(opt.step(closure).cpu())
             starts.age += 1
+            starts.since += 1
             # NaN is not a low; a row started afresh forgets its last start's
             low = seen[-1] if not lowest else torch.where(starts.fresh, seen[-1], torch.fmin(lowest[-1], seen[-1]))
             lowest.append(low)
@@ -807,11 +808,11 @@ class GradientMatching:
                 if cfg.stall_steps and len(seen) > cfg.stall_steps:
                     then = seen[-1 - cfg.stall_steps]
                     stalled = (now <= cfg.stall_below * scale_of) & (now > (1 - cfg.stall_gain) * then)
-                    rule |= stalled & (starts.age > cfg.stall_steps)
+                    rule |= stalled & (starts.since > cfg.stall_steps)
                 if cfg.crawl_steps and len(seen) > cfg.crawl_steps:  # whatever its level: a stuck point
                     # by the best objective so far: without a line search a step can overshoot for a moment
                     crawled = lowest[-1] > (1 - cfg.crawl_gain) * lowest[-1 - cfg.crawl_steps]
-                    rule |= crawled & (starts.age > cfg.crawl_steps)
+                    rule |= crawled & (starts.since > cfg.crawl_steps)
                 done |= rule & starts.settled
             opt.freeze(done)
             if opt.work is not None and len(opt.work) == 0:

@@ -31,7 +31,8 @@ class StartsInTurn:
 
     R: int
     prob_of: Tensor  # (n,) the problem each row works on
-    age: Tensor  # (n,) steps since the row's start
+    age: Tensor  # (n,) steps of the row's start, the budget's count (the lowest taken up again keeps its own)
+    since: Tensor  # (n,) steps since the row's iterate last changed hands, the stopping rules' count
     settled: Tensor  # (n,) the row's start is kept (always, when all run at once)
     fresh: Tensor  # (n,) the row started afresh since the last step (its stopping rules forget the last start)
     tried: Tensor  # (T,) starts tried per target
@@ -46,6 +47,7 @@ class StartsInTurn:
             R=R,
             prob_of=prob_of,
             age=torch.zeros(n, dtype=torch.long),
+            since=torch.zeros(n, dtype=torch.long),
             settled=torch.full((n,), not in_turn),
             fresh=torch.zeros(n, dtype=torch.bool),
             tried=torch.full((T,), 1 if in_turn else R),
@@ -84,6 +86,7 @@ class StartsInTurn:
             self.fresh[row] = True
             self.settled[row] = last
             self.age[row] = select if last else 0  # the lowest goes on where it was: its budget stays the same
+            self.since[row] = 0
             if not last:
                 self.tried[p // self.R] += 1
 
