@@ -23,7 +23,11 @@ How the peer's script is driven without editing it (nothing of it is copied here
 The peer's weights (uniform(-0.5, 0.5), its own ``weights_init``, a new network per image, torch seeded with
 ``--seed``) are copied into fedleak's ``lenet`` (the same network: 3 sigmoid 5x5 convolutions, one linear
 layer, pixels in [0, 1]), so both attack the same gradient of the same image; the gradients are compared.
-fedleak attacks the 10 updates batched (its CLI's way), then the first target alone. ``--own-net`` adds
+fedleak attacks the 10 updates batched (its CLI's way), then the first target alone. ``--sandwich`` times the
+batched run also before the peer's, on the networks of a dry pass of the peer's script (its L-BFGS steps no-ops:
+the same seeded draws, so the same networks, checked against the live run's), and sets the mean of the two
+against the peer's time between them: this machine's speed drifts by 30% within minutes, which the two phases of
+one run otherwise see unequally. ``--own-net`` adds
 fedleak on its own seeded ``lenet`` (one network for all targets, as ``fedleak invert`` builds it).
 PSNR: both reconstructions clamped to [0, 1] and scored by ``fedleak.metrics.image_scores``.
 """
@@ -241,6 +245,19 @@ def run_peer(mod: types.ModuleType, pixels: torch.Tensor, classes: int, seed: in
     return run
 
 
+def dry_weights(mod: types.ModuleType, pixels: torch.Tensor, classes: int, seed: int) -> list[dict]:
+    """The networks the peer's script will attack, without its attacks: its ``main()`` with every L-BFGS step a
+    no-op (its loop draws nothing at random after each network and its dummies, so the same seed gives the same
+    networks; ``main`` checks them against the live run's)."""
+    real = torch.optim.LBFGS.step
+    torch.optim.LBFGS.step = lambda self, closure=None: None  # type: ignore[method-assign]
+    try:
+        run = run_peer(mod, pixels, classes, seed, verbose=False)
+    finally:
+        torch.optim.LBFGS.step = real  # type: ignore[method-assign]
+    return [{k: v.detach().clone() for k, v in net.state_dict().items()} for net in run.nets[: len(pixels)]]
+
+
 def peer_costs(run: PeerRun, method: str) -> list[float]:
     """CPU seconds of each experiment's ``method`` phase: from its 'Try to generate' line to the next phase's."""
     out = []
@@ -269,6 +286,21 @@ def fedleak_net(spec, peer_net: torch.nn.Module, seed: int) -> torch.nn.Module: 
         for a, b in zip(ours, theirs, strict=True):
             a.copy_(b)
     return net
+
+
+def peer_network(mod: types.ModuleType, state: dict, classes: int) -> torch.nn.Module:
+    net = mod.LeNet(channel=3, hideen=768, num_classes=classes)
+    net.load_state_dict(state)
+    return net
+
+
+def fedleak_updates(data, idx: list[int], weights: list[dict], mod: types.ModuleType, seed: int) -> list:  # noqa: ANN001
+    """Each target's one-image update on fedleak's ``lenet`` carrying the peer's network k."""
+    nets = [fedleak_net(data.spec, peer_network(mod, w, data.spec.num_classes), seed) for w in weights]
+    return [
+        client_update(nets[k], data.subset([i]), batch_size=1, seed=seed * 1000 + k, client=k)
+        for k, i in enumerate(idx)
+    ]
 
 
 def peer_phase(mod: types.ModuleType, data, idx: list[int], truth: torch.Tensor, args) -> dict | None:  # noqa: ANN001
@@ -324,6 +356,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--recheck", type=int, default=0, help="with --peer-results: rerun the peer on the first N")
     p.add_argument("--peer-only", action="store_true", help="run the peer's script only (with --save-peer)")
     p.add_argument("--verbose", action="store_true", help="echo the peer's own output to stderr")
+    p.add_argument(
+        "--sandwich",
+        action="store_true",
+        help="also time fedleak's batched run before the peer's (on the networks of a dry pass of its script): the "
+        "ratio takes the mean of before and after, so that a drift of the machine's speed cancels to first order",
+    )
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     if not Path(args.data).exists():
@@ -335,7 +373,18 @@ def main(argv: list[str] | None = None) -> int:
     truth = data.pixels(idx)
     print(f"targets (first of each class): {idx}; torch threads {torch.get_num_threads()}", flush=True)
 
+    opts = {"iterations": args.iterations, "seed": args.seed}
+
+    def attack(us: list) -> tuple[list, float]:
+        t = time.process_time()
+        recs = invert_batch(us, "idlg", **opts)
+        return recs, time.process_time() - t
+
+    def psnrs(recs: list, which: list[int]) -> list[float]:
+        return [float(image_scores(r.pixels, truth[k : k + 1])["psnr"][0]) for r, k in zip(recs, which, strict=True)]
+
     # --- the peer's own script (or its figures saved by an earlier process)
+    before = None  # --sandwich: fedleak's batched run before the peer's (CPU-s, PSNRs)
     if args.peer_results is not None:
         peer = torch.load(args.peer_results, weights_only=True)
         if peer["idx"] != idx or peer["seed"] != args.seed:
@@ -356,9 +405,18 @@ def main(argv: list[str] | None = None) -> int:
                     f"(saved {peer['psnr']['iDLG'][k]:.2f})"
                 )
     else:
+        if args.sandwich:
+            dry = dry_weights(mod, truth, data.spec.num_classes, args.seed)
+            recs, cpu = attack(fedleak_updates(data, idx, dry, mod, args.seed))
+            before = (cpu, psnrs(recs, list(range(len(idx)))))
         peer = peer_phase(mod, data, idx, truth, args)
         if peer is None:
             return 1
+        if before is not None and not all(
+            torch.equal(a[k], b[k]) for a, b in zip(dry, peer["weights"], strict=True) for k in a
+        ):
+            print("the dry pass built other networks than the peer's run: the run before is left out")
+            before = None
     if args.save_peer is not None:
         torch.save(peer, args.save_peer)
         print(f"peer figures saved to {args.save_peer}")
@@ -370,18 +428,10 @@ def main(argv: list[str] | None = None) -> int:
             )
         return 0
     scores, peer_cost, labels, peer_total = peer["psnr"], peer["cost"], peer["labels"], peer["total"]
-    peer_nets = []
-    for state in peer["weights"]:
-        net = mod.LeNet(channel=3, hideen=768, num_classes=data.spec.num_classes)
-        net.load_state_dict(state)
-        peer_nets.append(net)
+    peer_nets = [peer_network(mod, state, data.spec.num_classes) for state in peer["weights"]]
 
     # --- fedleak on the same networks (the peer's weights), batched, then one target alone
-    nets = [fedleak_net(data.spec, peer_nets[k], args.seed) for k in range(len(idx))]
-    updates = [
-        client_update(nets[k], data.subset([i]), batch_size=1, seed=args.seed * 1000 + k, client=k)
-        for k, i in enumerate(idx)
-    ]
+    updates = fedleak_updates(data, idx, peer["weights"], mod, args.seed)
     worst = 0.0
     for k, u in enumerate(updates):  # the same gradient as the peer's, recomputed on the peer's own network
         out = peer_nets[k](truth[k : k + 1])
@@ -391,18 +441,12 @@ def main(argv: list[str] | None = None) -> int:
         ours = list(u.payload.values())
         worst = max(worst, max(float((a - b).abs().max() / b.abs().max()) for a, b in zip(ours, g, strict=True)))
     print(f"fedleak's update vs the peer's gradient on the same network: max relative difference {worst:.1e}")
-    opts = {"iterations": args.iterations, "seed": args.seed}
-
-    def attack(us: list) -> tuple[list, float]:
-        t = time.process_time()
-        recs = invert_batch(us, "idlg", **opts)
-        return recs, time.process_time() - t
-
-    def psnrs(recs: list, which: list[int]) -> list[float]:
-        return [float(image_scores(r.pixels, truth[k : k + 1])["psnr"][0]) for r, k in zip(recs, which, strict=True)]
 
     recs, batched = attack(updates)
     ours_psnr = psnrs(recs, list(range(len(idx))))
+    after = batched
+    if before is not None:
+        batched = (before[0] + after) / 2  # the peer's time sits between the two
     ours_labels = [int(r.labels[0]) for r in recs]
     a = args.alone if len(idx) > 1 else 0
     if len(idx) > 1:
@@ -438,6 +482,11 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"fedleak idlg, batched x{n}      {_med_min(ours_psnr)}   {batched / n:6.2f} per target ({batched:.1f} in all)"
     )
+    if before is not None:
+        print(
+            f"  (the mean of the runs before the peer's, {before[0] / n:.2f} per target at median "
+            f"{statistics.median(before[1]):.2f} dB, and after it, {after / n:.2f})"
+        )
     print(
         f"fedleak idlg, target {a} alone   PSNR {alone_psnr:6.2f} (batched {ours_psnr[a]:.2f}, peer "
         f"{scores['iDLG'][a]:.2f})            {alone:6.2f} (peer on it {peer_cost['iDLG'][a]:.2f})"
