@@ -222,10 +222,10 @@ def test_lazy_restarts_try_each_target_s_starts_in_turn():
     final = evaluate(x, None)[0].view(T, R)
     assert final.argmin(1).tolist() == [0, 1, 1]
     assert float(final[0, 0]) < 1e-12 and float(final[1, 1]) < 1e-12
-    # all at once (alive_below 0, the default): every restart runs until select, the lowest at select goes on
+    # all at once: every restart runs until select, the lowest at select goes on
     counts.zero_()
     cfg = make_config("idlg", alive_below=0.0, tolerance_grad=0.0, **kw)
-    GradientMatching("idlg", cfg)._lbfgs(evaluate, x0, None, T, R, 3, scale, lazy=True)
+    GradientMatching("idlg", cfg)._lbfgs(evaluate, x0, None, T, R, 3, scale, lazy=False)
     assert counts.tolist() == [iters + 1, select + 1, select + 1, select + 1, iters + 1, select + 1,
                                select + 1, iters + 1, select + 1]  # fmt: skip
 
@@ -704,6 +704,18 @@ def test_engine_uses_the_stacked_objective_only_where_it_agrees(digits, monkeypa
     for a, b, c in zip(wrong, failing, vmap_only, strict=True):
         assert not a.extras["stacked_engine"] and not b.extras["stacked_engine"]
         assert torch.equal(a.inputs, c.inputs) and torch.equal(b.inputs, c.inputs)  # never moved a problem
+
+
+def test_restarts_in_turn_decide_the_engine_by_the_problems_evaluated_together(digits):
+    # two targets with idlg's 4 restarts: tried in turn (the preset), at most 2 problems are evaluated together, so
+    # the stacked engine runs (STACKED_MAX 4); all at once (alive_below 0), 8 problems, so vmap
+    ups = [lenet_update(digits, [i]) for i in (0, 1)]
+    in_turn = invert_batch(ups, "idlg", iterations=3, seed=0)
+    at_once = invert_batch(ups, "idlg", iterations=3, seed=0, alive_below=0.0)
+    assert all(r.extras["stacked_engine"] for r in in_turn)
+    assert not any(r.extras["stacked_engine"] for r in at_once)
+    assert all(r.extras["starts_tried"] == 4 for r in at_once)
+    assert all(1 <= r.extras["starts_tried"] <= 4 for r in in_turn)
 
 
 def test_stuck_problems_stop_and_improving_ones_go_on():

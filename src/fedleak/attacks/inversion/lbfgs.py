@@ -105,15 +105,9 @@ class BatchedLBFGS:
         if bool((rows < 0).any()):
             raise ValueError("renew: a frozen problem cannot start again")
         self.x = self.x.index_copy(0, rows, z.to(self.x))
-        for name, value in (("count", 0), ("head", 0), ("h_diag", 1), ("n_iter", 0), ("t", 0), ("prev_loss", 0)):
-            state = getattr(self, name).clone()
-            state[rows] = value
-            setattr(self, name, state)
-        for name in ("d", "prev_g"):
-            state = getattr(self, name).clone()
-            state[rows] = 0
-            setattr(self, name, state)
-        self.loss = self.loss.index_fill(0, rows, float("inf"))
+        fresh = {"count": 0, "head": 0, "h_diag": 1, "n_iter": 0, "t": 0, "prev_loss": 0, "d": 0, "prev_g": 0}
+        for name, value in (*fresh.items(), ("loss", float("inf"))):
+            setattr(self, name, getattr(self, name).index_fill(0, rows, value))
 
     def _losses(self, loss: Tensor) -> Tensor:
         """Every problem's loss (P,) from the working rows' ``loss``: the frozen ones' as they stopped."""

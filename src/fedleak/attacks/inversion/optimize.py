@@ -745,9 +745,9 @@ class GradientMatching:
 
     def _lbfgs(
         self, evaluate, x0: Tensor, y0: Tensor | None, T: int, R: int, nx: int, scale: Tensor, lazy: bool = False
-    ):  # noqa: ANN001, ANN202, E501
+    ):  # noqa: ANN001, ANN202
         """``scale``: each problem's |target|^2 (P,), for the stopping rules relative to the update. ``lazy``:
-        a target's R restarts are tried in turn (``alive_below``; starts.py) rather than all at once.
+        a target's R > 1 restarts are tried in turn (``alive_below`` > 0; starts.py) rather than all at once.
         Returns x, y (every problem's last iterate) and the starts tried per target (T,)."""
         cfg = self.config
         P = T * R
@@ -758,7 +758,6 @@ class GradientMatching:
         # kept in the replay's dtype, as PyTorch keeps it
         dtype = x0.dtype
         select = max(1, round(cfg.select_at * cfg.iterations)) if R > 1 else -1
-        lazy = lazy and select > 0 and cfg.alive_below > 0
         starts = StartsInTurn.new(T, R, lazy)  # the problem each of the optimiser's rows works on
 
         def closure(z: Tensor, rows: Tensor | None) -> tuple[Tensor, Tensor]:
