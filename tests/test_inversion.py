@@ -283,8 +283,8 @@ def test_frozen_problems_keep_their_iterate_and_are_never_evaluated():
 
 def test_restarts_are_pruned_to_each_targets_best(digits, monkeypatch):
     # idlg's preset: 4 restarts; after 10% of the iterations (here 1 of 10) each target keeps the restart with
-    # the lowest objective and the others stop where they are. One engine throughout (vmap; the stacked one
-    # takes 4 problems but not 8, and float32 rounding in another order moves an L-BFGS step by ~0.2%)
+    # the lowest objective and the others stop where they are. One engine throughout (the written-out chain; the
+    # stacked one takes 4 problems but not 8, and float32 rounding in another order moves an L-BFGS step by ~0.2%)
     import fedleak.attacks.inversion.optimize as optimize
 
     monkeypatch.setattr(optimize, "STACKED_MAX", 0)
@@ -684,9 +684,10 @@ def test_stacked_engine_refuses_what_would_mix_problems(digits):
 def test_engine_uses_the_stacked_objective_only_where_it_agrees(digits, monkeypatch):
     import fedleak.attacks.inversion.optimize as optimize
 
+    monkeypatch.setattr(optimize.GradientMatching, "_chain_fn", lambda self, prob: None)  # LeNet's written-out chain
     ups = [lenet_update(digits, [i]) for i in (0, 1)]
     ok = invert_batch(ups, "idlg", iterations=3, restarts=1, seed=0)
-    assert all(r.extras["stacked_engine"] for r in ok)  # two problems: few enough, and it agrees
+    assert all(r.extras["engine"] == "stacked" for r in ok)  # two problems: few enough, and it agrees
     real = optimize.stacked_gradients
 
     def off_by_one_percent(*args, **kw):
@@ -702,18 +703,22 @@ def test_engine_uses_the_stacked_objective_only_where_it_agrees(digits, monkeypa
     monkeypatch.setattr(optimize.GradientMatching, "_stacked_fn", lambda self, prob, spec: None)
     vmap_only = invert_batch(ups, "idlg", iterations=3, restarts=1, seed=0)
     for a, b, c in zip(wrong, failing, vmap_only, strict=True):
-        assert not a.extras["stacked_engine"] and not b.extras["stacked_engine"]
+        assert a.extras["engine"] == b.extras["engine"] == "vmap"
         assert torch.equal(a.inputs, c.inputs) and torch.equal(b.inputs, c.inputs)  # never moved a problem
 
 
-def test_restarts_in_turn_decide_the_engine_by_the_problems_evaluated_together(digits):
+def test_restarts_in_turn_decide_the_engine_by_the_problems_evaluated_together(digits, monkeypatch):
     # two targets with idlg's 4 restarts: tried in turn (the preset), at most 2 problems are evaluated together, so
-    # the stacked engine runs (STACKED_MAX 4); all at once (alive_below 0), 8 problems, so vmap
+    # the stacked engine runs (STACKED_MAX 4); all at once (alive_below 0), 8 problems, so vmap (LeNet's written-out
+    # chain, which takes any number, set aside)
+    import fedleak.attacks.inversion.optimize as optimize
+
+    monkeypatch.setattr(optimize.GradientMatching, "_chain_fn", lambda self, prob: None)
     ups = [lenet_update(digits, [i]) for i in (0, 1)]
     in_turn = invert_batch(ups, "idlg", iterations=3, seed=0)
     at_once = invert_batch(ups, "idlg", iterations=3, seed=0, alive_below=0.0)
-    assert all(r.extras["stacked_engine"] for r in in_turn)
-    assert not any(r.extras["stacked_engine"] for r in at_once)
+    assert all(r.extras["engine"] == "stacked" for r in in_turn)
+    assert all(r.extras["engine"] == "vmap" for r in at_once)
     assert all(r.extras["starts_tried"] == 4 for r in at_once)
     assert all(1 <= r.extras["starts_tried"] <= 4 for r in in_turn)
 

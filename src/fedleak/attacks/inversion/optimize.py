@@ -14,9 +14,11 @@ All targets (updates) and restarts of a run are P = T x R independent problems s
 computation: ``torch.func.vmap`` over the problems of a function that replays the client's gradient with
 ``torch.func.grad``, and optimisers with per-problem state (:class:`BatchedLBFGS`; Adam is per-element). The
 ``dlg`` / ``idlg`` presets try a target's restarts in turn (``alive_below``): the batch holds one start per
-target, and a start that is still near its update's squared norm after ``select_at`` is replaced by the next. A
-run of few problems at a time (a target alone, a retry) evaluates the same objectives in one ordinary autograd
-graph instead where the network allows (``stacked.py``), after a check that both give the same.
+target, and a start that is still near its update's squared norm after ``select_at`` is replaced by the next.
+Where the network is a chain of convolutions, linear layers and elementwise activations (DLG's LeNet, the MLPs)
+and the distance l2, the objectives and their gradients are written out instead (``chain.py``; no autograd, about
+twice as fast); elsewhere a run of few problems at a time (a target alone, a retry) evaluates them in one ordinary
+autograd graph (``stacked.py``). Either only after a check that it gives the same as vmap.
 
     >>> import fedleak
     >>> data = fedleak.data.load("digits")
@@ -38,6 +40,7 @@ from torch import Tensor
 from torch.func import functional_call, vmap
 
 from fedleak.attacks.inversion.bn_prior import BN_PRIOR_MODES, BNPrior, choose_prior, prior_targets, prior_value
+from fedleak.attacks.inversion.chain import ChainMatch
 from fedleak.attacks.inversion.families import family_of, fedavg_engine, ig_defaults
 from fedleak.attacks.inversion.fedavg_labels import (
     MAX_RECORDS,
@@ -469,6 +472,28 @@ class GradientMatching:
 
         return objectives
 
+    def _chain_fn(self, prob: _Problem):  # noqa: ANN202
+        """The P problems' objectives and their gradients written out (chain.py), for the l2 distance on FedSGD
+        gradients of chain networks, with no prior but TV; None elsewhere."""
+        cfg = self.config
+        if cfg.replay != "gradient" or cfg.distance != "l2" or prob.clients != 1 or prob.bn is not None:
+            return None
+        chain = ChainMatch.from_module(prob.module) if cfg.image_prior is None else None
+        if chain is None or sorted(chain.names()) != sorted(prob.names):
+            return None
+
+        def objectives(x: Tensor, labels: Tensor, th: dict[str, Tensor], tg: list[Tensor]) -> tuple[Tensor, ...]:
+            val, gx, gy = chain(x, labels, th, prob.consts, dict(zip(prob.names, tg, strict=False)), prob.shared)
+            if cfg.tv:
+                with torch.enable_grad():
+                    xg = x.detach().requires_grad_(True)
+                    tv = cfg.tv * total_variation(xg, batch_dims=1)
+                    (g,) = torch.autograd.grad(tv.sum(), [xg])
+                val, gx = val + tv.detach(), gx + g
+            return val, gx, gy
+
+        return objectives
+
     # the run ---------------------------------------------------------------------------------------
     def run(self, updates: Sequence[ClientUpdate]) -> list[Reconstruction]:
         """Attack every update; the updates are grouped by (model, batch) and each group is one batch."""
@@ -655,7 +680,8 @@ class GradientMatching:
 
         nx = N * int(torch.tensor(shape).prod())
         stacked = self._stacked_fn(prob, spec)  # the same objectives without vmap, where the network allows
-        use_stacked: list[bool] = []  # decided below: the stacked engine only where it agrees with vmap
+        chain = self._chain_fn(prob)  # and written out, where the network is a chain
+        engine = ["vmap"]  # decided below: another engine only where it agrees with vmap
 
         def evaluate(x: Tensor, y: Tensor | None, rows: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
             """(objective, d/dx, d/dy or None) for all problems, or for the problems ``rows``, in one
@@ -678,21 +704,29 @@ class GradientMatching:
                     (gx,) = torch.autograd.grad(val.sum(), [xg])
                     return val.detach(), gx, None
 
-            return with_grads(stacked if use_stacked == [True] else values)
+            if engine[0] == "chain":
+                return chain(x, y if joint else hd, th, tg)
+            return with_grads(stacked if engine[0] == "stacked" else values)
 
         # restarts that differ only by their start are tried in turn (alive_below); those that replay other label
         # arrangements (FedAvg) all at once, so that the lowest objective picks the arrangement
         lazy = orders is None and cfg.optimizer == "lbfgs" and cfg.alive_below > 0 and R > 1
-        # a run of few problems at a time (a target alone, a retry) takes the stacked engine throughout, if it gives
-        # the same as vmap at a fixed random point; a larger batch keeps the vmap engine as before
+        # the written-out chain where the network is one, else for a run of few problems at a time (a target
+        # alone, a retry) the stacked graph; each only if it gives the same as vmap at a fixed random point
+        others = ["chain"] if chain is not None else []
         if stacked is not None and (T if lazy else P) <= STACKED_MAX:
+            others.append("stacked")
+        if others:
             draw = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0), dtype=x0.dtype).to(dev)
             ours = evaluate(draw, y0)
-            use_stacked.append(True)
-            try:
-                use_stacked[0] = agrees(evaluate(draw, y0), ours)
-            except RuntimeError:  # a layer fed other than the stacked forms expect (e.g. a Linear on 3-D input)
-                use_stacked[0] = False
+            for name in others:
+                engine[0] = name
+                try:
+                    if agrees(evaluate(draw, y0), ours):
+                        break
+                except RuntimeError:  # a layer fed other than the stacked forms expect (e.g. Linear on 3-D input)
+                    pass
+                engine[0] = "vmap"
 
         lo = spec.normalize(torch.zeros(1, *shape, dtype=dtype)).to(dev)
         hi = spec.normalize(torch.ones(1, *shape, dtype=dtype)).to(dev)
@@ -732,8 +766,9 @@ class GradientMatching:
                         "schedule": None if sched is None else sched[p].tolist(),
                         "note": notes.get(t),
                         "problems_batched": P,
-                        # the objectives evaluated in one ordinary graph, without vmap (a run of few problems)
-                        "stacked_engine": use_stacked == [True],
+                        # how the objectives were evaluated: written out (chain), in one ordinary graph (stacked,
+                        # a run of few problems) or under vmap
+                        "engine": engine[0],
                         "bn_prior": None if prob.bn is None else prob.bn.source,  # "update" / "global" / None
                         "bn_prior_why": prob.bn_why,
                         "image_prior": None if cfg.image_prior is None else cfg.image_prior.to_dict(),
