@@ -141,3 +141,16 @@ def test_engine_takes_the_chain_only_where_it_agrees(digits, monkeypatch):
     for a, b in zip(wrong, without, strict=True):
         assert a.extras["engine"] == b.extras["engine"] == "stacked"  # 3 problems: the stacked graph, as before
         assert torch.equal(a.inputs, b.inputs)  # the wrong gradient never moved a problem
+
+
+def test_engine_takes_the_chain_with_tv_and_the_image_prior_beside_it(digits):
+    # both terms by autograd in the records beside the written-out distance; weighted so that either, left out or
+    # wrong, moves the objective far beyond the agreement check's 1e-3 and the engine would fall back to vmap
+    from fedleak.attacks.inversion.image_prior import fit_gaussian_prior
+
+    prior = fit_gaussian_prior(digits.spec.normalize(digits.pixels(list(range(100, 400)))))
+    ups = [client_update(fedleak.models.build("lenet", digits.spec, seed=0), digits.subset([i, i + 1])) for i in (0, 2)]
+    with_tv = invert_batch(ups, "idlg", iterations=2, restarts=1, seed=0, tv=1e3, )
+    with_prior = invert_batch(ups, "idlg", iterations=2, restarts=1, seed=0, image_prior=prior, prior_weight=1.0)
+    assert all(r.extras["engine"] == "chain" for r in with_tv + with_prior)
+    assert all(r.extras["image_prior"] is not None for r in with_prior)

@@ -474,22 +474,33 @@ class GradientMatching:
 
     def _chain_fn(self, prob: _Problem):  # noqa: ANN202
         """The P problems' objectives and their gradients written out (chain.py), for the l2 distance on FedSGD
-        gradients of chain networks, with no prior but TV; None elsewhere."""
+        gradients of chain networks, with TV and the image prior beside it (by autograd, in the records alone);
+        None elsewhere."""
         cfg = self.config
         if cfg.replay != "gradient" or cfg.distance != "l2" or prob.clients != 1 or prob.bn is not None:
             return None
-        chain = ChainMatch.from_module(prob.module) if cfg.image_prior is None else None
+        chain = ChainMatch.from_module(prob.module)
         if chain is None or sorted(chain.names()) != sorted(prob.names):
             return None
+        image, m = None, len(prob.names)
+        if cfg.image_prior is not None:  # as _objective_fn has it
+            ref = prob.target[0]
+            image = GaussianImagePrior(
+                cfg.image_prior.mean.to(ref), cfg.image_prior.whiten.to(ref), cfg.image_prior.num_images
+            )
 
         def objectives(x: Tensor, labels: Tensor, th: dict[str, Tensor], tg: list[Tensor]) -> tuple[Tensor, ...]:
             val, gx, gy = chain(x, labels, th, prob.consts, dict(zip(prob.names, tg, strict=False)), prob.shared)
-            if cfg.tv:
+            if cfg.tv or image is not None:
                 with torch.enable_grad():
                     xg = x.detach().requires_grad_(True)
-                    tv = cfg.tv * total_variation(xg, batch_dims=1)
-                    (g,) = torch.autograd.grad(tv.sum(), [xg])
-                val, gx = val + tv.detach(), gx + g
+                    extra = cfg.tv * total_variation(xg, batch_dims=1) if cfg.tv else 0
+                    if image is not None:  # the Gaussian energy, relative to what was sent (as in _objective_fn)
+                        scale = sum(t.pow(2).flatten(1).sum(1) for t in tg[:m])
+                        energy = image.energy(xg.reshape(-1, *xg.shape[2:])).view(xg.shape[:2]).mean(1)
+                        extra = extra + cfg.prior_weight * scale * energy
+                    (g,) = torch.autograd.grad(extra.sum(), [xg])  # type: ignore[union-attr]
+                val, gx = val + extra.detach(), gx + g  # type: ignore[union-attr]
             return val, gx, gy
 
         return objectives
