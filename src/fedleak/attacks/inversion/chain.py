@@ -140,6 +140,10 @@ class ChainMatch:
         """The parameters the chain replays, in its order."""
         return [f"{ly.name}.{k}" for ly in self.layers for k in (("weight", "bias") if ly.bias else ("weight",))]
 
+    def buffers(self) -> set[str]:
+        """The buffers the input's affine map reads."""
+        return {b for b in (self.scale, self.shift) if b is not None}
+
     def _index(self, i: int, shape: tuple[int, ...], n: int, device: torch.device) -> Tensor:
         """Convolution ``i``'s unfolding as a gather: for an input (C, N, H, W) per problem (channels first, the
         records inside), the position in its zero-padded copy (C, N, H + 2 ph, W + 2 pw) that each column entry

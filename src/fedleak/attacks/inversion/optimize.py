@@ -480,7 +480,7 @@ class GradientMatching:
         if cfg.replay != "gradient" or cfg.distance != "l2" or prob.clients != 1 or prob.bn is not None:
             return None
         chain = ChainMatch.from_module(prob.module)
-        if chain is None or sorted(chain.names()) != sorted(prob.names):
+        if chain is None or sorted(chain.names()) != sorted(prob.names) or not chain.buffers() <= set(prob.consts):
             return None
         image, m = None, len(prob.names)
         if cfg.image_prior is not None:  # as _objective_fn has it

@@ -6,7 +6,10 @@ linear layers and per-record operations, the same P objectives can be written wi
 problems' records go through the network as one batch of P x N records, each convolution (unfolded) and linear
 layer multiplying by its problem's own weights, and the gradient of the summed per-problem losses with respect to
 the stacked weights is every problem's own gradient. The same arithmetic with less dispatch, which pays for runs
-of few problems (a target attacked alone, with its restarts; a retry): ``bench/inversion_engine.py``.
+of few problems (a target attacked alone, with its restarts; a retry): ``bench/inversion_engine.py``. Chains of
+convolutions, linear layers and elementwise activations (DLG's LeNet) take ``chain.py`` instead, which writes the
+objective's gradient out and is faster still at any number of problems; this graph serves the rest (pooling, other
+activations).
 
 Which networks qualify is decided twice: by the module types (anything else, BatchNorm in particular, whose batch
 statistics would mix the problems, keeps the vmap engine), and by a check before each run, where the stacked
