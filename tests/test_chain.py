@@ -150,7 +150,7 @@ def test_engine_takes_the_chain_with_tv_and_the_image_prior_beside_it(digits):
 
     prior = fit_gaussian_prior(digits.spec.normalize(digits.pixels(list(range(100, 400)))))
     ups = [client_update(fedleak.models.build("lenet", digits.spec, seed=0), digits.subset([i, i + 1])) for i in (0, 2)]
-    with_tv = invert_batch(ups, "idlg", iterations=2, restarts=1, seed=0, tv=1e3, )
+    with_tv = invert_batch(ups, "idlg", iterations=2, restarts=1, seed=0, tv=1e3)
     with_prior = invert_batch(ups, "idlg", iterations=2, restarts=1, seed=0, image_prior=prior, prior_weight=1.0)
     assert all(r.extras["engine"] == "chain" for r in with_tv + with_prior)
     assert all(r.extras["image_prior"] is not None for r in with_prior)
