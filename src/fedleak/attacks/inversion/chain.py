@@ -160,7 +160,7 @@ class ChainMatch:
                 g["stride"],
             )
             hp, wp = h + 2 * ph, w + 2 * pw
-            ho, wo = _out_hw((h, w), g)
+            ho, wo = conv_out_hw((h, w), g)
             ar = torch.arange
             idx = (
                 ar(c).view(c, 1, 1, 1, 1, 1) * (n * hp * wp)
@@ -253,7 +253,7 @@ class ChainMatch:
             zs.append(z)
             outs.append(out)
             if convs[i]:
-                ho, wo = _out_hw(shapes[-1][2:], ly.conv)  # type: ignore[arg-type]
+                ho, wo = conv_out_hw(shapes[-1][2:], ly.conv)  # type: ignore[arg-type]
                 a = out.view(p, z.shape[1], n, ho, wo)
             else:
                 a = out
@@ -360,7 +360,8 @@ def _activate(act: str | None, z: Tensor) -> Tensor:
     return z
 
 
-def _out_hw(hw: tuple[int, ...], conv: dict) -> tuple[int, int]:
+def conv_out_hw(hw: tuple[int, ...], conv: dict) -> tuple[int, int]:
+    """A convolution's output height and width for an input of ``hw``, its geometry as F.unfold takes it."""
     return tuple(  # type: ignore[return-value]
         (hw[k] + 2 * conv["padding"][k] - conv["dilation"][k] * (conv["kernel_size"][k] - 1) - 1) // conv["stride"][k]
         + 1
@@ -368,4 +369,4 @@ def _out_hw(hw: tuple[int, ...], conv: dict) -> tuple[int, int]:
     )
 
 
-__all__ = ["ChainMatch"]
+__all__ = ["ChainMatch", "conv_out_hw"]

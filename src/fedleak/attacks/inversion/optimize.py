@@ -393,17 +393,20 @@ class GradientMatching:
             return [torch.softmax(functional_call(module, (th, consts), (x,)), -1).mean(0) for th in thetas]
 
     # the objective -----------------------------------------------------------------------------------------
+    def _image_prior(self, prob: _Problem) -> GaussianImagePrior | None:
+        """The configured image prior in the replay's dtype and device (converted once, not per evaluation)."""
+        ip = self.config.image_prior
+        if ip is None:
+            return None
+        ref = prob.target[0]
+        return GaussianImagePrior(ip.mean.to(ref), ip.whiten.to(ref), ip.num_images)
+
     def _objective_fn(self, prob: _Problem, update: ClientUpdate):  # noqa: ANN202
         cfg = self.config
         dist = DISTANCES.get(cfg.distance)
         dist_kw = {"alpha": cfg.tag_alpha} if cfg.distance == "tag" else {}
         k = prob.clients
-        image = None  # the image prior in the replay's dtype and device (converted once, not per evaluation)
-        if cfg.image_prior is not None:
-            ref = prob.target[0]
-            image = GaussianImagePrior(
-                cfg.image_prior.mean.to(ref), cfg.image_prior.whiten.to(ref), cfg.image_prior.num_images
-            )
+        image = self._image_prior(prob)
 
         read = as_gradient(update)
 
@@ -482,12 +485,7 @@ class GradientMatching:
         chain = ChainMatch.from_module(prob.module)
         if chain is None or sorted(chain.names()) != sorted(prob.names) or not chain.buffers() <= set(prob.consts):
             return None
-        image, m = None, len(prob.names)
-        if cfg.image_prior is not None:  # as _objective_fn has it
-            ref = prob.target[0]
-            image = GaussianImagePrior(
-                cfg.image_prior.mean.to(ref), cfg.image_prior.whiten.to(ref), cfg.image_prior.num_images
-            )
+        image, m = self._image_prior(prob), len(prob.names)
 
         def objectives(x: Tensor, labels: Tensor, th: dict[str, Tensor], tg: list[Tensor]) -> tuple[Tensor, ...]:
             val, gx, gy = chain(x, labels, th, prob.consts, dict(zip(prob.names, tg, strict=False)), prob.shared)

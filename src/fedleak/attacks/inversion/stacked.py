@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fedleak.attacks.inversion.chain import conv_out_hw
 from fedleak.attacks.inversion.replay import LossFn, fedsgd_gradient, soft_cross_entropy
 
 # per-record modules: they act on each record alone, so P x N records in one batch are P problems' records
@@ -68,9 +69,8 @@ class _StackedConv2d(nn.Conv2d):
         out = w.reshape(p, 1, o, -1) @ cols.view(p, n, cols.shape[1], cols.shape[2])  # (P, N, O, L)
         if b is not None:
             out = out + b.view(p, 1, o, 1)
-        ho = (h + 2 * self.padding[0] - self.dilation[0] * (self.kernel_size[0] - 1) - 1) // self.stride[0] + 1
-        wo = (wd + 2 * self.padding[1] - self.dilation[1] * (self.kernel_size[1] - 1) - 1) // self.stride[1] + 1
-        return out.reshape(p * n, o, ho, wo)
+        geometry = {"kernel_size": self.kernel_size, "dilation": self.dilation, "padding": self.padding}
+        return out.reshape(p * n, o, *conv_out_hw((h, wd), geometry | {"stride": self.stride}))
 
 
 class _StackedLinear(nn.Linear):
